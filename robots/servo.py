@@ -1,0 +1,243 @@
+"""Turns the runtime's 20 Hz commands into joint targets at the physics rate, inside the arm's limits.
+
+This is the driver-side half of the safety contract and does not depend on MuJoCo, so the sim driver and
+real-arm adapters share it: a command is refused after its deadline or when it is not finite; an accepted
+command is interpolated over one control period (twists ramp, joint targets move at bounded speed); when
+no valid command came for `command_timeout_s` the arm ramps to a hold. Every joint target stays inside the
+joint range less the margin, every joint speed below the published maximum times the speed fraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from robots.kinematics import dls_solve
+from robots.rotations import axis_angle_to_mat, rotation_error
+from robots.spec import ArmSpec
+
+MODES = ("cartesian_velocity", "joint_position", "hold")
+
+
+class Rejection(str, Enum):
+    """Why a command was not applied; the values are the status counters' keys."""
+
+    LATE = "late"  # arrived after its deadline
+    NON_FINITE = "non_finite"
+    BAD_MODE = "bad_mode"
+    BAD_SHAPE = "bad_shape"
+    OUT_OF_ORDER = "out_of_order"
+
+
+@dataclass(frozen=True)
+class ServoConfig:
+    period_s: float = 0.05  # control period the commands are meant for
+    dt: float = 0.002  # physics / interpolation step
+    command_timeout_s: float = 0.2  # no valid command for this long: ramp to hold
+    ik_damping: float = 0.02
+    ik_every: int = 5  # physics steps per IK solve (100 Hz); the joint targets still move every step
+    stop_ramp_s: float = 0.02  # twist ramp to zero on a command timeout
+    max_joint_accel: float = 15.0  # rad/s²; bounds how fast a joint target's speed may change
+    reanchor_error: float = 0.01  # m or rad of tracking error past which the Cartesian target is reset
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command as the driver sees it (decoded from the wire)."""
+
+    seq: int
+    mode: str
+    action: np.ndarray
+    deadline_ns: int
+    obs_seq: int = -1
+
+
+@dataclass
+class ServoStatus:
+    last_applied_seq: int = -1
+    last_rejected_seq: int = -1
+    last_rejection: str = ""
+    applied: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    holding: bool = True
+    hold_cause: str = "startup"
+
+
+def twist_from_action(spec: ArmSpec, action: np.ndarray) -> tuple[np.ndarray, float]:
+    """6-D base-frame twist and gripper command from a cartesian_velocity action, clipped to the limits.
+
+    Each axis is clipped to the action space, then the linear and angular parts are scaled down to the
+    arm's max TCP speeds, so the direction of motion is kept.
+    """
+    space = spec.action_spaces["cartesian_velocity"]
+    a = np.clip(action, space.low, space.high)
+    named = dict(zip(space.dims, a, strict=True))
+    twist = np.array([named.get(k, 0.0) for k in ("vx", "vy", "vz", "wx", "wy", "wz")])
+    for part, limit in ((slice(0, 3), spec.limits.max_linear_speed), (slice(3, 6), spec.limits.max_angular_speed)):
+        norm = np.linalg.norm(twist[part])
+        if norm > limit:
+            twist[part] *= limit / norm
+    return twist, float(named["gripper"])
+
+
+class CommandServo:
+    """Holds the active command and produces the joint target for each physics step."""
+
+    def __init__(self, spec: ArmSpec, config: ServoConfig, q_start: np.ndarray, now_ns: int) -> None:
+        self.spec = spec
+        self.config = config
+        self.chain = spec.chain()
+        margin = spec.limits.joint_margin
+        self.q_low = spec.joint_lower + margin
+        self.q_high = spec.joint_upper - margin
+        self.qd_max = spec.max_joint_speed * spec.limits.joint_speed_fraction
+        self.status = ServoStatus()
+        self.reset(q_start, now_ns)
+
+    def reset(self, q: np.ndarray, now_ns: int, gripper: float = 0.0) -> None:
+        """Hold at q (clipped into the limits), forgetting any active command."""
+        self.q_des = np.clip(np.asarray(q, dtype=float), self.q_low, self.q_high)
+        self.qd_des = np.zeros_like(self.q_des)
+        self.pos_des, self.rot_des = self.chain.fk(self.q_des)
+        self._anchor_stale = False
+        self._ik_countdown = 0
+        self._ik_qd = np.zeros_like(self.q_des)
+        self.twist = np.zeros(6)  # applied twist (ramping)
+        self.twist_goal = np.zeros(6)
+        self.twist_step = np.zeros(6)  # twist change per step while ramping
+        self.joint_goal: np.ndarray | None = None
+        self.joint_speed = np.zeros_like(self.q_des)
+        self.gripper = gripper
+        self.mode = "hold"
+        self.last_valid_ns = now_ns
+        self.status.holding, self.status.hold_cause = True, "reset"
+        self.last_seq = -1
+
+    # ----------------------------------------------------------------- commands
+    def submit(self, cmd: Command, now_ns: int) -> Rejection | None:
+        """Accept a command (returns None) or refuse it with the reason; a refused command changes nothing."""
+        reason = self._check(cmd, now_ns)
+        if reason is not None:
+            self.status.last_rejected_seq = cmd.seq
+            self.status.last_rejection = reason.value
+            self.status.rejected[reason.value] = self.status.rejected.get(reason.value, 0) + 1
+            return reason
+        self.last_seq = cmd.seq
+        self.last_valid_ns = now_ns
+        self.status.last_applied_seq = cmd.seq
+        self.status.applied += 1
+        steps = max(1, round(self.config.period_s / self.config.dt))
+        if cmd.mode == "cartesian_velocity":
+            twist, self.gripper = twist_from_action(self.spec, cmd.action)
+            self._ramp_twist_to(twist, steps)
+            self.joint_goal = None
+        elif cmd.mode == "joint_position":
+            space = self.spec.action_spaces["joint_position"]
+            a = np.clip(cmd.action, space.low, space.high)
+            self.joint_goal, self.gripper = np.clip(a[:-1], self.q_low, self.q_high), float(a[-1])
+            self.joint_speed = (self.joint_goal - self.q_des) / self.config.period_s
+            self._ramp_twist_to(np.zeros(6), 1)
+        else:  # hold: stop where we are, keep the gripper as it is
+            self._ramp_twist_to(np.zeros(6), steps)
+            self.joint_goal = None
+        self.mode = cmd.mode
+        self.status.holding = cmd.mode == "hold"
+        self.status.hold_cause = "hold_command" if self.status.holding else ""
+        return None
+
+    def _check(self, cmd: Command, now_ns: int) -> Rejection | None:
+        if cmd.seq <= self.last_seq:
+            return Rejection.OUT_OF_ORDER
+        if now_ns > cmd.deadline_ns:
+            return Rejection.LATE
+        if cmd.mode not in MODES:
+            return Rejection.BAD_MODE
+        expected = 0 if cmd.mode == "hold" else self.spec.action_spaces[cmd.mode].size
+        action = np.asarray(cmd.action)
+        if cmd.mode != "hold" and action.shape != (expected,):
+            return Rejection.BAD_SHAPE
+        if not np.all(np.isfinite(action.astype(float, copy=False))):
+            return Rejection.NON_FINITE
+        return None
+
+    def _ramp_twist_to(self, goal: np.ndarray, steps: int) -> None:
+        self.twist_goal = goal
+        self.twist_step = (goal - self.twist) / steps
+
+    # ------------------------------------------------------------------- stepping
+    def step(self, now_ns: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Advance one physics step; returns (joint target, joint target speed, gripper command 0..1)."""
+        cfg = self.config
+        if not self.status.holding and now_ns - self.last_valid_ns > cfg.command_timeout_s * 1e9:
+            self.status.holding, self.status.hold_cause = True, "command_timeout"
+            self._ramp_twist_to(np.zeros(6), max(1, round(cfg.stop_ramp_s / cfg.dt)))
+            self.joint_goal = None
+            self.mode = "hold"
+        if self.joint_goal is not None:
+            qd, reanchor = self._joint_velocity_towards_goal(), False
+            self._anchor_stale = True
+        else:
+            qd, err = self._cartesian_velocity()
+            reanchor = err > cfg.reanchor_error
+        qd = self._limit_velocity(qd)
+        q_new = self.q_des + qd * cfg.dt
+        clipped = np.clip(q_new, self.q_low, self.q_high)
+        at_limit = clipped != q_new
+        if np.any(at_limit):  # last resort; braking in _limit_velocity normally stops short of this
+            qd, q_new, reanchor = np.where(at_limit, 0.0, qd), clipped, True
+        self.q_des, self.qd_des = q_new, qd
+        if reanchor:  # the Cartesian goal follows the joints: no wind-up at limits
+            self._anchor_stale = True
+        return self.q_des, self.qd_des, self.gripper
+
+    def _joint_velocity_towards_goal(self) -> np.ndarray:
+        """Move at the speed that reaches the goal in one control period, braking to stop on it."""
+        remaining = self.joint_goal - self.q_des
+        cap = np.minimum(np.sqrt(2.0 * self.config.max_joint_accel * np.abs(remaining)), np.abs(remaining) / self.config.dt)
+        return np.sign(remaining) * np.minimum(np.abs(self.joint_speed), cap)
+
+    def _cartesian_velocity(self) -> tuple[np.ndarray, float]:
+        """Joint speed tracking the integrated Cartesian goal, and the tracking error (m or rad).
+
+        One DLS step every `ik_every` physics steps, aimed at where the goal will be by the next solve.
+        """
+        cfg = self.config
+        if np.any(self.twist != self.twist_goal):
+            nxt = self.twist + self.twist_step
+            passed = (self.twist_goal - nxt) * self.twist_step <= 0
+            self.twist = np.where(passed, self.twist_goal, nxt)
+        if self._anchor_stale:
+            self.pos_des, self.rot_des = self.chain.fk(self.q_des)
+            self._anchor_stale, self._ik_countdown = False, 0
+        if not np.any(self.twist) and not np.any(self.qd_des):
+            return np.zeros_like(self.q_des), 0.0
+        self.pos_des = self.pos_des + self.twist[:3] * cfg.dt
+        self.rot_des = axis_angle_to_mat(self.twist[3:] * cfg.dt) @ self.rot_des
+        if self._ik_countdown > 0:
+            self._ik_countdown -= 1
+            return self._ik_qd, 0.0
+        horizon = cfg.ik_every * cfg.dt
+        pos, rot, jac = self.chain.fk_and_jacobian(self.q_des)
+        goal_pos = self.pos_des + self.twist[:3] * (horizon - cfg.dt)
+        goal_rot = axis_angle_to_mat(self.twist[3:] * (horizon - cfg.dt)) @ self.rot_des
+        err = np.concatenate([goal_pos - pos, rotation_error(goal_rot, rot)])
+        self._ik_qd = dls_solve(jac, err, cfg.ik_damping) / horizon
+        self._ik_countdown = cfg.ik_every - 1
+        return self._ik_qd, float(np.max(np.abs(err))) - float(np.max(np.abs(self.twist))) * horizon
+
+    def _limit_velocity(self, qd: np.ndarray) -> np.ndarray:
+        """Joint speeds under the speed limit (direction kept), braking before joint limits, accel-bounded."""
+        cfg = self.config
+        scale = np.max(np.abs(qd) / self.qd_max)
+        if scale > 1.0:
+            qd = qd / scale
+        # Never faster towards a joint limit than lets the joint stop on it at max deceleration.
+        qd = np.clip(
+            qd,
+            -np.sqrt(2.0 * cfg.max_joint_accel * np.maximum(self.q_des - self.q_low, 0.0)),
+            np.sqrt(2.0 * cfg.max_joint_accel * np.maximum(self.q_high - self.q_des, 0.0)),
+        )
+        max_dv = cfg.max_joint_accel * cfg.dt
+        return self.qd_des + np.clip(qd - self.qd_des, -max_dv, max_dv)

@@ -1,0 +1,1 @@
+"""MuJoCo simulation of the arms: models, physics and the sim driver."""
