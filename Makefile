@@ -1,0 +1,36 @@
+# One venv in .venv; CPU torch is installed first so the torch range in pyproject.toml does not pull CUDA.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export MUJOCO_GL ?= egl
+
+.PHONY: setup test demo bench lint clean
+
+setup: $(BIN)/pac-sim
+
+$(BIN)/pac-sim: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/python -m pip install -q "torch>=2.4,<2.15"; \
+	else \
+		$(BIN)/python -m pip install -q torch==2.13.0; \
+	fi
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/python -m benchmarks.sim_demo
+
+bench: setup
+	$(BIN)/python -m benchmarks.sim_speed
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

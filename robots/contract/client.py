@@ -1,0 +1,143 @@
+"""The runtime's side of the driver contract: connect, wait for the driver, send commands, read the latest.
+
+Tests, benchmarks, the tasks and `pac-run` talk to any driver (sim or real) through this one class. In
+lockstep, `step` sends a command (or a tick) and waits for the state that acknowledges it, resending the
+same message when a PUB/SUB connection was still being set up (the driver ignores a repeated seq).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from robots.contract import messages as msg
+from robots.contract.receiver import LatestReceiver
+from robots.contract.wire import WireError
+
+
+class DriverUnavailable(RuntimeError):
+    """No driver answered on the endpoint in time."""
+
+
+@dataclass
+class Observation:
+    """The newest state, images and status seen from a driver."""
+
+    state: msg.StateMsg | None = None
+    status: msg.StatusMsg | None = None
+    images: dict[str, msg.ImageMsg] = field(default_factory=dict)
+
+
+class DriverClient:
+    def __init__(
+        self,
+        pub_endpoint: str,
+        cmd_endpoint: str,
+        *,
+        context: zmq.Context | None = None,
+        source: str = "runtime",
+    ) -> None:
+        self.pub_endpoint, self.cmd_endpoint = pub_endpoint, cmd_endpoint
+        self.context = context or zmq.Context.instance()
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 1000)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(pub_endpoint)
+        self.cmd = self.context.socket(zmq.PUB)
+        self.cmd.setsockopt(zmq.LINGER, 0)
+        self.cmd.connect(cmd_endpoint)
+        self.receiver = LatestReceiver(self.sub)
+        self.source = source
+        self.seq = 0
+        self.latest = Observation()
+        self.parse_errors = 0
+
+    # ---------------------------------------------------------------- receiving
+    def poll(self, timeout_ms: int = 0) -> Observation:
+        """Take everything queued; keep the newest state, status and image per camera."""
+        for topic, env in self.receiver.poll(timeout_ms).items():
+            try:
+                if topic == msg.STATE:
+                    self.latest.state = msg.StateMsg.from_envelope(env)
+                elif topic == msg.STATUS:
+                    self.latest.status = msg.StatusMsg.from_envelope(env)
+                elif topic.startswith(msg.IMAGE_PREFIX):
+                    image = msg.ImageMsg.from_envelope(env)
+                    self.latest.images[image.camera] = image
+            except WireError as err:
+                self.receiver.drops.add(err.reason)
+        return self.latest
+
+    def wait_ready(self, timeout_s: float = 10.0) -> msg.StatusMsg:
+        """Block until the driver's heartbeat arrives, or raise DriverUnavailable naming the endpoint."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.poll(100).status is not None:
+                return self.latest.status
+        raise DriverUnavailable(
+            f"no driver heartbeat on {self.pub_endpoint} within {timeout_s:.0f} s; "
+            f"start one with `pac-sim --robot sawyer` (or use --sim)"
+        )
+
+    # ------------------------------------------------------------------ sending
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def send_command(self, mode: str, action: np.ndarray, deadline_ns: int, obs_seq: int = -1) -> int:
+        seq = self._next_seq()
+        command = msg.CommandMsg(seq, mode, np.asarray(action, dtype=float), deadline_ns, obs_seq, self.source)
+        self.cmd.send_multipart(command.to_frames())
+        return seq
+
+    # ----------------------------------------------------------------- lockstep
+    def _send_and_wait(self, frames: list[bytes], seq: int, timeout_s: float, resend_s: float) -> Observation:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            self.cmd.send_multipart(frames)
+            resend_at = time.monotonic() + resend_s
+            while time.monotonic() < resend_at:
+                state = self.poll(10).state
+                if state is not None and state.last_rx_seq >= seq:
+                    return self.latest
+        raise DriverUnavailable(f"driver on {self.cmd_endpoint} did not acknowledge message {seq} in {timeout_s} s")
+
+    def step(
+        self,
+        mode: str | None = None,
+        action: np.ndarray | None = None,
+        *,
+        deadline_ns: int | None = None,
+        timeout_s: float = 10.0,
+        resend_s: float = 0.25,
+    ) -> Observation:
+        """Lockstep: apply a command (or none: a tick) for one period and return the acknowledging state.
+
+        The default deadline is two periods after the newest state's capture time (the driver's clock).
+        """
+        seq = self._next_seq()
+        if mode is None:
+            frames = msg.ControlMsg(msg.TICK, seq, self.source).to_frames()
+        else:
+            if deadline_ns is None:
+                state = self.latest.state
+                base = state.t_capture_ns if state is not None else time.monotonic_ns()
+                period = self.latest.status.period_s if self.latest.status is not None else 0.05
+                deadline_ns = base + round(2 * period * 1e9)
+            obs_seq = self.latest.state.seq if self.latest.state is not None else -1
+            action = np.zeros(0) if action is None else np.asarray(action, dtype=float)
+            frames = msg.CommandMsg(seq, mode, action, deadline_ns, obs_seq, self.source).to_frames()
+        return self._send_and_wait(frames, seq, timeout_s, resend_s)
+
+    def reset(self, timeout_s: float = 10.0) -> Observation:
+        """Sim only: arm home, objects in place; returns the state after the reset."""
+        seq = self._next_seq()
+        return self._send_and_wait(msg.ControlMsg(msg.RESET, seq, self.source).to_frames(), seq, timeout_s, 0.25)
+
+    def close(self) -> None:
+        self.sub.close(0)
+        self.cmd.close(0)

@@ -1,0 +1,240 @@
+"""The typed messages of the driver contract (DESIGN §2), each mapped onto the one wire codec.
+
+Drivers and the runtime build and read these dataclasses, never raw headers, so a field is named and
+checked in one place. `from_envelope` raises MalformedMessage for a message whose fields are missing or
+of the wrong shape; the receiver counts and drops it like any other bad message.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from robots.contract.wire import Envelope, MalformedMessage, encode
+
+STATE = "state"
+STATUS = "status"
+COMMAND = "command"
+IMAGE_PREFIX = "image/"
+TICK = "tick"  # lockstep only: advance one control period without a new command
+RESET = "reset"  # sim only: arm to home, objects to their places
+
+
+def _field(env: Envelope, name: str, kind: type | tuple[type, ...]) -> Any:
+    value = env.fields.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        raise MalformedMessage(f"{env.topic}: field {name!r} missing or not {kind}")
+    return value
+
+
+def _array(env: Envelope, name: str, shape: tuple[int | None, ...], dtype: type = np.float64) -> np.ndarray:
+    arr = env.arrays.get(name)
+    if arr is None or arr.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, arr.shape)):
+        raise MalformedMessage(f"{env.topic}: array {name!r} missing or not of shape {shape}")
+    return arr.astype(dtype, copy=False)
+
+
+def _check_topic(env: Envelope, topic: str) -> None:
+    if env.topic != topic:
+        raise MalformedMessage(f"expected topic {topic!r}, got {env.topic!r}")
+
+
+@dataclass
+class StateMsg:
+    """Arm state at ≥ 100 Hz (one per period in lockstep)."""
+
+    seq: int
+    source: str
+    t_capture_ns: int
+    q: np.ndarray
+    dq: np.ndarray
+    gripper_pos: float
+    gripper_vel: float
+    gripper_grasp: float
+    tcp_pose: np.ndarray  # position (3) + quaternion (w, x, y, z)
+    mode: str  # driver mode: "lockstep" or "realtime"
+    last_cmd_seq: int  # last applied command
+    last_rx_seq: int = -1  # last runtime message (command or tick) the driver processed
+    step: int = 0  # control periods simulated since the last reset (lockstep)
+
+    def to_frames(self) -> list[bytes]:
+        return encode(
+            STATE,
+            seq=self.seq,
+            source=self.source,
+            t_capture_ns=self.t_capture_ns,
+            fields={
+                "gripper_pos": float(self.gripper_pos),
+                "gripper_vel": float(self.gripper_vel),
+                "gripper_grasp": float(self.gripper_grasp),
+                "mode": self.mode,
+                "last_cmd_seq": int(self.last_cmd_seq),
+                "last_rx_seq": int(self.last_rx_seq),
+                "step": int(self.step),
+            },
+            arrays={"q": self.q, "dq": self.dq, "tcp_pose": self.tcp_pose},
+        )
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> StateMsg:
+        _check_topic(env, STATE)
+        q = _array(env, "q", (None,))
+        return cls(
+            seq=env.seq,
+            source=env.source,
+            t_capture_ns=env.t_capture_ns,
+            q=q,
+            dq=_array(env, "dq", q.shape),
+            gripper_pos=float(_field(env, "gripper_pos", (int, float))),
+            gripper_vel=float(_field(env, "gripper_vel", (int, float))),
+            gripper_grasp=float(_field(env, "gripper_grasp", (int, float))),
+            tcp_pose=_array(env, "tcp_pose", (7,)),
+            mode=_field(env, "mode", str),
+            last_cmd_seq=_field(env, "last_cmd_seq", int),
+            last_rx_seq=_field(env, "last_rx_seq", int),
+            step=_field(env, "step", int),
+        )
+
+
+@dataclass
+class ImageMsg:
+    """One camera frame, JPEG on the wire by default (raw when lossless frames are needed)."""
+
+    camera: str
+    seq: int
+    source: str
+    t_capture_ns: int
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    step: int = 0
+
+    def to_frames(self, jpeg: bool = True, quality: int = 90) -> list[bytes]:
+        images = {"image": self.image}
+        return encode(
+            IMAGE_PREFIX + self.camera,
+            seq=self.seq,
+            source=self.source,
+            t_capture_ns=self.t_capture_ns,
+            fields={"step": int(self.step)},
+            jpeg=images if jpeg else None,
+            arrays=None if jpeg else images,
+            jpeg_quality=quality,
+        )
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> ImageMsg:
+        if not env.topic.startswith(IMAGE_PREFIX):
+            raise MalformedMessage(f"expected an image topic, got {env.topic!r}")
+        image = env.arrays.get("image")
+        if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise MalformedMessage(f"{env.topic}: 'image' missing or not (H, W, 3) uint8")
+        return cls(
+            camera=env.topic[len(IMAGE_PREFIX) :],
+            seq=env.seq,
+            source=env.source,
+            t_capture_ns=env.t_capture_ns,
+            image=image,
+            step=_field(env, "step", int),
+        )
+
+
+@dataclass
+class StatusMsg:
+    """Driver heartbeat and faults at ≥ 10 Hz (and after every lockstep period)."""
+
+    seq: int
+    source: str
+    t_capture_ns: int
+    robot: str
+    mode: str  # "lockstep" or "realtime"
+    holding: bool
+    hold_cause: str
+    last_applied_seq: int
+    last_rejected_seq: int
+    last_rejection: str
+    commands_applied: int
+    commands_rejected: dict[str, int] = field(default_factory=dict)
+    messages_dropped: dict[str, int] = field(default_factory=dict)
+    faults: list[str] = field(default_factory=list)
+    period_s: float = 0.05
+    command_timeout_ms: float = 200.0
+    sim_time: float = 0.0
+
+    _FIELDS = (
+        ("robot", str),
+        ("mode", str),
+        ("holding", bool),
+        ("hold_cause", str),
+        ("last_applied_seq", int),
+        ("last_rejected_seq", int),
+        ("last_rejection", str),
+        ("commands_applied", int),
+        ("commands_rejected", dict),
+        ("messages_dropped", dict),
+        ("faults", list),
+        ("period_s", (int, float)),
+        ("command_timeout_ms", (int, float)),
+        ("sim_time", (int, float)),
+    )
+
+    def to_frames(self) -> list[bytes]:
+        fields = {name: getattr(self, name) for name, _ in self._FIELDS}
+        return encode(STATUS, seq=self.seq, source=self.source, t_capture_ns=self.t_capture_ns, fields=fields)
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> StatusMsg:
+        _check_topic(env, STATUS)
+        values = {name: _field(env, name, kind) for name, kind in cls._FIELDS}
+        return cls(seq=env.seq, source=env.source, t_capture_ns=env.t_capture_ns, **values)
+
+
+@dataclass
+class CommandMsg:
+    """Runtime → driver: what to do for the next control period, and until when it may still be applied."""
+
+    seq: int
+    mode: str  # "cartesian_velocity", "joint_position" or "hold"
+    action: np.ndarray
+    deadline_ns: int
+    obs_seq: int = -1  # the observation this command was computed from
+    source: str = "runtime"
+    t_capture_ns: int = 0
+
+    def to_frames(self) -> list[bytes]:
+        return encode(
+            COMMAND,
+            seq=self.seq,
+            source=self.source,
+            t_capture_ns=self.t_capture_ns or time.monotonic_ns(),
+            fields={"mode": self.mode, "deadline_ns": int(self.deadline_ns), "obs_seq": int(self.obs_seq)},
+            arrays={"action": np.asarray(self.action, dtype=np.float64)},
+        )
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> CommandMsg:
+        _check_topic(env, COMMAND)
+        return cls(
+            seq=env.seq,
+            mode=_field(env, "mode", str),
+            action=_array(env, "action", (None,)),
+            deadline_ns=_field(env, "deadline_ns", int),
+            obs_seq=_field(env, "obs_seq", int),
+            source=env.source,
+            t_capture_ns=env.t_capture_ns,
+        )
+
+
+@dataclass
+class ControlMsg:
+    """Sim-only requests on the command socket: `tick` (lockstep: one period, no command) or `reset`."""
+
+    topic: str
+    seq: int
+    source: str = "runtime"
+
+    def to_frames(self) -> list[bytes]:
+        if self.topic not in (TICK, RESET):
+            raise ValueError(f"control topic must be {TICK!r} or {RESET!r}, not {self.topic!r}")
+        return encode(self.topic, seq=self.seq, source=self.source, t_capture_ns=time.monotonic_ns())

@@ -1,0 +1,270 @@
+"""The simulated arm behind the ZeroMQ driver contract: what `pac-sim` runs.
+
+It publishes `state`, `image/<camera>` and `status` on one PUB socket and takes `command` (plus the
+sim-only `tick` and `reset`) on a SUB socket, both bound by the driver. Real-time mode paces physics by
+the wall clock (absolute deadlines, overruns counted); lockstep mode advances exactly one control period
+per command or tick, so closed-loop tests are deterministic whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import numpy as np
+import zmq
+
+from robots.contract import messages as msg
+from robots.contract.wire import WireError, decode
+from robots.servo import Command, CommandServo, ServoConfig
+from robots.sim.physics import SimArm
+from robots.spec import load_spec
+
+log = logging.getLogger("pac-sim")
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    robot: str = "sawyer"
+    lockstep: bool = False
+    cameras: tuple[str, ...] | None = None  # None: every camera of the spec; () for none
+    pub_endpoint: str = "tcp://127.0.0.1:5555"  # state, images, status
+    cmd_endpoint: str = "tcp://127.0.0.1:5556"  # command, tick, reset
+    period_s: float = 0.05  # control period (lockstep step)
+    state_rate_hz: float = 100.0  # real-time mode
+    camera_rate_hz: float = 20.0  # real-time mode; lockstep renders once per period
+    status_rate_hz: float = 10.0
+    command_timeout_ms: float = 200.0
+    jpeg_quality: int = 90
+    raw_images: bool = False  # send images uncompressed instead of JPEG
+
+
+def check_bind_endpoint(endpoint: str) -> None:
+    """Refuse to bind anything but loopback: off-loopback links need CURVE keys (DESIGN §2), not built yet."""
+    parsed = urlparse(endpoint)
+    if parsed.scheme == "tcp" and parsed.hostname not in LOOPBACK_HOSTS:
+        raise ValueError(
+            f"refusing to bind {endpoint}: a non-loopback address needs CURVE keys; bind 127.0.0.1 instead"
+        )
+
+
+@dataclass
+class DriverCounters:
+    state_seq: int = 0
+    status_seq: int = 0
+    image_seq: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    overruns: int = 0  # real-time mode: physics fell behind the wall clock
+    last_rx_seq: int = -1
+    steps: int = 0
+
+
+class SimDriver:
+    """Owns the sim, the command servo and the two sockets."""
+
+    def __init__(self, config: DriverConfig, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.spec = load_spec(config.robot)
+        self.sim = SimArm(self.spec, config.cameras)
+        self.substeps = round(config.period_s / self.sim.model.opt.timestep)
+        self.servo_config = ServoConfig(
+            period_s=config.period_s,
+            dt=float(self.sim.model.opt.timestep),
+            command_timeout_s=config.command_timeout_ms / 1e3,
+        )
+        self.source = f"sim/{config.robot}"
+        self.counters = DriverCounters()
+        self._t0_ns = time.monotonic_ns()
+        self.servo = CommandServo(self.spec, self.servo_config, self.spec.home, self.now_ns())
+        for endpoint in (config.pub_endpoint, config.cmd_endpoint):
+            check_bind_endpoint(endpoint)
+        self.context = context or zmq.Context.instance()
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, 1000)
+        self.pub.bind(config.pub_endpoint)
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 1000 if config.lockstep else 16)
+        for topic in (msg.COMMAND, msg.TICK, msg.RESET):
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.sub.bind(config.cmd_endpoint)
+        self._stop = False
+
+    # ----------------------------------------------------------------- clock
+    def now_ns(self) -> int:
+        """Driver clock: monotonic in real time; in lockstep, sim time from the driver's start."""
+        if self.config.lockstep:
+            return self._t0_ns + round(self.sim.time * 1e9)
+        return time.monotonic_ns()
+
+    # ------------------------------------------------------------------ physics
+    def advance(self, substeps: int) -> None:
+        """Step the servo and physics; in lockstep the servo's clock is the sim clock."""
+        dt_ns = round(self.sim.model.opt.timestep * 1e9)
+        now = self.now_ns()
+        for i in range(substeps):
+            q, qd, g = self.servo.step(now + i * dt_ns if not self.config.lockstep else self.now_ns())
+            self.sim.set_targets(q, qd, g)
+            self.sim.step()
+
+    # --------------------------------------------------------------- messages in
+    def handle(self, frames: Sequence[bytes]) -> bool:
+        """Apply one message from the runtime; returns True when it advanced or reset the sim (lockstep)."""
+        try:
+            env = decode(frames)
+            if env.topic == msg.COMMAND:
+                cmd = msg.CommandMsg.from_envelope(env)
+        except WireError as err:
+            self._drop(err.reason)
+            return False
+        if self.config.lockstep and env.seq <= self.counters.last_rx_seq:
+            self._drop("duplicate")  # a resend of a message already applied: republish, do not step
+            self.publish_all()
+            return False
+        self.counters.last_rx_seq = max(self.counters.last_rx_seq, env.seq)
+        if env.topic == msg.RESET:
+            self.reset()
+        elif env.topic == msg.COMMAND:
+            rejection = self.servo.submit(
+                Command(cmd.seq, cmd.mode, np.asarray(cmd.action), cmd.deadline_ns, cmd.obs_seq), self.now_ns()
+            )
+            if rejection is not None:
+                log.warning("command %d rejected: %s", cmd.seq, rejection.value)
+        if self.config.lockstep and env.topic in (msg.COMMAND, msg.TICK):
+            self.advance(self.substeps)
+            self.counters.steps += 1
+        return True
+
+    def reset(self) -> None:
+        self.sim.reset()
+        self.servo.reset(self.spec.home, self.now_ns())
+        self.counters.steps = 0
+
+    def _drop(self, reason: str) -> None:
+        self.counters.dropped[reason] = self.counters.dropped.get(reason, 0) + 1
+
+    # -------------------------------------------------------------- messages out
+    def publish_state(self) -> None:
+        s = self.sim.state()
+        self.counters.state_seq += 1
+        state = msg.StateMsg(
+            seq=self.counters.state_seq,
+            source=self.source,
+            t_capture_ns=self.now_ns(),
+            q=s.q,
+            dq=s.dq,
+            gripper_pos=s.gripper_pos,
+            gripper_vel=s.gripper_vel,
+            gripper_grasp=s.gripper_grasp,
+            tcp_pose=s.tcp_pose,
+            mode="lockstep" if self.config.lockstep else "realtime",
+            last_cmd_seq=self.servo.status.last_applied_seq,
+            last_rx_seq=self.counters.last_rx_seq,
+            step=self.counters.steps,
+        )
+        self.pub.send_multipart(state.to_frames(), copy=False)
+
+    def publish_images(self) -> None:
+        for camera in self.sim.camera_names:
+            seq = self.counters.image_seq.get(camera, 0) + 1
+            self.counters.image_seq[camera] = seq
+            image = msg.ImageMsg(camera, seq, self.source, self.now_ns(), self.sim.render(camera), self.counters.steps)
+            self.pub.send_multipart(image.to_frames(jpeg=not self.config.raw_images, quality=self.config.jpeg_quality))
+
+    def publish_status(self) -> None:
+        st = self.servo.status
+        self.counters.status_seq += 1
+        faults = []
+        if st.holding and st.hold_cause == "command_timeout":
+            faults.append("command_timeout")
+        if self.counters.overruns:
+            faults.append("realtime_overrun")
+        status = msg.StatusMsg(
+            seq=self.counters.status_seq,
+            source=self.source,
+            t_capture_ns=self.now_ns(),
+            robot=self.spec.name,
+            mode="lockstep" if self.config.lockstep else "realtime",
+            holding=st.holding,
+            hold_cause=st.hold_cause,
+            last_applied_seq=st.last_applied_seq,
+            last_rejected_seq=st.last_rejected_seq,
+            last_rejection=st.last_rejection,
+            commands_applied=st.applied,
+            commands_rejected=dict(st.rejected),
+            messages_dropped=dict(self.counters.dropped),
+            faults=faults,
+            period_s=self.config.period_s,
+            command_timeout_ms=self.config.command_timeout_ms,
+            sim_time=self.sim.time,
+        )
+        self.pub.send_multipart(status.to_frames())
+
+    def publish_all(self) -> None:
+        """Images first, then state, then status: a client that sees the state has that period's images."""
+        self.publish_images()
+        self.publish_state()
+        self.publish_status()
+
+    # --------------------------------------------------------------------- loops
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self, duration_s: float | None = None) -> None:
+        try:
+            if self.config.lockstep:
+                self._run_lockstep(duration_s)
+            else:
+                self._run_realtime(duration_s)
+        finally:
+            self.close()
+
+    def _run_lockstep(self, duration_s: float | None) -> None:
+        heartbeat_ms = round(1000 / self.config.status_rate_hz)
+        end = None if duration_s is None else time.monotonic() + duration_s
+        self.publish_all()
+        while not self._stop and (end is None or time.monotonic() < end):
+            if self.sub.poll(heartbeat_ms):
+                if self.handle(self.sub.recv_multipart(copy=False)):
+                    self.publish_all()
+            else:
+                self.publish_status()  # heartbeat while the runtime is silent; the sim does not move
+
+    def _run_realtime(self, duration_s: float | None) -> None:
+        cfg = self.config
+        dt = float(self.sim.model.opt.timestep)
+        chunk = max(1, round(1.0 / (cfg.state_rate_hz * dt)))  # physics steps per state message
+        chunk_ns = round(chunk * dt * 1e9)
+        camera_every = max(1, round(1.0 / (cfg.camera_rate_hz * chunk * dt)))
+        status_every = max(1, round(1.0 / (cfg.status_rate_hz * chunk * dt)))
+        start = time.monotonic_ns()
+        deadline = start
+        n = 0
+        while not self._stop and (duration_s is None or deadline - start < duration_s * 1e9):
+            while self.sub.poll(0):
+                self.handle(self.sub.recv_multipart(copy=False))
+            self.advance(chunk)
+            if n % camera_every == 0:
+                self.publish_images()
+            self.publish_state()
+            if n % status_every == 0:
+                self.publish_status()
+            n += 1
+            deadline += chunk_ns
+            late = time.monotonic_ns() - deadline
+            if late > chunk_ns:  # a whole chunk behind: count it and re-anchor rather than race to catch up
+                self.counters.overruns += 1
+                deadline = time.monotonic_ns()
+            elif late < 0:
+                time.sleep(-late / 1e9)
+
+    def close(self) -> None:
+        self.sim.close()
+        self.pub.close(0)
+        self.sub.close(0)
