@@ -39,7 +39,6 @@ class ServoConfig:
     ik_damping: float = 0.02
     ik_every: int = 5  # physics steps per IK solve (100 Hz); the joint targets still move every step
     stop_ramp_s: float = 0.02  # twist ramp to zero on a command timeout
-    max_joint_accel: float = 15.0  # rad/s²; bounds how fast a joint target's speed may change
     reanchor_error: float = 0.01  # m or rad of tracking error past which the Cartesian target is reset
 
 
@@ -93,6 +92,7 @@ class CommandServo:
         self.q_low = spec.joint_lower + margin
         self.q_high = spec.joint_upper - margin
         self.qd_max = spec.max_joint_speed * spec.limits.joint_speed_fraction
+        self.qdd_max = spec.limits.max_joint_accel
         self.status = ServoStatus()
         self.reset(q_start, now_ns)
 
@@ -195,7 +195,7 @@ class CommandServo:
     def _joint_velocity_towards_goal(self) -> np.ndarray:
         """Move at the speed that reaches the goal in one control period, braking to stop on it."""
         remaining = self.joint_goal - self.q_des
-        cap = np.minimum(np.sqrt(2.0 * self.config.max_joint_accel * np.abs(remaining)), np.abs(remaining) / self.config.dt)
+        cap = np.minimum(np.sqrt(2.0 * self.qdd_max * np.abs(remaining)), np.abs(remaining) / self.config.dt)
         return np.sign(remaining) * np.minimum(np.abs(self.joint_speed), cap)
 
     def _cartesian_velocity(self) -> tuple[np.ndarray, float]:
@@ -236,8 +236,8 @@ class CommandServo:
         # Never faster towards a joint limit than lets the joint stop on it at max deceleration.
         qd = np.clip(
             qd,
-            -np.sqrt(2.0 * cfg.max_joint_accel * np.maximum(self.q_des - self.q_low, 0.0)),
-            np.sqrt(2.0 * cfg.max_joint_accel * np.maximum(self.q_high - self.q_des, 0.0)),
+            -np.sqrt(2.0 * self.qdd_max * np.maximum(self.q_des - self.q_low, 0.0)),
+            np.sqrt(2.0 * self.qdd_max * np.maximum(self.q_high - self.q_des, 0.0)),
         )
-        max_dv = cfg.max_joint_accel * cfg.dt
+        max_dv = self.qdd_max * cfg.dt
         return self.qd_des + np.clip(qd - self.qd_des, -max_dv, max_dv)

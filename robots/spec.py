@@ -64,6 +64,7 @@ class WorkspaceBox:
 class Limits:
     joint_margin: float  # rad inside each joint's range
     joint_speed_fraction: float  # of the published max
+    max_joint_accel: float  # rad/s², bounds how fast a joint target's speed may change
     max_linear_speed: float  # m/s
     max_angular_speed: float  # rad/s
     workspace: WorkspaceBox
@@ -193,6 +194,7 @@ def parse_spec(raw: dict[str, Any]) -> ArmSpec:
         limits = Limits(
             joint_margin=float(lim["joint_margin"]),
             joint_speed_fraction=float(lim["joint_speed_fraction"]),
+            max_joint_accel=float(lim["max_joint_accel"]),
             max_linear_speed=float(lim["max_linear_speed"]),
             max_angular_speed=float(lim["max_angular_speed"]),
             workspace=WorkspaceBox(tuple(lim["workspace"]["low"]), tuple(lim["workspace"]["high"])),

@@ -207,10 +207,10 @@ class SimDriver:
         self.pub.send_multipart(status.to_frames())
 
     def publish_all(self) -> None:
-        """Images first, then state, then status: a client that sees the state has that period's images."""
+        """State last: a client that sees the state acknowledging its command has that period's images and status."""
         self.publish_images()
-        self.publish_state()
         self.publish_status()
+        self.publish_state()
 
     # --------------------------------------------------------------------- loops
     def stop(self) -> None:
