@@ -23,7 +23,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/python -m benchmarks.sim_demo
+	$(BIN)/python -m robots.sim.demo
 
 bench: setup
 	$(BIN)/python -m benchmarks.sim_speed

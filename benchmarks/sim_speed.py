@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,15 +20,10 @@ from tqdm import tqdm
 from robots.contract.client import DriverClient
 from robots.servo import Command, CommandServo, ServoConfig
 from robots.sim.physics import SimArm
+from robots.sim.process import start_sim, stop_sim
 from robots.spec import load_spec
 
 PERIOD_S = 0.05
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _actions(robot: str, periods: int) -> list[np.ndarray]:
@@ -67,13 +60,7 @@ def in_process_baseline(robot: str, periods: int) -> np.ndarray:
 
 
 def over_sockets(robot: str, periods: int, cameras: str) -> np.ndarray:
-    pub, cmd = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robots.sim.cli", "--robot", robot, "--lockstep", "--cameras", cameras,
-         "--pub", pub, "--cmd", cmd],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, pub, cmd = start_sim(robot, "--lockstep", "--cameras", cameras, capture=False)
     client = DriverClient(pub, cmd)
     try:
         client.wait_ready(timeout_s=60)
@@ -87,8 +74,7 @@ def over_sockets(robot: str, periods: int, cameras: str) -> np.ndarray:
         return times
     finally:
         client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_sim(proc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,19 +92,35 @@ def main(argv: list[str] | None = None) -> int:
         else:
             times = over_sockets(robot, args.periods, cameras)
             label = "pac-sim lockstep, " + ("state only" if cameras == "none" else "2 cameras 128² JPEG")
-        rows.append({"robot": robot, "config": label, "median_ms": float(np.median(times) * 1e3),
-                     "p99_ms": float(np.percentile(times, 99) * 1e3),
-                     "rtf": PERIOD_S * len(times) / float(np.sum(times))})
+        rows.append(
+            {
+                "robot": robot,
+                "config": label,
+                "median_ms": float(np.median(times) * 1e3),
+                "p99_ms": float(np.percentile(times, 99) * 1e3),
+                "rtf": PERIOD_S * len(times) / float(np.sum(times)),
+            }
+        )
     for row in rows:
         base = next(r for r in rows if r["robot"] == row["robot"] and "baseline" in r["config"])
         row["median_vs_baseline"] = row["median_ms"] / base["median_ms"]
         row["p99_vs_baseline"] = row["p99_ms"] / base["p99_ms"]
-    header = "| robot | configuration | median ms/period | p99 ms/period | median × baseline | p99 × baseline | real-time factor |"
-    print(header)
+    columns = [
+        "robot",
+        "configuration",
+        "median ms/period",
+        "p99 ms/period",
+        "median × baseline",
+        "p99 × baseline",
+        "real-time factor",
+    ]
+    print("| " + " | ".join(columns) + " |")
     print("|" + " --- |" * 7)
     for r in rows:
-        print(f"| {r['robot']} | {r['config']} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{r['median_vs_baseline']:.2f} | {r['p99_vs_baseline']:.2f} | {r['rtf']:.1f}× |")
+        print(
+            f"| {r['robot']} | {r['config']} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['median_vs_baseline']:.2f} | {r['p99_vs_baseline']:.2f} | {r['rtf']:.1f}× |"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -100,4 +100,3 @@ def ik(
             return q, True
         q = np.clip(q + dls_solve(jac, err, damping), chain.lower, chain.upper)
     return q, False
-

@@ -110,9 +110,7 @@ def test_out_of_order_and_repeated_seq_are_dropped_per_topic_and_source(link: Li
     receiver = LatestReceiver(link.sub)
     link.send(frames("state", 10))
     poll_until(receiver, lambda env: env.seq == 10)
-    link.send(
-        frames("state", 9), frames("state", 10), frames("status", 1), frames("state", 3, source="other")
-    )
+    link.send(frames("state", 9), frames("state", 10), frames("status", 1), frames("state", 3, source="other"))
     poll_until(receiver, lambda env: env.source == "other")  # seq is per (topic, source)
     assert receiver.drops.by_reason.get("out_of_order") == 2
     assert receiver.latest("status").seq == 1  # and per topic

@@ -17,9 +17,9 @@ PERIOD_NS = 50_000_000
 class Rig:
     """Servo + sim stepped together with a fake clock; records the worst limit ratios seen."""
 
-    def __init__(self, arm: str) -> None:
+    def __init__(self, arm: str, scene: bool = True) -> None:
         self.spec = load_spec(arm)
-        self.sim = SimArm(self.spec, cameras=())
+        self.sim = SimArm(self.spec, cameras=(), scene=scene)
         self.config = ServoConfig()
         self.now = 0
         self.servo = CommandServo(self.spec, self.config, self.spec.home, self.now)
@@ -102,7 +102,9 @@ sequences = st.lists(st.one_of(cartesian_step, joint_step, hold_step), min_size=
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(commands=sequences)
 def test_random_commands_never_pass_a_joint_or_speed_limit(arm, commands):
-    rig = Rig(arm)
+    # The arm alone: hitting the table makes speed spikes no driver can prevent (the runtime's workspace
+    # filter keeps the TCP above it).
+    rig = Rig(arm, scene=False)
     for mode, values in commands:
         size = 0 if mode == "hold" else rig.spec.action_spaces[mode].size
         rig.send(mode, np.array(values[:size]))

@@ -10,9 +10,8 @@ import pytest
 from robots.contract import messages as msg
 from robots.contract.client import DriverClient
 from robots.rotations import quat_to_mat
+from robots.sim.process import start_sim, stop_sim
 from robots.spec import load_spec
-
-from .conftest import start_sim, stop_sim
 
 
 def _axis_action(robot: str, dim: str, value: float) -> np.ndarray:
@@ -136,7 +135,9 @@ def test_realtime_driver_applies_commands_then_holds_on_silence():
         start = client.latest.state.tcp_pose[:3].copy()
         seq = -1
         for _ in range(200):  # bounded: a command with a generous deadline, resent until applied
-            seq = client.send_command("cartesian_velocity", _axis_action("panda", "vx", 0.05), time.monotonic_ns() + 10**9)
+            seq = client.send_command(
+                "cartesian_velocity", _axis_action("panda", "vx", 0.05), time.monotonic_ns() + 10**9
+            )
             client.poll(20)
             if client.latest.state.last_cmd_seq == seq:
                 break

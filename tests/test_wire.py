@@ -46,9 +46,7 @@ def with_header(frames: list[bytes], **changes) -> list[bytes]:
 
 def gradient(h: int = 48, w: int = 64) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w]
-    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (h + w - 2)], -1).astype(
-        np.uint8
-    )
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (h + w - 2)], -1).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------- round trips
@@ -316,9 +314,7 @@ def test_decode_rejects_oversized_messages_before_parsing() -> None:
 def test_decode_limits_are_exact_bounds() -> None:
     frames = encode("t", **HEAD, arrays={"a": np.zeros(4)})
     size = sum(map(len, frames))
-    exact = WireLimits(
-        max_frames=3, max_header_bytes=len(frames[1]), max_buffer_bytes=32, max_total_bytes=size
-    )
+    exact = WireLimits(max_frames=3, max_header_bytes=len(frames[1]), max_buffer_bytes=32, max_total_bytes=size)
     assert decode(frames, exact).arrays["a"].shape == (4,)
     with pytest.raises(OversizedMessage):
         decode(frames, WireLimits(max_total_bytes=size - 1))
@@ -335,9 +331,7 @@ def jpeg_frames(image: np.ndarray) -> list[bytes]:
         lambda data: b"\x00" * len(data),
         lambda data: data[:2] + b"\xff\xda" + data[4:],  # scan before the frame header
         lambda data: b"\xff\xd8\xff\xd9",
-        lambda data: data.replace(
-            b"\xff\xc0\x00\x11\x08\x00\x30\x00\x40", b"\xff\xc0\x00\x11\x08\x40\x00\x40\x00"
-        ),
+        lambda data: data.replace(b"\xff\xc0\x00\x11\x08\x00\x30\x00\x40", b"\xff\xc0\x00\x11\x08\x40\x00\x40\x00"),
     ],
 )
 def test_decode_rejects_corrupt_jpeg(corrupt) -> None:
@@ -385,8 +379,7 @@ msgpack_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(["v", "seq", "source", "t_capture_ns", "t_send_ns", "fields", "arrays"])
-        | st.text(max_size=3),
+        st.sampled_from(["v", "seq", "source", "t_capture_ns", "t_send_ns", "fields", "arrays"]) | st.text(max_size=3),
         msgpack_values,
         max_size=8,
     ),
@@ -424,9 +417,7 @@ def test_property_wrong_descriptors_raise_only_wire_errors(arrays: list[dict], b
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_property_bit_flips_in_a_valid_message_raise_only_wire_errors(data: st.DataObject) -> None:
-    valid = encode(
-        "state", **HEAD, fields={"a": [1, 2]}, arrays={"q": np.arange(3.0)}, jpeg={"i": gradient(8, 8)}
-    )
+    valid = encode("state", **HEAD, fields={"a": [1, 2]}, arrays={"q": np.arange(3.0)}, jpeg={"i": gradient(8, 8)})
     frames = [bytearray(f) for f in valid]
     for _ in range(data.draw(st.integers(1, 8))):
         index = data.draw(st.integers(0, len(frames) - 1))

@@ -32,7 +32,11 @@ def _field(env: Envelope, name: str, kind: type | tuple[type, ...]) -> Any:
 
 def _array(env: Envelope, name: str, shape: tuple[int | None, ...], dtype: type = np.float64) -> np.ndarray:
     arr = env.arrays.get(name)
-    if arr is None or arr.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, arr.shape)):
+    if (
+        arr is None
+        or arr.ndim != len(shape)
+        or any(s is not None and s != n for s, n in zip(shape, arr.shape, strict=True))
+    ):
         raise MalformedMessage(f"{env.topic}: array {name!r} missing or not of shape {shape}")
     return arr.astype(dtype, copy=False)
 

@@ -34,9 +34,7 @@ class DropCounts:
 class LatestReceiver:
     """Drains a SUB socket without blocking and keeps only the newest valid message per topic."""
 
-    def __init__(
-        self, socket: zmq.Socket, limits: WireLimits = DEFAULT_LIMITS, *, max_drain: int = MAX_DRAIN
-    ):
+    def __init__(self, socket: zmq.Socket, limits: WireLimits = DEFAULT_LIMITS, *, max_drain: int = MAX_DRAIN):
         self.socket = socket
         self.limits = limits
         self.max_drain = max_drain

@@ -185,15 +185,11 @@ def _encode_raw(name: str, array: np.ndarray, limits: WireLimits) -> tuple[dict[
     return descriptor, array.tobytes(order="C")
 
 
-def _encode_jpeg(
-    name: str, image: np.ndarray, quality: int, limits: WireLimits
-) -> tuple[dict[str, Any], bytes]:
+def _encode_jpeg(name: str, image: np.ndarray, quality: int, limits: WireLimits) -> tuple[dict[str, Any], bytes]:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise MalformedMessage(f"jpeg {name!r} must be a uint8 numpy array")
     if not _is_jpeg_shape(image.shape):
-        raise MalformedMessage(
-            f"jpeg {name!r} must be HxW or HxWx3, sides 1..{_MAX_JPEG_SIDE}: {image.shape}"
-        )
+        raise MalformedMessage(f"jpeg {name!r} must be HxW or HxWx3, sides 1..{_MAX_JPEG_SIDE}: {image.shape}")
     if image.nbytes > limits.max_buffer_bytes:
         raise OversizedMessage(f"jpeg {name!r} decodes to {image.nbytes} B > {limits.max_buffer_bytes} B")
     if not isinstance(quality, int) or not 1 <= quality <= 100:
@@ -389,9 +385,7 @@ def _decode_jpeg(descriptor: dict[str, Any], buffer: memoryview, limits: WireLim
     if descriptor["dtype"] != "uint8" or not _is_jpeg_shape(shape):
         raise MalformedMessage(f"jpeg {name!r}: dtype {descriptor['dtype']} shape {shape} is not an image")
     if math.prod(shape) > limits.max_buffer_bytes:
-        raise OversizedMessage(
-            f"jpeg {name!r} of shape {shape} would decode to > {limits.max_buffer_bytes} B"
-        )
+        raise OversizedMessage(f"jpeg {name!r} of shape {shape} would decode to > {limits.max_buffer_bytes} B")
     channels = shape[2] if len(shape) == 3 else 1
     if _jpeg_frame_size(buffer) != (shape[0], shape[1], channels):  # before decoding: no decompression bombs
         raise MalformedMessage(f"jpeg {name!r}: frame header does not match shape {shape}")

@@ -65,9 +65,7 @@ def _gripper_xml(spec: ArmSpec) -> str:
         f'<body name="gripper" pos="{_vec(spec.flange["pos"])}" quat="{_vec(quat)}" gravcomp="1">'
         f'<geom type="box" size="0.03 0.05 {g.body_length / 2}" pos="0 0 {g.body_length / 2}" mass="{g.mass}"'
         f' rgba="0.3 0.3 0.3 1" {ARM_COLLISION}/>'
-        f'<site name="{TCP_SITE}" pos="0 0 {g.tcp_z}" size="0.005" rgba="1 1 0 1"/>'
-        + "".join(fingers)
-        + "</body>"
+        f'<site name="{TCP_SITE}" pos="0 0 {g.tcp_z}" size="0.005" rgba="1 1 0 1"/>' + "".join(fingers) + "</body>"
     )
 
 
@@ -139,8 +137,9 @@ def _actuators_xml(spec: ArmSpec) -> str:
     return "".join(out)
 
 
-def build_mjcf(spec: ArmSpec, cameras: Sequence[str] | None = None) -> str:
-    """MJCF text of the arm, its gripper and the stacking scene; `cameras` defaults to all of the spec's."""
+def build_mjcf(spec: ArmSpec, cameras: Sequence[str] | None = None, scene: bool = True) -> str:
+    """MJCF text of the arm, its gripper and (unless scene=False: the arm alone, in free space) the stacking
+    scene; `cameras` defaults to all of the spec's."""
     names = [c.name for c in spec.cameras] if cameras is None else list(cameras)
     width = max([spec.camera(n).width for n in names] + [64])
     height = max([spec.camera(n).height for n in names] + [64])
@@ -149,7 +148,11 @@ def build_mjcf(spec: ArmSpec, cameras: Sequence[str] | None = None) -> str:
         '<compiler angle="radian" autolimits="true"/>'
         f'<option timestep="{PHYSICS_DT}" integrator="implicitfast"/>'
         f'<visual><quality shadowsize="0" offsamples="0"/><global offwidth="{width}" offheight="{height}"/></visual>'
-        "<worldbody>" + _scene_xml(spec) + _cameras_xml(spec, names) + _arm_xml(spec) + "</worldbody>"
+        "<worldbody>"
+        + (_scene_xml(spec) if scene else "")
+        + _cameras_xml(spec, names)
+        + _arm_xml(spec)
+        + "</worldbody>"
         "<actuator>" + _actuators_xml(spec) + "</actuator>"
         "</mujoco>"
     )

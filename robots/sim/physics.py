@@ -39,10 +39,10 @@ class ArmState:
 class SimArm:
     """MuJoCo model and data of one arm with its gripper, table, objects and cameras."""
 
-    def __init__(self, spec: ArmSpec, cameras: Sequence[str] | None = None) -> None:
+    def __init__(self, spec: ArmSpec, cameras: Sequence[str] | None = None, scene: bool = True) -> None:
         self.spec = spec
         self.camera_names = tuple(c.name for c in spec.cameras) if cameras is None else tuple(cameras)
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(spec, self.camera_names))
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(spec, self.camera_names, scene))
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.qpos_idx = np.array([m.joint(n).qposadr[0] for n in spec.joint_names])
@@ -54,7 +54,7 @@ class SimArm:
         self.ff_gain = np.array([j.kv / j.kp for j in spec.joints])
         self.tcp_site = m.site(TCP_SITE).id
         self.finger_bodies = {m.body(n).id for n in FINGER_JOINTS}
-        self.object_bodies = {o["name"]: m.body(o["name"]).id for o in spec.scene["objects"]}
+        self.object_bodies = {o["name"]: m.body(o["name"]).id for o in spec.scene["objects"]} if scene else {}
         self.finger_open = spec.gripper.finger_range[1]
         self._renderer: mujoco.Renderer | None = None
         self._qacc = np.zeros(m.nv)  # arm joint accelerations, zero elsewhere
@@ -72,7 +72,7 @@ class SimArm:
         self.data.qpos[self.qpos_idx] = q
         self.data.qpos[self.finger_qpos] = self.finger_open
         top = float(self.spec.scene["table"]["height"])
-        for obj in self.spec.scene["objects"]:
+        for obj in self.spec.scene["objects"] if self.object_bodies else ():
             xy = (object_xy or {}).get(obj["name"], obj["pos"])
             adr = self.model.jnt_qposadr[self.model.body_jntadr[self.object_bodies[obj["name"]]]]
             self.data.qpos[adr : adr + 7] = [xy[0], xy[1], top + float(obj["size"]), 1, 0, 0, 0]
@@ -104,7 +104,9 @@ class SimArm:
             gripper_pos=float(1.0 - np.mean(fingers) / self.finger_open),
             gripper_vel=float(-np.mean(d.qvel[self.finger_qvel]) / self.finger_open),
             gripper_grasp=float(self.grasped_object() is not None),
-            tcp_pose=np.concatenate([d.site_xpos[self.tcp_site], mat_to_quat(d.site_xmat[self.tcp_site].reshape(3, 3))]),
+            tcp_pose=np.concatenate(
+                [d.site_xpos[self.tcp_site], mat_to_quat(d.site_xmat[self.tcp_site].reshape(3, 3))]
+            ),
             tcp_vel=tcp_vel[3:].copy(),
         )
 
@@ -145,5 +147,3 @@ class SimArm:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-

@@ -1,0 +1,37 @@
+"""Start and stop a `pac-sim` driver as a child process on free loopback ports.
+
+Tests, benchmarks and the demo all run the driver as its own process, as a real arm's driver would be,
+and reach it only through the ZeroMQ contract.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+
+def free_loopback_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def start_sim(robot: str, *args: str, capture: bool = True) -> tuple[subprocess.Popen, str, str]:
+    """`pac-sim --robot ROBOT ARGS...` on fresh ports; returns (process, pub endpoint, cmd endpoint)."""
+    pub, cmd = free_loopback_endpoint(), free_loopback_endpoint()
+    argv = [sys.executable, "-m", "robots.sim.cli", "--robot", robot, "--pub", pub, "--cmd", cmd, *args]
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return proc, pub, cmd
+
+
+def stop_sim(proc: subprocess.Popen) -> str:
+    """SIGTERM, wait, and return what it printed ('' when not captured)."""
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
