@@ -71,6 +71,8 @@ class SimDriver:
         self.config = config
         self.spec = load_spec(config.robot)
         self.sim = SimArm(self.spec, config.cameras)
+        for camera in self.sim.camera_names:  # create the GL context now, not inside the first paced chunk
+            self.sim.render(camera)
         self.substeps = round(config.period_s / self.sim.model.opt.timestep)
         self.servo_config = ServoConfig(
             period_s=config.period_s,
