@@ -110,7 +110,6 @@ class CommandServo:
         self.joint_goal: np.ndarray | None = None
         self.joint_speed = np.zeros_like(self.q_des)
         self.gripper = gripper
-        self.mode = "hold"
         self.last_valid_ns = now_ns
         self.status.holding, self.status.hold_cause = True, "reset"
         self.last_seq = -1
@@ -142,7 +141,6 @@ class CommandServo:
         else:  # hold: stop where we are, keep the gripper as it is
             self._ramp_twist_to(np.zeros(6), steps)
             self.joint_goal = None
-        self.mode = cmd.mode
         self.status.holding = cmd.mode == "hold"
         self.status.hold_cause = "hold_command" if self.status.holding else ""
         return None
@@ -174,7 +172,6 @@ class CommandServo:
             self.status.holding, self.status.hold_cause = True, "command_timeout"
             self._ramp_twist_to(np.zeros(6), max(1, round(cfg.stop_ramp_s / cfg.dt)))
             self.joint_goal = None
-            self.mode = "hold"
         if self.joint_goal is not None:
             qd, reanchor = self._joint_velocity_towards_goal(), False
             self._anchor_stale = True

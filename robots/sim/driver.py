@@ -107,11 +107,11 @@ class SimDriver:
 
     # ------------------------------------------------------------------ physics
     def advance(self, substeps: int) -> None:
-        """Step the servo and physics; in lockstep the servo's clock is the sim clock."""
+        """Step the servo and physics; the servo's clock advances one physics step per step."""
         dt_ns = round(self.sim.model.opt.timestep * 1e9)
         now = self.now_ns()
         for i in range(substeps):
-            q, qd, g = self.servo.step(now + i * dt_ns if not self.config.lockstep else self.now_ns())
+            q, qd, g = self.servo.step(now + i * dt_ns)
             self.sim.set_targets(q, qd, g)
             self.sim.step()
 
