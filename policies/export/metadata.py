@@ -1,0 +1,151 @@
+"""The `metadata_props` of an exported policy file: what the model expects, emits, and how it was made.
+
+Every entry is a JSON string under a `pac.` key (DESIGN §3): observation and action specs, the tokenizer
+(the SentencePiece model itself, base64, with its sha256), size and config, provenance, and a golden
+input/output pair with the tolerance this file's variant must meet on any execution provider. Export
+writes it with `to_props`; the runtime's loader reads it with `from_props`, which refuses a file that
+lacks a key or has a malformed one, naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from policies.spec import ActionSpec, ObservationSpec
+from policies.tokenizer.language import InstructionTokenizer
+
+FORMAT_VERSION = 1
+GRAPHS = ("actor", "critic")
+VARIANTS = ("fp32", "int8", "fp16")
+
+
+class PolicyFileError(ValueError):
+    """A policy file's metadata is missing, malformed, or disagrees with itself."""
+
+
+def encode_array(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_array(d: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(d["data"]), dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
+
+
+@dataclass
+class Golden:
+    """Inputs and the outputs this file must reproduce within `atol` on any execution provider."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    atol: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": {k: encode_array(v) for k, v in self.inputs.items()},
+            "outputs": {k: encode_array(v) for k, v in self.outputs.items()},
+            "atol": self.atol,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Golden:
+        return cls(
+            inputs={k: decode_array(v) for k, v in d["inputs"].items()},
+            outputs={k: decode_array(v) for k, v in d["outputs"].items()},
+            atol=float(d["atol"]),
+        )
+
+
+@dataclass
+class PolicyMetadata:
+    graph: str  # "actor" or "critic"
+    variant: str  # "fp32", "int8" or "fp16"
+    observation: ObservationSpec
+    action: ActionSpec
+    tokenizer_model: bytes  # the SentencePiece .model file
+    model: dict[str, Any]  # size, config, parameters, flops
+    provenance: dict[str, Any]
+    golden: Golden
+    candidates: int = 0  # critic only: S, the number of actions scored per call
+    format: int = FORMAT_VERSION
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def signature(self) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, tuple[str, tuple[int, ...]]]]:
+        """(inputs, outputs) of the graph: name → (numpy dtype name, static shape), batch 1."""
+        obs, act = self.observation, self.action
+        inputs = {
+            "proprio": ("float32", (1, obs.proprio_size)),
+            "images": ("uint8", (1, *obs.image_shape)),
+            "instruction": ("int64", (1, obs.instruction_length)),
+        }
+        if self.graph == "actor":
+            return inputs, {"action_logits": ("float32", (1, act.size, act.bins))}
+        inputs["actions"] = ("float32", (1, self.candidates, act.size))
+        return inputs, {"q_logits": ("float32", (1, self.candidates, int(self.model["config"]["q_bins"])))}
+
+    def tokenizer(self) -> InstructionTokenizer:
+        return InstructionTokenizer(self.tokenizer_model)
+
+    def to_props(self) -> dict[str, str]:
+        tok = self.tokenizer()
+        values: dict[str, Any] = {
+            "format": self.format,
+            "graph": self.graph,
+            "variant": self.variant,
+            "candidates": self.candidates,
+            "observation_spec": self.observation.to_dict(),
+            "action_spec": self.action.to_dict(),
+            "tokenizer": {
+                "kind": "sentencepiece",
+                "sha256": tok.sha256,
+                "vocab_size": tok.vocab_size,
+                "model": base64.b64encode(self.tokenizer_model).decode("ascii"),
+            },
+            "model": self.model,
+            "provenance": self.provenance,
+            "golden": self.golden.to_dict(),
+        }
+        return {f"pac.{k}": json.dumps(v, sort_keys=True) for k, v in values.items()} | self.extra
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> PolicyMetadata:
+        def get(key: str) -> Any:
+            raw = props.get(f"pac.{key}")
+            if raw is None:
+                present = sorted(k for k in props if k.startswith("pac."))
+                raise PolicyFileError(f"metadata_props lacks 'pac.{key}' (has {present or 'no pac.* keys'})")
+            try:
+                return json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise PolicyFileError(f"metadata_props 'pac.{key}' is not JSON: {exc}") from exc
+
+        fmt = get("format")
+        if fmt != FORMAT_VERSION:
+            raise PolicyFileError(f"policy file format {fmt}; this runtime reads format {FORMAT_VERSION}")
+        try:
+            tok = get("tokenizer")
+            meta = cls(
+                graph=get("graph"),
+                variant=get("variant"),
+                candidates=int(get("candidates")),
+                observation=ObservationSpec.from_dict(get("observation_spec")),
+                action=ActionSpec.from_dict(get("action_spec")),
+                tokenizer_model=base64.b64decode(tok["model"]),
+                model=get("model"),
+                provenance=get("provenance"),
+                golden=Golden.from_dict(get("golden")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, PolicyFileError):
+                raise
+            raise PolicyFileError(f"malformed policy metadata: {exc!r}") from exc
+        if meta.graph not in GRAPHS or meta.variant not in VARIANTS:
+            raise PolicyFileError(f"unknown graph {meta.graph!r} or variant {meta.variant!r}")
+        if meta.tokenizer().sha256 != tok.get("sha256"):
+            raise PolicyFileError("the embedded tokenizer model does not match its recorded sha256")
+        return meta

@@ -1,0 +1,1 @@
+"""The Perceiver-Actor-Critic network and its size ladder."""

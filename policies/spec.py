@@ -1,0 +1,198 @@
+"""What a policy sees and what it outputs, as data that travels inside the model file (DESIGN §3).
+
+The export writes these specs into the ONNX metadata and the runtime rebuilds the same specs from the
+robot's YAML: a model is served only when the two are equal field by field, so a policy trained for the
+other arm, another action space or another camera set is refused before any motion. The action spec also
+owns the one mapping between continuous actions and the K uniform bins of the policy head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from robots.spec import ArmSpec
+
+DEFAULT_BINS = 101
+DEFAULT_INSTRUCTION_LENGTH = 16
+
+
+class SpecMismatch(ValueError):
+    """A model's spec differs from the robot's; the message names the first differing field."""
+
+
+@dataclass(frozen=True)
+class ProprioFieldSpec:
+    name: str
+    size: int
+    unit: str
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    robot: str
+    proprio: tuple[ProprioFieldSpec, ...]
+    cameras: tuple[str, ...]
+    image_height: int
+    image_width: int
+    instruction_length: int
+
+    @property
+    def proprio_size(self) -> int:
+        return sum(f.size for f in self.proprio)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int, int]:
+        """(N_cam, 3, H, W) of one observation's image stack."""
+        return (len(self.cameras), 3, self.image_height, self.image_width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ObservationSpec:
+        return cls(
+            robot=str(d["robot"]),
+            proprio=tuple(ProprioFieldSpec(str(f["name"]), int(f["size"]), str(f["unit"])) for f in d["proprio"]),
+            cameras=tuple(str(c) for c in d["cameras"]),
+            image_height=int(d["image_height"]),
+            image_width=int(d["image_width"]),
+            instruction_length=int(d["instruction_length"]),
+        )
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    robot: str
+    mode: str
+    dims: tuple[str, ...]
+    units: tuple[str, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    bins: int
+
+    @property
+    def size(self) -> int:
+        return len(self.dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ActionSpec:
+        return cls(
+            robot=str(d["robot"]),
+            mode=str(d["mode"]),
+            dims=tuple(str(x) for x in d["dims"]),
+            units=tuple(str(x) for x in d["units"]),
+            low=tuple(float(x) for x in d["low"]),
+            high=tuple(float(x) for x in d["high"]),
+            bins=int(d["bins"]),
+        )
+
+    def bin_centers(self) -> np.ndarray:
+        """(A, K) physical value of every bin; the first and last bins sit exactly on low and high."""
+        t = np.linspace(0.0, 1.0, self.bins)
+        low, high = np.asarray(self.low), np.asarray(self.high)
+        return low[:, None] + (high - low)[:, None] * t[None, :]
+
+    def to_bins(self, action: np.ndarray) -> np.ndarray:
+        """Index of the nearest bin per dimension; actions outside [low, high] go to the end bins."""
+        low, high = np.asarray(self.low), np.asarray(self.high)
+        t = (np.asarray(action, dtype=np.float64) - low) / (high - low)
+        return np.clip(np.rint(t * (self.bins - 1)), 0, self.bins - 1).astype(np.int64)
+
+    def from_logits(self, logits: np.ndarray, how: str = "argmax") -> np.ndarray:
+        """Physical action (A,) from logits (A, K): the most likely bin, or the distribution's mean."""
+        logits = np.asarray(logits, dtype=np.float64).reshape(self.size, self.bins)
+        centers = self.bin_centers()
+        if how == "argmax":
+            return centers[np.arange(self.size), np.argmax(logits, axis=1)]
+        if how == "mean":
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            return (p * centers).sum(axis=1)
+        raise ValueError(f"unknown decoding {how!r}: use 'argmax' or 'mean'")
+
+
+def observation_spec(
+    arm: ArmSpec, cameras: tuple[str, ...] | None = None, instruction_length: int = DEFAULT_INSTRUCTION_LENGTH
+) -> ObservationSpec:
+    """The observation a policy for `arm` takes: the arm's proprio fields and the named cameras (all by default)."""
+    names = tuple(c.name for c in arm.cameras) if cameras is None else tuple(cameras)
+    if not names:
+        raise ValueError("a PAC policy needs at least one camera")
+    specs = [arm.camera(n) for n in names]  # raises for an unknown camera
+    sizes = {(c.height, c.width) for c in specs}
+    if len(sizes) != 1:
+        raise ValueError(f"cameras {names} differ in resolution {sorted(sizes)}: one model takes one resolution")
+    (height, width) = sizes.pop()
+    return ObservationSpec(
+        robot=arm.name,
+        proprio=tuple(ProprioFieldSpec(f.name, f.size, f.unit) for f in arm.proprio),
+        cameras=names,
+        image_height=height,
+        image_width=width,
+        instruction_length=instruction_length,
+    )
+
+
+def action_spec(arm: ArmSpec, mode: str = "cartesian_velocity", bins: int = DEFAULT_BINS) -> ActionSpec:
+    """The action a policy for `arm` outputs in `mode`, discretised into `bins` uniform bins per dimension."""
+    if mode not in arm.action_spaces:
+        raise ValueError(f"{arm.name} has no action space {mode!r}; it has {sorted(arm.action_spaces)}")
+    if bins < 2:
+        raise ValueError("an action dimension needs at least 2 bins")
+    space = arm.action_spaces[mode]
+    return ActionSpec(
+        robot=arm.name,
+        mode=mode,
+        dims=space.dims,
+        units=space.units,
+        low=tuple(float(x) for x in space.low),
+        high=tuple(float(x) for x in space.high),
+        bins=bins,
+    )
+
+
+def _first_difference(prefix: str, got: Any, want: Any) -> str | None:
+    if isinstance(want, dict) and isinstance(got, dict):
+        for key in want:
+            diff = _first_difference(f"{prefix}.{key}", got.get(key), want[key])
+            if diff:
+                return diff
+        return None
+    if isinstance(want, list | tuple) and isinstance(got, list | tuple) and len(want) == len(got):
+        if all(isinstance(w, float) for w in want):
+            if np.allclose(np.asarray(got, dtype=float), np.asarray(want, dtype=float), rtol=0, atol=1e-9):
+                return None
+            return f"{prefix}: model has {list(got)}, robot expects {list(want)}"
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            diff = _first_difference(f"{prefix}[{i}]", g, w)
+            if diff:
+                return diff
+        return None
+    if got != want:
+        return f"{prefix}: model has {got!r}, robot expects {want!r}"
+    return None
+
+
+def check_matches(model: ObservationSpec | ActionSpec, expected: ObservationSpec | ActionSpec) -> None:
+    """Raise SpecMismatch naming the first field where the model's spec differs from the robot's."""
+    name = "observation_spec" if isinstance(expected, ObservationSpec) else "action_spec"
+    # Robot and the sizes first: "wrong robot" reads better than "wrong joint name".
+    got, want = model.to_dict(), expected.to_dict()
+    order = ["robot", "mode", "cameras", "dims", "proprio"]
+    for key in [k for k in order if k in want] + [k for k in want if k not in order]:
+        g, w = got.get(key), want[key]
+        if key in ("cameras", "dims", "proprio") and isinstance(g, list | tuple) and len(g) != len(w):
+            raise SpecMismatch(f"{name}.{key}: model has {len(g)} ({_names(g)}), robot expects {len(w)} ({_names(w)})")
+        diff = _first_difference(f"{name}.{key}", g, w)
+        if diff:
+            raise SpecMismatch(diff)
+
+
+def _names(items: Any) -> str:
+    return ", ".join(str(x["name"]) if isinstance(x, dict) else str(x) for x in items)

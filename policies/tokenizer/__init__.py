@@ -1,0 +1,1 @@
+"""Observation → model inputs: the one implementation that training and serving share (DESIGN §3)."""

@@ -1,0 +1,99 @@
+"""Sensor readings → the three model inputs `proprio`, `images`, `instruction` (DESIGN §3).
+
+Training (from recorded episodes or the Gymnasium env) and serving (from the driver's wire messages) both
+call `ObservationTokenizer`, so the arrays a policy sees are assembled by one piece of code. Normalisation
+is not done here: it lives inside the model graph. This module only orders, shapes and type-checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from policies.spec import ObservationSpec
+from policies.tokenizer.language import InstructionTokenizer
+from robots.contract.messages import StateMsg
+
+
+class ObservationError(ValueError):
+    """A reading is missing or has the wrong shape for the model's observation spec."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One batch-1 observation, shaped and typed as the ONNX inputs."""
+
+    proprio: np.ndarray  # float32 (1, P)
+    images: np.ndarray  # uint8 (1, N_cam, 3, H, W), RGB
+    instruction: np.ndarray  # int64 (1, L)
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {"proprio": self.proprio, "images": self.images, "instruction": self.instruction}
+
+
+def proprio_fields(state: StateMsg) -> dict[str, np.ndarray]:
+    """The named proprioceptive fields (robots/specs/*.yaml `proprio`) carried by one state message."""
+    return {
+        "joint_pos": state.q,
+        "joint_vel": state.dq,
+        "gripper_grasp": np.array([state.gripper_grasp]),
+        "gripper_pos": np.array([state.gripper_pos]),
+        "gripper_vel": np.array([state.gripper_vel]),
+        "tcp_pos": state.tcp_pose[:3],
+        "tcp_quat": state.tcp_pose[3:7],
+    }
+
+
+class ObservationTokenizer:
+    def __init__(self, spec: ObservationSpec, language: InstructionTokenizer):
+        self.spec = spec
+        self.language = language
+        self._images = np.zeros((1, *spec.image_shape), dtype=np.uint8)  # reused: no allocation per tick
+
+    def proprio(self, fields: Mapping[str, np.ndarray]) -> np.ndarray:
+        """float32 (1, P): the spec's fields concatenated in the spec's order."""
+        parts = []
+        for f in self.spec.proprio:
+            value = fields.get(f.name)
+            if value is None:
+                raise ObservationError(f"proprio field {f.name!r} is missing")
+            value = np.asarray(value, dtype=np.float32).ravel()
+            if value.size != f.size:
+                raise ObservationError(f"proprio field {f.name!r} has {value.size} values, spec says {f.size}")
+            parts.append(value)
+        return np.concatenate(parts)[None, :]
+
+    def images(self, frames: Mapping[str, np.ndarray]) -> np.ndarray:
+        """uint8 (1, N_cam, 3, H, W) from (H, W, 3) RGB frames keyed by camera name, resized if needed.
+
+        The returned array is reused by the next call: copy it to keep it.
+        """
+        h, w = self.spec.image_height, self.spec.image_width
+        for i, name in enumerate(self.spec.cameras):
+            frame = frames.get(name)
+            if frame is None:
+                raise ObservationError(f"no frame from camera {name!r}")
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ObservationError(
+                    f"camera {name!r}: expected (H, W, 3) uint8 RGB, got {frame.dtype} {frame.shape}"
+                )
+            if frame.shape[:2] != (h, w):
+                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+            self._images[0, i] = frame.transpose(2, 0, 1)
+        return self._images
+
+    def instruction(self, text: str) -> np.ndarray:
+        """int64 (1, L) token ids, padded."""
+        return self.language.encode(text, self.spec.instruction_length)[None, :]
+
+    def __call__(
+        self, fields: Mapping[str, np.ndarray], frames: Mapping[str, np.ndarray], instruction: str
+    ) -> Observation:
+        return Observation(self.proprio(fields), self.images(frames), self.instruction(instruction))
+
+    def from_messages(self, state: StateMsg, frames: Mapping[str, np.ndarray], instruction: str) -> Observation:
+        """What serving calls: the newest state message and the newest decoded frame per camera."""
+        return self(proprio_fields(state), frames, instruction)

@@ -1,0 +1,101 @@
+"""ONNX Runtime sessions on the execution provider asked for, and proof of which one really runs.
+
+onnxruntime-gpu lists CUDA and TensorRT as available even on a machine with no GPU, and a session asked
+for them silently runs on the CPU (reference/ecosystem.md). So the only truth is `session.get_providers()`
+after creation: a device asked for explicitly and not obtained is an error, unless the operator allowed
+the CPU fallback, and then it is logged at WARNING and recorded, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+TRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+DEVICES = ("auto", "tensorrt", "cuda", "cpu")
+_CHAIN = {"auto": [TRT, CUDA, CPU], "tensorrt": [TRT, CUDA, CPU], "cuda": [CUDA, CPU], "cpu": [CPU]}
+_WANTED = {"tensorrt": TRT, "cuda": CUDA, "cpu": CPU}
+
+
+class ProviderUnavailable(RuntimeError):
+    """The execution provider asked for did not come up."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How to build the session. CPU values measured best for an S model on 2 cores (ecosystem.md)."""
+
+    device: str = "auto"
+    allow_cpu_fallback: bool = False
+    threads: int = 0  # intra-op threads on the CPU; 0: one per core
+    allow_spinning: bool = True  # False costs ~6 ms median on S but removes rare long stalls and CPU burn
+    fp16: bool = False  # let TensorRT build fp16 engines from an fp32 graph
+    trt_cache_dir: Path | None = None  # TensorRT engine cache; building an engine takes minutes
+
+
+@dataclass(frozen=True)
+class Session:
+    session: ort.InferenceSession
+    provider: str  # the provider that really runs the graph
+    fell_back: bool  # an explicitly asked-for GPU provider did not come up and the CPU runs instead
+
+
+def gpu_present() -> bool:
+    """An NVIDIA device node exists (cheap; whether CUDA really works is decided by get_providers())."""
+    return Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists()
+
+
+def _options(config: SessionConfig) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = config.threads or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
+    options.log_severity_level = 3  # ORT's own fallback notes are replaced by our explicit check below
+    return options
+
+
+def _provider_entries(chain: list[str], config: SessionConfig) -> list[str | tuple[str, dict[str, str]]]:
+    entries: list[str | tuple[str, dict[str, str]]] = []
+    for name in chain:
+        if name == TRT:
+            trt = {"trt_fp16_enable": "1" if config.fp16 else "0"}
+            if config.trt_cache_dir is not None:
+                trt |= {"trt_engine_cache_enable": "1", "trt_engine_cache_path": str(config.trt_cache_dir)}
+            entries.append((TRT, trt))
+        else:
+            entries.append(name)
+    return entries
+
+
+def open_session(path: Path, config: SessionConfig) -> Session:
+    """A session for `path` on config.device, verified with get_providers(); raises ProviderUnavailable."""
+    if config.device not in _CHAIN:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
+    chain = [p for p in _CHAIN[config.device] if p in ort.get_available_providers()] or [CPU]
+    if config.device == "auto" and not gpu_present():
+        chain = [CPU]  # don't make ORT try (and loudly fail) to load CUDA libraries on a machine with no GPU
+    session = ort.InferenceSession(str(path), _options(config), providers=_provider_entries(chain, config))
+    got = session.get_providers()[0]
+    wanted = _WANTED.get(config.device)
+    if wanted is not None and got != wanted:
+        if got != CPU or not config.allow_cpu_fallback:
+            raise ProviderUnavailable(
+                f"asked for {wanted} but ONNX Runtime runs this model on {got} "
+                f"(available on paper: {', '.join(ort.get_available_providers())}); "
+                "use --device cpu, or --allow-cpu-fallback to run on the CPU anyway"
+            )
+        log.warning("%s did not come up: running on %s because --allow-cpu-fallback was given", wanted, got)
+        return Session(session, got, fell_back=True)
+    if config.device == "auto":
+        log.info("device auto: running on %s", got)
+    return Session(session, got, fell_back=False)
