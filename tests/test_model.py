@@ -1,0 +1,165 @@
+"""The PAC network: size ladder, FLOP count, masking of missing modalities, late-fusion critic, action bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
+
+from policies.model.config import SIZES, size_config
+from policies.model.flops import actor_flops, critic_flops, parameter_count
+from policies.model.perceiver import CriticGraph, PerceiverActorCritic, build_model
+from policies.spec import action_spec, observation_spec
+from robots.spec import load_spec
+
+ARM = load_spec("sawyer")
+OBS, ACT = observation_spec(ARM), action_spec(ARM)
+
+
+def _inputs(batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    proprio = torch.randn(batch, OBS.proprio_size, generator=g)
+    images = torch.randint(0, 256, (batch, *OBS.image_shape), dtype=torch.uint8, generator=g)
+    instruction = torch.zeros(batch, OBS.instruction_length, dtype=torch.int64)
+    instruction[:, :5] = torch.randint(2, 30, (batch, 5), generator=g)
+    return proprio, images, instruction
+
+
+@pytest.fixture(scope="module")
+def xs() -> PerceiverActorCritic:
+    return build_model(size_config("XS"), OBS, ACT).eval()
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_ladder_size_is_within_15_percent_of_its_target(size):
+    c = SIZES[size]
+    assert abs(parameter_count(c, OBS, ACT) / c.target_parameters - 1) <= 0.15
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("arm", ["sawyer", "panda"])
+def test_analytic_flops_equal_torch_flop_counter(size, arm):
+    spec = load_spec(arm)
+    obs, act = observation_spec(spec), action_spec(spec)
+    with torch.device("meta"):
+        model = PerceiverActorCritic(SIZES[size], obs, act)
+        proprio = torch.zeros(1, obs.proprio_size)
+        images = torch.zeros(1, *obs.image_shape, dtype=torch.uint8)
+        instruction = torch.zeros(1, obs.instruction_length, dtype=torch.int64)
+        actions = torch.zeros(1, 16, act.size)
+        with FlopCounterMode(display=False) as actor:
+            model(proprio, images, instruction)
+        with FlopCounterMode(display=False) as critic:
+            CriticGraph(model)(proprio, images, instruction, actions)
+    assert actor.get_total_flops() == actor_flops(SIZES[size], obs, act)
+    assert critic.get_total_flops() == critic_flops(SIZES[size], obs, act, 16)
+
+
+def test_actor_and_critic_output_shapes(xs):
+    proprio, images, instruction = _inputs(batch=3)
+    with torch.no_grad():
+        logits = xs(proprio, images, instruction)
+        q = xs.q_logits(xs.encode(proprio, images, instruction), torch.zeros(3, 7, ACT.size))
+    assert logits.shape == (3, ACT.size, ACT.bins)
+    assert q.shape == (3, 7, xs.config.q_bins)
+    assert torch.isfinite(logits).all() and torch.isfinite(q).all()
+
+
+def test_absent_images_are_masked_not_zero_filled(xs):
+    proprio, images, instruction = _inputs(batch=2)
+    other = torch.randint(0, 256, images.shape, dtype=torch.uint8)
+    absent = {"images": torch.tensor([False, False])}
+    with torch.no_grad():
+        a = xs.encode(proprio, images, instruction, present=absent)
+        b = xs.encode(proprio, other, instruction, present=absent)
+        zero_filled = xs.encode(proprio, torch.zeros_like(images), instruction)
+        present = xs.encode(proprio, images, instruction)
+    torch.testing.assert_close(a, b)  # image content cannot leak in when the modality is absent
+    assert not torch.allclose(a, zero_filled, atol=1e-4)  # and absent is not the same as a black image
+    assert not torch.allclose(a, present, atol=1e-4)
+
+
+def test_padded_instruction_positions_are_ignored(xs):
+    proprio, images, instruction = _inputs()
+    with torch.no_grad():
+        before = xs(proprio, images, instruction)
+        xs.instruction_encoder.embedding.weight[0].add_(10.0)  # the pad id's embedding
+        after = xs(proprio, images, instruction)
+        xs.instruction_encoder.embedding.weight[0].sub_(10.0)
+    torch.testing.assert_close(before, after)
+
+
+def test_instruction_changes_the_action_distribution(xs):
+    proprio, images, instruction = _inputs()
+    other = instruction.clone()
+    other[0, 0] = (other[0, 0] + 1) % 30 + 2
+    with torch.no_grad():
+        assert not torch.allclose(xs(proprio, images, instruction), xs(proprio, images, other), atol=1e-5)
+
+
+def test_critic_scores_many_candidates_in_one_call_as_if_one_at_a_time(xs):
+    proprio, images, instruction = _inputs()
+    actions = torch.from_numpy(np.random.default_rng(1).uniform(ACT.low, ACT.high, (1, 6, ACT.size))).float()
+    with torch.no_grad():
+        latents = xs.encode(proprio, images, instruction)
+        together = xs.q_logits(latents, actions)
+        alone = torch.cat([xs.q_logits(latents, actions[:, i : i + 1]) for i in range(6)], dim=1)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(together[0, 0], together[0, 1], atol=1e-5)  # the action matters
+
+
+def test_batch_elements_do_not_interact(xs):
+    proprio, images, instruction = _inputs(batch=3)
+    with torch.no_grad():
+        batched = xs(proprio, images, instruction)
+        single = xs(proprio[1:2], images[1:2], instruction[1:2])
+    torch.testing.assert_close(batched[1:2], single, atol=1e-5, rtol=1e-5)
+
+
+def test_build_model_is_deterministic_per_seed():
+    a = build_model(size_config("XS"), OBS, ACT, seed=3)
+    b = build_model(size_config("XS"), OBS, ACT, seed=3)
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_unknown_size_is_refused():
+    with pytest.raises(ValueError, match="ladder"):
+        size_config("XXL")
+
+
+# Action bins: the one mapping between continuous actions and the policy head's K bins.
+
+
+def test_bin_centers_span_low_to_high():
+    centers = ACT.bin_centers()
+    assert centers.shape == (ACT.size, ACT.bins)
+    np.testing.assert_allclose(centers[:, 0], ACT.low)
+    np.testing.assert_allclose(centers[:, -1], ACT.high)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-10, 10, allow_nan=False), min_size=5, max_size=5))
+def test_to_bins_picks_the_nearest_center_and_clamps(values):
+    action = np.asarray(values)
+    idx = ACT.to_bins(action)
+    assert ((idx >= 0) & (idx < ACT.bins)).all()
+    centers = ACT.bin_centers()
+    chosen = centers[np.arange(ACT.size), idx]
+    clipped = np.clip(action, ACT.low, ACT.high)
+    width = (np.asarray(ACT.high) - np.asarray(ACT.low)) / (ACT.bins - 1)
+    assert np.all(np.abs(chosen - clipped) <= width / 2 + 1e-12)
+
+
+def test_from_logits_decodes_argmax_and_mean():
+    logits = np.full((ACT.size, ACT.bins), -1e9)
+    idx = np.array([0, 50, 100, 25, 75])
+    logits[np.arange(ACT.size), idx] = 0.0
+    expected = ACT.bin_centers()[np.arange(ACT.size), idx]
+    np.testing.assert_allclose(ACT.from_logits(logits, "argmax"), expected)
+    np.testing.assert_allclose(ACT.from_logits(logits, "mean"), expected, atol=1e-12)
+    uniform = ACT.from_logits(np.zeros((ACT.size, ACT.bins)), "mean")
+    np.testing.assert_allclose(uniform, (np.asarray(ACT.low) + np.asarray(ACT.high)) / 2, atol=1e-12)
