@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MUJOCO_GL ?= egl
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench bench-model lint clean
 
 setup: $(BIN)/pac-sim
 
@@ -27,6 +27,9 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.sim_speed
+
+bench-model: setup
+	$(BIN)/python -m benchmarks.model_latency --sizes S,M,L
 
 lint: setup
 	$(BIN)/ruff check .
