@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MUJOCO_GL ?= egl
 
-.PHONY: setup test demo bench bench-model lint clean
+.PHONY: setup test demo demo-sim bench bench-model bench-runtime lint clean
 
 setup: $(BIN)/pac-sim
 
@@ -22,7 +22,13 @@ $(BIN)/pac-sim: pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
-demo: setup
+DEMO := out/demo
+demo: setup  # pac-run drives the simulated Sawyer in real time with an (untrained) S policy, int8 on the CPU
+	test -f $(DEMO)/pac_S_sawyer.int8.onnx || \
+		$(BIN)/pac-export --robot sawyer --size S --out $(DEMO)/pac_S_sawyer.onnx --variants fp32,int8
+	$(BIN)/pac-run --robot sawyer --policy $(DEMO)/pac_S_sawyer.int8.onnx --sim --duration 10 --record $(DEMO)/run
+
+demo-sim: setup  # the driver alone: a scripted square on both arms through the contract, PNGs in out/demo/
 	$(BIN)/python -m robots.sim.demo
 
 bench: setup

@@ -230,11 +230,14 @@ class CommandServo:
         scale = np.max(np.abs(qd) / self.qd_max)
         if scale > 1.0:
             qd = qd / scale
-        # Never faster towards a joint limit than lets the joint stop on it at max deceleration.
-        qd = np.clip(
-            qd,
-            -np.sqrt(2.0 * self.qdd_max * np.maximum(self.q_des - self.q_low, 0.0)),
-            np.sqrt(2.0 * self.qdd_max * np.maximum(self.q_high - self.q_des, 0.0)),
-        )
+        # Never faster towards a joint limit than lets the joint stop on it at max deceleration. The whole
+        # vector is scaled, not each joint clipped: clipping one joint bends the Cartesian path (the TCP
+        # drifts where nobody commanded it); scaling keeps the direction and stops the arm when a joint
+        # at its limit would have to go further.
+        room = np.where(qd > 0, self.q_high - self.q_des, self.q_des - self.q_low)
+        allowed = np.sqrt(2.0 * self.qdd_max * np.maximum(room, 0.0))
+        moving = np.abs(qd) > 1e-12
+        if np.any(moving):
+            qd = qd * min(1.0, float(np.min(allowed[moving] / np.abs(qd[moving]))))
         max_dv = self.qdd_max * cfg.dt
         return self.qd_des + np.clip(qd - self.qd_des, -max_dv, max_dv)

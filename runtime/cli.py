@@ -1,0 +1,151 @@
+"""`pac-run`: drive an arm with an exported PAC policy at 20 Hz, safely.
+
+    pac-run --robot sawyer --policy pac_S.onnx --sim            # starts the embedded MuJoCo driver
+    pac-run --robot sawyer --policy pac_L.onnx --device tensorrt  # a running driver (real arm or pac-sim)
+
+Exit codes: 0 finished or stopped by SIGINT/SIGTERM (after the driver acknowledged a hold); 2 refused at
+start-up (nothing moved); 3 FAULT; 4 ESTOP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from policies.spec import action_spec, observation_spec
+from robots.contract.client import DriverClient
+from robots.sim.process import start_sim, stop_sim
+from robots.spec import ARMS, load_spec
+from runtime.config import ConfigError, load_config, with_overrides
+from runtime.inference.loader import PolicyRefused, load_policy
+from runtime.inference.providers import DEVICES, ProviderUnavailable, SessionConfig
+from runtime.loop import ControlLoop
+from runtime.preflight import (
+    PreflightFailed,
+    check_calibration,
+    check_clock,
+    check_driver,
+    check_sensors,
+    policy_checks,
+)
+from runtime.recorder import Recorder
+from runtime.safety.limits import SafetyLimits
+from runtime.safety.state_machine import State
+from runtime.summary import RunSummary
+
+log = logging.getLogger("pac-run")
+EXIT_OK, EXIT_REFUSED, EXIT_FAULT, EXIT_ESTOP = 0, 2, 3, 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pac-run", description="Drive an arm with a PAC policy at 20 Hz, safely.")
+    p.add_argument("--robot", choices=ARMS, required=True)
+    p.add_argument("--policy", type=Path, required=True, help="exported actor (.onnx)")
+    p.add_argument("--sim", action="store_true", help="start the embedded MuJoCo driver (pac-sim) for this arm")
+    p.add_argument("--lockstep", action="store_true", help="with --sim: one sim period per command (tests)")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--allow-cpu-fallback", action="store_true", help="run on the CPU if the GPU asked for is missing")
+    p.add_argument("--instruction", default=None)
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until SIGINT/SIGTERM)")
+    p.add_argument("--ticks", type=int, default=None, help="stop after this many control periods")
+    p.add_argument("--record", type=Path, default=None, help="directory for the per-tick record and summary")
+    p.add_argument("--config", type=Path, default=None, help="runtime YAML (default: runtime/configs/ROBOT.yaml)")
+    p.add_argument("--summary", type=Path, default=None, help="summary JSON (default: RECORD/summary.json or none)")
+    p.add_argument("--pub", default=None, help="driver state endpoint (overrides the config)")
+    p.add_argument("--cmd", default=None, help="driver command endpoint (overrides the config)")
+    p.add_argument("--cpu-spin", choices=("on", "off"), default="on", help="ORT CPU thread spinning")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sim = None
+    client = None
+    try:
+        try:
+            config = with_overrides(load_config(args.config, args.robot), instruction=args.instruction)
+        except ConfigError as exc:
+            print(f"pac-run: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        arm = load_spec(config.robot)
+        cameras = config.cameras or None
+        expected_obs, expected_act = observation_spec(arm, cameras), action_spec(arm, config.mode)
+        try:
+            policy = load_policy(
+                args.policy,
+                expected_obs,
+                expected_act,
+                SessionConfig(
+                    device=args.device, allow_cpu_fallback=args.allow_cpu_fallback, allow_spinning=args.cpu_spin == "on"
+                ),
+            )
+        except (PolicyRefused, ProviderUnavailable) as exc:
+            print(f"pac-run: refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        if args.sim:
+            sim_args = ["--cameras", ",".join(expected_obs.cameras)] + (["--lockstep"] if args.lockstep else [])
+            sim, pub, cmd = start_sim(config.robot, *sim_args, capture=False)
+            config = with_overrides(config, pub_endpoint=pub, cmd_endpoint=cmd)
+        config = with_overrides(config, pub_endpoint=args.pub, cmd_endpoint=args.cmd)
+        client = DriverClient(config.pub_endpoint, config.cmd_endpoint, source="pac-run")
+        try:
+            driver, lockstep = check_driver(client, config, config.driver_wait_s)
+            checks = [
+                *policy_checks(policy),
+                driver,
+                check_clock(client, config, lockstep),
+                check_sensors(client, expected_obs.cameras, lockstep, config.driver_wait_s),
+                check_calibration(config),
+            ]
+        except PreflightFailed as exc:
+            print(f"pac-run: pre-flight failed: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        print("pre-flight:\n" + "\n".join(f"  {c.name:<12} ok  {c.detail}" for c in checks), flush=True)
+
+        limits = SafetyLimits.from_arm(
+            arm,
+            config.mode,
+            config.period_s,
+            max_linear_accel=config.safety.max_linear_accel,
+            max_angular_accel=config.safety.max_angular_accel,
+        )
+        recorder = Recorder(args.record) if args.record else None
+        loop = ControlLoop(config, policy, client, limits, lockstep=lockstep, recorder=recorder)
+        previous_handlers = {
+            sig: signal.signal(sig, lambda signum, _frame: loop.stop(f"signal {signal.Signals(signum).name}"))
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        final = State.FAULT
+        hold_confirmed = False
+        try:
+            final = loop.run(duration_s=args.duration, max_ticks=args.ticks)
+            hold_confirmed = loop.final_hold_confirmed
+        finally:
+            code = {State.FAULT: EXIT_FAULT, State.ESTOP: EXIT_ESTOP}.get(final, EXIT_OK)
+            summary = RunSummary.of(loop, config.robot, code, hold_confirmed)
+            print(summary.table(), flush=True)
+            path = args.summary or (args.record / "summary.json" if args.record else None)
+            if path is not None:
+                summary.write(path)
+                print(f"summary written to {path}")
+            if recorder is not None:
+                recorder.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+        return code
+    finally:
+        if client is not None:
+            client.close()
+        if sim is not None:
+            stop_sim(sim)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The safety filter between the policy and the driver (DESIGN §4): no policy output reaches the arm unchecked.
+
+A policy can emit anything: NaN, a jump to full speed, a velocity that carries the TCP out of its box. The
+driver enforces its own limits, but the runtime should never send what the driver must refuse, so every action
+passes `filter_action` first. As in libfranka's rate limiting, each limit is a small pure function over numpy
+arrays and the limits are data (`SafetyLimits`, built from the arm's YAML), so each one is tested by a table
+and by "no output violates a limit, whatever the input" properties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from robots.spec import ArmSpec
+
+MODES = ("cartesian_velocity", "joint_position")
+LINEAR_DIMS = ("vx", "vy", "vz")
+ANGULAR_DIMS = ("wx", "wy", "wz")
+GRIPPER = "gripper"
+UNLIMITED_GRIPPER_STEP = 1.0  # the gripper command spans [0, 1], so a step of 1 never binds
+
+
+def _frozen(x: np.ndarray | list[float] | tuple[float, ...]) -> np.ndarray:
+    arr = np.array(x, dtype=np.float64)
+    arr.setflags(write=False)
+    return arr
+
+
+def _positive(name: str, value: float) -> None:
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+@dataclass(frozen=True, eq=False)  # eq on numpy fields would raise; compare fields explicitly
+class SafetyLimits:
+    """The filter's limits for one arm and one action mode; arrays are read-only copies."""
+
+    mode: str  # "cartesian_velocity" or "joint_position"
+    dims: tuple[str, ...]  # action dimension names, last one is "gripper"
+    low: np.ndarray  # per-dim absolute bounds after margins: m/s, rad/s (velocity) or rad (joint); gripper 0
+    high: np.ndarray  # gripper 1
+    max_step: np.ndarray  # per-dim max |change| between two consecutive commands (one period)
+    workspace_low: np.ndarray  # (3,) TCP box in the robot base frame, m
+    workspace_high: np.ndarray
+    period_s: float
+
+    def __post_init__(self) -> None:
+        for name in ("low", "high", "max_step", "workspace_low", "workspace_high"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(self, "dims", tuple(self.dims))
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; expected one of {MODES}")
+        n = len(self.dims)
+        if n < 2 or self.dims[-1] != GRIPPER:
+            raise ValueError(f"dims must end with {GRIPPER!r}, got {self.dims}")
+        if self.mode == "cartesian_velocity" and not set(LINEAR_DIMS) <= set(self.dims):
+            raise ValueError(f"cartesian_velocity dims must include {LINEAR_DIMS}, got {self.dims}")
+        for name in ("low", "high", "max_step"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
+        for name in ("workspace_low", "workspace_high"):
+            if getattr(self, name).shape != (3,):
+                raise ValueError(f"{name} must have shape (3,), got {getattr(self, name).shape}")
+        arrays = (self.low, self.high, self.max_step, self.workspace_low, self.workspace_high)
+        if not all(np.all(np.isfinite(a)) for a in arrays):
+            raise ValueError("limits must be finite")
+        if np.any(self.low > self.high):
+            raise ValueError(f"low must not exceed high: {self.low} > {self.high}")
+        if self.mode == "cartesian_velocity" and not np.all((self.low[:-1] <= 0) & (self.high[:-1] >= 0)):
+            raise ValueError("velocity bounds must allow zero: stopping is always permitted")
+        if np.any(self.max_step <= 0):
+            raise ValueError(f"max_step must be positive, got {self.max_step}")
+        if np.any(self.workspace_low >= self.workspace_high):
+            raise ValueError(f"empty workspace box: {self.workspace_low} .. {self.workspace_high}")
+        _positive("period_s", self.period_s)
+
+    @property
+    def linear(self) -> np.ndarray:
+        """Indices of vx, vy, vz in the action (velocity mode)."""
+        return np.array([self.dims.index(d) for d in LINEAR_DIMS])
+
+    @classmethod
+    def from_arm(
+        cls,
+        arm: ArmSpec,
+        mode: str,
+        period_s: float = 0.05,
+        *,
+        max_linear_accel: float = 1.0,
+        max_angular_accel: float = 10.0,
+    ) -> SafetyLimits:
+        """The limits for `arm` in `mode`, from its YAML: the action space narrowed by the driver's limits.
+
+        Velocity mode: the action space intersected with the TCP speed limits; max_step is the acceleration
+        times the period (m/s², rad/s²). Joint mode: the action space (joint ranges less the margin); max_step
+        is the published joint speed times joint_speed_fraction times the period. The gripper never steps.
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if mode not in arm.action_spaces:
+            raise ValueError(f"{arm.name} has no {mode!r} action space; it has {sorted(arm.action_spaces)}")
+        _positive("period_s", period_s)
+        _positive("max_linear_accel", max_linear_accel)
+        _positive("max_angular_accel", max_angular_accel)
+        space, lim = arm.action_spaces[mode], arm.limits
+        low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+        if mode == "joint_position":
+            max_step = np.append(arm.max_joint_speed * lim.joint_speed_fraction * period_s, UNLIMITED_GRIPPER_STEP)
+        else:
+            cap, max_step = np.empty(space.size), np.empty(space.size)
+            for i, dim in enumerate(space.dims):
+                if dim in LINEAR_DIMS:
+                    cap[i], max_step[i] = lim.max_linear_speed, max_linear_accel * period_s
+                elif dim in ANGULAR_DIMS:
+                    cap[i], max_step[i] = lim.max_angular_speed, max_angular_accel * period_s
+                elif dim == GRIPPER:
+                    cap[i], max_step[i] = np.inf, UNLIMITED_GRIPPER_STEP
+                else:
+                    raise ValueError(f"{arm.name} {mode}: no speed limit for action dim {dim!r}")
+            low, high = np.maximum(low, -cap), np.minimum(high, cap)
+        gripper = space.dims.index(GRIPPER)
+        low[gripper], high[gripper] = max(low[gripper], 0.0), min(high[gripper], 1.0)
+        return cls(
+            mode=mode,
+            dims=space.dims,
+            low=low,
+            high=high,
+            max_step=max_step,
+            workspace_low=np.asarray(lim.workspace.low, dtype=np.float64),
+            workspace_high=np.asarray(lim.workspace.high, dtype=np.float64),
+            period_s=float(period_s),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class FilterResult:
+    """What the filter made of one action: the command to send, or None and why not."""
+
+    action: np.ndarray | None  # None: rejected, the caller must command a hold
+    rejected: str  # "" when not rejected, else the cause, e.g. "non_finite", "bad_shape", "workspace"
+    clipped: tuple[str, ...]  # limits that changed the action, in order applied: of ("range", "step", "workspace")
+
+
+# --- the limits, one pure function each ------------------------------------------------------------------
+
+
+def clamp_range(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Each dim clamped to its absolute bounds."""
+    return np.clip(action, low, high)
+
+
+def limit_step(action: np.ndarray, previous: np.ndarray, max_step: np.ndarray) -> np.ndarray:
+    """Each dim moved at most max_step away from the previous command (a bound on acceleration / speed)."""
+    return np.clip(action, previous - max_step, previous + max_step)
+
+
+def stopping_distance(speed: np.ndarray, max_step: np.ndarray, period_s: float) -> np.ndarray:
+    """Distance covered by commanding `speed` for one period, then speed - s, speed - 2s, ... while positive.
+
+    This is the braking model of `braking_speed`: each command holds for one period, and the filter lowers the
+    speed by at most max_step (s) per period. Zero for speeds <= 0.
+    """
+    v = np.maximum(np.asarray(speed, dtype=np.float64), 0.0)
+    s = np.asarray(max_step, dtype=np.float64)
+    n = np.ceil(v / s)  # commands with a positive speed: v, v - s, ..., v - (n-1)s
+    return period_s * (n * v - s * n * (n - 1) / 2)
+
+
+_MAX_STEPS = 1e15  # braking distance in units of max_step * period beyond which the cap no longer matters
+
+
+def braking_speed(distance: np.ndarray, max_step: np.ndarray, period_s: float) -> np.ndarray:
+    """The largest speed toward a wall `distance` away from which the arm can still stop before the wall.
+
+    The inverse of `stopping_distance`: with x = distance / (s * period) and n the number of positive
+    commands (smallest n with n(n+1)/2 >= x), distance = period * (n v - s n(n-1)/2) solves to
+    v = s (x + n(n-1)/2) / n. Zero at the wall or beyond it: no motion toward (further past) it.
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    s = np.asarray(max_step, dtype=np.float64)
+    x = np.minimum(np.maximum(d, 0.0) / (s * period_s), _MAX_STEPS)  # capped: inf/inf would be NaN
+    n = np.maximum(np.ceil((np.sqrt(1.0 + 8.0 * x) - 1.0) / 2.0), 1.0)
+    return np.where(d > 0, s * (x + n * (n - 1) / 2) / n, 0.0)
+
+
+def limit_workspace(
+    velocity: np.ndarray,
+    tcp_pos: np.ndarray,
+    workspace_low: np.ndarray,
+    workspace_high: np.ndarray,
+    max_step: np.ndarray,
+    period_s: float,
+) -> np.ndarray:
+    """The TCP velocity (3,) clamped so the arm can still brake to a stop inside the box, axis by axis.
+
+    Toward each wall the speed is capped by `braking_speed` of the distance to it; on an axis where the TCP
+    is already past a wall, only zero or inward motion is left. Zero is always allowed, so this never fails.
+    """
+    toward_high = braking_speed(workspace_high - tcp_pos, max_step, period_s)
+    toward_low = braking_speed(tcp_pos - workspace_low, max_step, period_s)
+    return np.clip(velocity, -toward_low, toward_high)
+
+
+def workspace_excess(tcp_pos: np.ndarray, workspace_low: np.ndarray, workspace_high: np.ndarray) -> np.ndarray:
+    """Per axis, how far the TCP is outside the box (0 inside), m."""
+    return np.maximum(np.maximum(workspace_low - tcp_pos, tcp_pos - workspace_high), 0.0)
+
+
+# --- the filter --------------------------------------------------------------------------------------------
+
+
+def _reject(cause: str) -> FilterResult:
+    return FilterResult(None, cause, ())
+
+
+def _state(x: object, shape: tuple[int, ...] | None) -> np.ndarray | str:
+    """x as a float64 copy (of `shape` unless None), or the rejection cause."""
+    try:
+        arr = np.array(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        return "bad_state_shape"
+    if shape is not None and arr.shape != shape:
+        return "bad_state_shape"
+    return arr if np.all(np.isfinite(arr)) else "non_finite_state"
+
+
+def filter_action(
+    action: np.ndarray,
+    previous: np.ndarray | None,
+    tcp_pos: np.ndarray,
+    limits: SafetyLimits,
+    q: np.ndarray | None = None,
+    fk: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> FilterResult:
+    """The command to send for the policy's `action`, or a rejection that the caller turns into a hold.
+
+    `previous` is the last command actually sent (None after a hold: zero velocity, or the joint positions `q`).
+    Where two limits conflict, the one that bounds the arm's motion wins over smoothness:
+    Velocity mode: range → step → workspace (with braking). Should the step limit and the workspace conflict
+    (the previous command was already too fast to stop in time, or the TCP is past a wall), the workspace wins
+    and the step limit is exceeded. A previous command outside the range is clamped into it first, so the
+    output never exceeds the speed limit.
+    Joint mode: range → step. Should `previous` (or `q`) lie more than one step outside the bounds, the step
+    (the joint speed limit) wins and the output approaches the bounds at max_step. Then, given `fk`
+    (q -> TCP position), a target whose TCP leaves the box (or, from outside, moves further out on any axis)
+    is rejected with "workspace": a joint target is where the arm stops, so no braking term is needed, but the
+    path between two targets is not checked.
+    """
+    n = len(limits.dims)
+    try:
+        out = np.array(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        return _reject("bad_shape")
+    if out.shape != (n,):
+        return _reject("bad_shape")
+    if not np.all(np.isfinite(out)):
+        return _reject("non_finite")
+    tcp = _state(tcp_pos, (3,))
+    if isinstance(tcp, str):
+        return _reject(tcp)
+    joint_mode = limits.mode == "joint_position"
+    if q is not None:
+        q = _state(q, (n - 1,) if joint_mode else None)  # unused in velocity mode, but a NaN means a sick driver
+        if isinstance(q, str):
+            return _reject(q)
+    if previous is not None:
+        base = _state(previous, (n,))
+        if isinstance(base, str):
+            return _reject(base)
+        if not joint_mode:
+            base = clamp_range(base, limits.low, limits.high)  # never continue a speed above the limit
+    elif not joint_mode:
+        base = np.zeros(n)
+    elif q is None:
+        return _reject("no_joint_state")
+    else:
+        base = np.append(q, 0.0)  # the gripper's step is unlimited, so its baseline does not matter
+
+    clipped: list[str] = []
+    out = _apply("range", out, clamp_range(out, limits.low, limits.high), clipped)
+    out = _apply("step", out, limit_step(out, base, limits.max_step), clipped)
+    if not joint_mode:
+        lin = limits.linear
+        moved = out.copy()
+        moved[lin] = limit_workspace(
+            out[lin], tcp, limits.workspace_low, limits.workspace_high, limits.max_step[lin], limits.period_s
+        )
+        out = _apply("workspace", out, moved, clipped)
+    elif fk is not None:
+        target = np.asarray(fk(out[:-1]), dtype=np.float64)
+        if target.shape != (3,):
+            raise ValueError(f"fk must return the TCP position (3,), got shape {target.shape}")
+        if not np.all(np.isfinite(target)):
+            return _reject("non_finite_fk")
+        now = workspace_excess(tcp, limits.workspace_low, limits.workspace_high)
+        if np.any(workspace_excess(target, limits.workspace_low, limits.workspace_high) > now):
+            return _reject("workspace")
+    return FilterResult(out, "", tuple(clipped))
+
+
+def _apply(name: str, before: np.ndarray, after: np.ndarray, clipped: list[str]) -> np.ndarray:
+    """`after`, noting `name` in `clipped` when the limit changed anything."""
+    if np.any(after != before):
+        clipped.append(name)
+    return after

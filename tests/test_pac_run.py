@@ -1,0 +1,292 @@
+"""pac-run end to end: real pac-sim drivers in lockstep, real ONNX Runtime sessions, real loopback sockets.
+
+A WireProxy sits between pac-run and the driver: it records every command as the driver would receive
+it (so "no non-finite command reaches the driver" is checked at the wire) and can freeze a camera.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper
+
+from policies.export.onnx_export import export_policy
+from policies.model.config import size_config
+from policies.model.perceiver import build_model
+from policies.spec import action_spec, observation_spec
+from policies.tokenizer.language import InstructionTokenizer
+from robots.sim.process import free_loopback_endpoint, start_sim, stop_sim
+from robots.spec import load_spec
+from runtime.cli import EXIT_FAULT, EXIT_OK, EXIT_REFUSED
+from runtime.cli import main as pac_run
+from runtime.config import CONFIG_DIR
+from runtime.safety.limits import SafetyLimits
+from tests.wire_proxy import WireProxy
+
+TOKENIZER = InstructionTokenizer.default()
+CAMERAS = "front_left,front_right"
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("policies")
+    files = {}
+    for robot in ("sawyer", "panda"):
+        arm = load_spec(robot)
+        model = build_model(size_config("XS"), observation_spec(arm), action_spec(arm), seed=4)
+        files[robot] = export_policy(model, out / f"{robot}.onnx", TOKENIZER)[0].path
+    files["nan"] = _nan_when_instruction_starts_with(files["sawyer"], out / "nan.onnx", "lift")
+    return files
+
+
+def _nan_when_instruction_starts_with(src: Path, dst: Path, word: str) -> Path:
+    """The sawyer actor, edited to output NaN logits whenever the instruction's first token is `word`.
+
+    The golden pair (instruction "stack ...") still passes, so the file loads; it misbehaves only at run time.
+    """
+    proto = onnx.load(str(src))
+    word_id = int(TOKENIZER.encode(word, 1)[0])
+    graph = proto.graph
+    producer = next(n for n in graph.node if "action_logits" in n.output)
+    producer.output[list(producer.output).index("action_logits")] = "logits_raw"
+    graph.initializer.extend(
+        [
+            helper.make_tensor("nan_word", TensorProto.INT64, [1, 1], [word_id]),
+            helper.make_tensor("nan_value", TensorProto.FLOAT, [], [float("nan")]),
+            helper.make_tensor("zero_value", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("first", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Slice", ["instruction", "first", "one", "one"], ["first_token"]),
+            helper.make_node("Equal", ["first_token", "nan_word"], ["is_word"]),
+            helper.make_node("Where", ["is_word", "nan_value", "zero_value"], ["poison"]),
+            helper.make_node("Add", ["logits_raw", "poison"], ["action_logits"]),
+        ]
+    )
+    onnx.save(proto, str(dst))
+    return dst
+
+
+@pytest.fixture
+def lockstep_sim(request):
+    robot = getattr(request, "param", "sawyer")
+    proc, pub, cmd = start_sim(robot, "--lockstep", "--cameras", CAMERAS)
+    yield robot, proc, pub, cmd
+    stop_sim(proc)
+
+
+def _run(robot: str, policy: Path, proxy: WireProxy, tmp: Path, *extra: str) -> tuple[int, dict, list[dict]]:
+    code = pac_run(
+        [
+            "--robot",
+            robot,
+            "--policy",
+            str(policy),
+            "--pub",
+            proxy.pub_endpoint,
+            "--cmd",
+            proxy.cmd_endpoint,
+            "--record",
+            str(tmp / "rec"),
+            *extra,
+        ]
+    )
+    summary = json.loads((tmp / "rec" / "summary.json").read_text())
+    ticks = [json.loads(line) for line in (tmp / "rec" / "ticks.jsonl").read_text().splitlines()]
+    return code, summary, ticks
+
+
+def _config(tmp: Path, robot: str, **watchdogs: float) -> Path:
+    raw = yaml.safe_load((CONFIG_DIR / f"{robot}.yaml").read_text())
+    raw["watchdogs"].update(watchdogs)
+    path = tmp / f"{robot}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("lockstep_sim", ["sawyer", "panda"], indirect=True)
+def test_policy_drives_each_arm_for_200_ticks_with_every_command_inside_the_limits(lockstep_sim, policies, tmp_path):
+    robot, _, pub, cmd = lockstep_sim
+    proxy = WireProxy(pub, cmd)
+    try:
+        code, summary, ticks = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "200")
+    finally:
+        proxy.close()
+    assert code == EXIT_OK and summary["ticks"] == 200 and summary["final_state"] == "RUNNING"
+    moving = [c for c in proxy.commands if c.mode == "cartesian_velocity"]
+    assert len(moving) >= 190  # all but start-up ticks move
+    limits = SafetyLimits.from_arm(load_spec(robot), "cartesian_velocity")
+    previous = np.zeros(len(limits.dims))
+    for c in proxy.commands:
+        assert np.all(np.isfinite(c.action))
+        if c.mode == "hold":
+            previous = np.zeros(len(limits.dims))
+            continue
+        assert np.all(c.action >= limits.low - 1e-12) and np.all(c.action <= limits.high + 1e-12)
+        assert np.all(np.abs(c.action - previous) <= limits.max_step + 1e-9)
+        previous = c.action
+    seqs = [c.obs_seq for c in moving]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # each from a new observation, in order
+    assert summary["driver_rejected"] == {}  # no command arrived late or malformed
+    lo, hi = (np.asarray(b) for b in (load_spec(robot).limits.workspace.low, load_spec(robot).limits.workspace.high))
+    for t in ticks:
+        tcp = np.asarray(t["tcp_pose"][:3])
+        assert np.all(tcp >= lo - 0.01) and np.all(tcp <= hi + 0.01)  # servo tracking error only
+
+
+def test_frozen_camera_holds_within_one_period_and_running_resumes(lockstep_sim, policies, tmp_path):
+    robot, _, pub, cmd = lockstep_sim
+    freeze = range(40, 60)  # sim steps whose front_left frames never reach pac-run
+    proxy = WireProxy(pub, cmd, drop=lambda env: env.topic == "image/front_left" and env.fields["step"] in freeze)
+    try:
+        code, summary, ticks = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "90")
+    finally:
+        proxy.close()
+    assert code == EXIT_OK
+    sent = {c.obs_seq: c.mode for c in proxy.commands}
+    max_age_steps = 90 / 50  # max_image_age_ms / period in the shipped config
+    for t in ticks:
+        step = t["step"]
+        frame_age_steps = step - (freeze.start - 1) if step in freeze else 0
+        if frame_age_steps > max_age_steps:  # the frame is stale at this tick: the command must be a hold
+            assert sent[t["obs_seq"]] == "hold", t
+            assert "stale:image/front_left" in t["causes"]
+        elif step >= freeze.stop + 1 or step < freeze.start:
+            assert sent[t["obs_seq"]] == "cartesian_velocity", t
+    first_hold = next(t for t in ticks if sent[t["obs_seq"]] == "hold")
+    assert first_hold["step"] == freeze.start + 1  # frame last captured at step 39: stale 100 ms > 90 ms later
+    assert summary["holds_by_cause"] == {"stale:image/front_left": 1}
+    states = [(tr["from"], tr["to"]) for tr in summary["transitions"]]
+    assert ("RUNNING", "HOLD") in states and ("HOLD", "RUNNING") in states
+
+
+def test_nan_policy_output_never_reaches_the_driver_and_faults(lockstep_sim, policies, tmp_path):
+    robot, _, pub, cmd = lockstep_sim
+    proxy = WireProxy(pub, cmd)
+    try:
+        code, summary, _ = _run(
+            robot, policies["nan"], proxy, tmp_path, "--ticks", "50", "--instruction", "lift the red object"
+        )
+    finally:
+        proxy.close()
+    assert code == EXIT_FAULT and summary["final_state"] == "FAULT"
+    assert summary["fault_cause"] == "non_finite_policy_output"
+    assert proxy.commands and all(np.all(np.isfinite(c.action)) for c in proxy.commands)
+    assert all(c.mode == "hold" for c in proxy.commands)
+    assert summary["final_hold_confirmed"]
+
+
+def test_inference_slower_than_its_deadline_holds_instead_of_sending_late(lockstep_sim, policies, tmp_path):
+    robot, _, pub, cmd = lockstep_sim
+    config = _config(tmp_path, robot, inference_deadline_ms=0.001)  # no real inference is that fast
+    proxy = WireProxy(pub, cmd)
+    try:
+        code, summary, _ = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "20", "--config", str(config))
+    finally:
+        proxy.close()
+    assert code == EXIT_OK and summary["inferences"] == 20
+    assert summary["commands_sent"] == 0 and all(c.mode == "hold" for c in proxy.commands)
+    assert summary["holds_by_cause"] == {"inference_deadline": 1} and summary["final_state"] == "HOLD"
+
+
+def test_model_for_the_other_arm_is_refused_at_start_up(policies, capsys):
+    code = pac_run(["--robot", "panda", "--policy", str(policies["sawyer"]), "--sim", "--lockstep"])
+    assert code == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "refused" in err and "robot: model has 'sawyer', robot expects 'panda'" in err
+
+
+def test_missing_driver_is_a_clear_error_naming_the_endpoint(policies, tmp_path, capsys):
+    raw = yaml.safe_load((CONFIG_DIR / "sawyer.yaml").read_text())
+    raw["driver_wait_s"] = 0.5
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    pub = free_loopback_endpoint()
+    code = pac_run(
+        ["--robot", "sawyer", "--policy", str(policies["sawyer"]), "--config", str(tmp_path / "c.yaml"), "--pub", pub]
+    )
+    assert code == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert pub in err and "pac-sim --robot sawyer" in err and "--sim" in err
+
+
+def _pac_run_process(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_for_ticks(record: Path, n: int, timeout_s: float = 60) -> None:
+    end = time.monotonic() + timeout_s
+    path = record / "ticks.jsonl"
+    while time.monotonic() < end:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"pac-run did not reach {n} ticks")
+
+
+def test_killed_driver_faults_and_exits_non_zero_with_a_summary(policies, tmp_path):
+    sim, pub, cmd = start_sim("sawyer", "--lockstep", "--cameras", CAMERAS)
+    run = _pac_run_process(
+        "--robot",
+        "sawyer",
+        "--policy",
+        str(policies["sawyer"]),
+        "--pub",
+        pub,
+        "--cmd",
+        cmd,
+        "--record",
+        str(tmp_path / "rec"),
+    )
+    try:
+        _wait_for_ticks(tmp_path / "rec", 20)
+        sim.kill()
+        out, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+        stop_sim(sim)
+    assert run.returncode == EXIT_FAULT, out
+    summary = json.loads((tmp_path / "rec" / "summary.json").read_text())
+    assert summary["final_state"] == "FAULT" and "driver lost" in summary["fault_cause"]
+    assert "pac-run summary" in out
+
+
+def test_sigint_holds_waits_for_the_driver_and_exits_zero(policies, tmp_path):
+    run = _pac_run_process(
+        "--robot",
+        "sawyer",
+        "--policy",
+        str(policies["sawyer"]),
+        "--sim",
+        "--lockstep",
+        "--record",
+        str(tmp_path / "rec"),
+    )
+    try:
+        _wait_for_ticks(tmp_path / "rec", 20)
+        run.send_signal(signal.SIGINT)
+        out, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == EXIT_OK, out
+    summary = json.loads((tmp_path / "rec" / "summary.json").read_text())
+    assert summary["stop_reason"] == "signal SIGINT" and summary["final_hold_confirmed"]

@@ -1,0 +1,97 @@
+"""Pacing, stage timing and watchdogs on a fake clock: exact, whatever the machine's load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.safety.watchdogs import MS, AckTracker, WatchdogConfig, driver_lost, heartbeat_lost, stale_sources
+from runtime.timing import Pacer, StageTimer
+
+PERIOD = 50 * MS
+
+
+class FakeClock:
+    def __init__(self, t: int = 1_000 * MS):
+        self.t = t
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> int:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.t += round(s * 1e9)
+
+
+def test_pacer_wakes_on_absolute_deadlines_without_drift():
+    clock = FakeClock()
+    pacer = Pacer(PERIOD, clock=clock, sleep=clock.sleep)
+    start = pacer.wait()
+    for k in range(1, 100):
+        clock.t += 7 * MS  # each tick's work; the sleep makes up the rest of the period
+        assert pacer.wait() == start + k * PERIOD
+    assert clock.t == start + 99 * PERIOD and pacer.overruns == 0
+
+
+def test_pacer_counts_each_missed_period_and_does_not_race_to_catch_up():
+    clock = FakeClock()
+    pacer = Pacer(PERIOD, clock=clock, sleep=clock.sleep)
+    start = pacer.wait()
+    clock.t += 130 * MS  # work overran into the third period
+    deadline = pacer.wait()
+    assert pacer.overruns == 2 and deadline == start + 3 * PERIOD - PERIOD  # runs now in the period it is in
+    clock.t += 5 * MS
+    assert pacer.wait() == start + 3 * PERIOD
+
+
+def test_pacer_align_sets_the_tick_phase():
+    clock = FakeClock(t=1_000 * MS)
+    pacer = Pacer(PERIOD, clock=clock, sleep=clock.sleep)
+    pacer.align(t_ns=973 * MS)  # frames captured at 973 + k·50 ms
+    assert pacer.wait() == 1_023 * MS and clock.t == 1_023 * MS
+
+
+def test_stage_timer_percentiles_and_ring():
+    t = [0]
+    timer = StageTimer(("a", "b"), capacity=8, clock=lambda: t[0])
+    for i in range(5):
+        with timer.section("a"):
+            t[0] += (i + 1) * MS
+        timer.next_tick()
+    p50, p99, n = timer.percentiles("a")
+    assert (p50, n) == (3.0, 5) and p99 == pytest.approx(4.96)
+    assert np.isnan(timer.percentiles("b")[0]) and timer.percentiles("b")[2] == 0
+
+
+@pytest.mark.parametrize(
+    "captures, expected",
+    [
+        ({"state": 990 * MS, "image/a": 960 * MS}, set()),
+        ({"state": 960 * MS, "image/a": 960 * MS}, {"stale:state"}),
+        ({"state": 990 * MS, "image/a": 900 * MS}, {"stale:image/a"}),
+        ({"state": None, "image/a": 990 * MS}, {"stale:state"}),
+        ({"state": 990 * MS, "image/a": 910 * MS}, set()),  # exactly at the limit is still fresh
+    ],
+)
+def test_stale_sources(captures, expected):
+    assert stale_sources(1_000 * MS, captures, {"state": 30.0, "image/a": 90.0}) == expected
+
+
+def test_heartbeat_and_driver_lost():
+    cfg = WatchdogConfig(heartbeat_timeout_ms=300, driver_lost_ms=1000)
+    assert heartbeat_lost(1_000 * MS, None, cfg)
+    assert not heartbeat_lost(1_000 * MS, 800 * MS, cfg) and heartbeat_lost(1_000 * MS, 600 * MS, cfg)
+    assert not driver_lost(2_000 * MS, 1_500 * MS, cfg) and driver_lost(2_600 * MS, 1_500 * MS, cfg)
+
+
+def test_ack_tracker_flags_the_oldest_unapplied_command():
+    acks = AckTracker(timeout_ms=150)
+    acks.sent(1, 0)
+    acks.sent(2, 50 * MS)
+    assert not acks.overdue(150 * MS)
+    assert acks.overdue(151 * MS)
+    acks.acknowledged(1)
+    assert not acks.overdue(199 * MS) and acks.overdue(201 * MS)
+    acks.acknowledged(5)
+    assert not acks.overdue(10_000 * MS)
