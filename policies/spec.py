@@ -9,6 +9,7 @@ owns the one mapping between continuous actions and the K uniform bins of the po
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -92,11 +93,17 @@ class ActionSpec:
             bins=int(d["bins"]),
         )
 
-    def bin_centers(self) -> np.ndarray:
-        """(A, K) physical value of every bin; the first and last bins sit exactly on low and high."""
+    @cached_property
+    def _centers(self) -> np.ndarray:
         t = np.linspace(0.0, 1.0, self.bins)
         low, high = np.asarray(self.low), np.asarray(self.high)
-        return low[:, None] + (high - low)[:, None] * t[None, :]
+        centers = low[:, None] + (high - low)[:, None] * t[None, :]
+        centers.setflags(write=False)
+        return centers
+
+    def bin_centers(self) -> np.ndarray:
+        """(A, K) physical value of every bin; the first and last bins sit exactly on low and high."""
+        return self._centers
 
     def to_bins(self, action: np.ndarray) -> np.ndarray:
         """Index of the nearest bin per dimension; actions outside [low, high] go to the end bins."""

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", type=Path, required=True)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
-    parser.add_argument("--cpu-spin", choices=("on", "off"), default="on")
+    parser.add_argument("--cpu-spin", choices=("on", "off"), default="off")
     args = parser.parse_args(argv)
     base50, base99 = jpeg_decode_baseline()
     summary_path = args.out / f"{args.policy.stem}_{int(args.duration)}s.json"

@@ -56,7 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", type=Path, default=None, help="summary JSON (default: RECORD/summary.json or none)")
     p.add_argument("--pub", default=None, help="driver state endpoint (overrides the config)")
     p.add_argument("--cmd", default=None, help="driver command endpoint (overrides the config)")
-    p.add_argument("--cpu-spin", choices=("on", "off"), default="on", help="ORT CPU thread spinning")
+    p.add_argument(
+        "--cpu-spin",
+        choices=("on", "off"),
+        default="off",
+        help="ORT CPU threads spin between calls: faster inference, but they steal the CPU the rest of the loop needs",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_REFUSED
         if args.sim:
             sim_args = ["--cameras", ",".join(expected_obs.cameras)] + (["--lockstep"] if args.lockstep else [])
-            sim, pub, cmd = start_sim(config.robot, *sim_args, capture=False)
+            sim, pub, cmd = start_sim(config.robot, *sim_args, capture=False, nice=10)
             config = with_overrides(config, pub_endpoint=pub, cmd_endpoint=cmd)
         config = with_overrides(config, pub_endpoint=args.pub, cmd_endpoint=args.cmd)
         client = DriverClient(config.pub_endpoint, config.cmd_endpoint, source="pac-run")

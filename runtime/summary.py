@@ -27,6 +27,7 @@ class RunSummary:
     exit_code: int
     ticks: int
     overruns: int
+    overrun_late_ms: list[float]
     commands_sent: int
     holds_sent: int
     inferences: int
@@ -60,6 +61,7 @@ class RunSummary:
             exit_code=exit_code,
             ticks=loop.counters.ticks,
             overruns=loop.pacer.overruns,
+            overrun_late_ms=list(loop.pacer.late_ms),
             commands_sent=loop.counters.commands_sent,
             holds_sent=loop.counters.holds_sent,
             inferences=loop.counters.inferences,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Pacer:
     tolerance_ns: int | None = None  # default: a fifth of the period (sleep wake-up jitter is far below)
     overruns: int = 0
     ticks: int = 0
+    late_ms: list[float] = field(default_factory=list)  # how late each overrun started (first 100)
 
     def align(self, t_ns: int) -> None:
         """Put the tick phase at `t_ns` (mod period): the next tick is the first such instant from now."""
@@ -45,6 +46,8 @@ class Pacer:
         if late > tolerance:
             missed = late // self.period_ns  # deadlines wholly passed: run now as the latest one, late
             self.overruns += int(missed) + 1
+            if len(self.late_ms) < 100:
+                self.late_ms.append(late / 1e6)
             self.next_ns += missed * self.period_ns
         elif late < 0:
             self.sleep(-late / 1e9)
@@ -74,6 +77,12 @@ class StageTimer:
 
     def record(self, stage: str, ms: float) -> None:
         self._data[stage][self.count % self.capacity] = ms
+
+    def add(self, stage: str, ms: float) -> None:
+        """Accumulate into this tick's value of `stage` (a stage that runs several times per tick)."""
+        i = self.count % self.capacity
+        current = self._data[stage][i]
+        self._data[stage][i] = ms if np.isnan(current) else current + ms
 
     def next_tick(self) -> None:
         self.count += 1

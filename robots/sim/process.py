@@ -6,6 +6,7 @@ and reach it only through the ZeroMQ contract.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,12 +18,17 @@ def free_loopback_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def start_sim(robot: str, *args: str, capture: bool = True) -> tuple[subprocess.Popen, str, str]:
-    """`pac-sim --robot ROBOT ARGS...` on fresh ports; returns (process, pub endpoint, cmd endpoint)."""
+def start_sim(robot: str, *args: str, capture: bool = True, nice: int = 0) -> tuple[subprocess.Popen, str, str]:
+    """`pac-sim --robot ROBOT ARGS...` on fresh ports; returns (process, pub endpoint, cmd endpoint).
+
+    `nice` > 0 lowers the driver's CPU priority: an embedded sim sharing a small machine with the control
+    loop should yield to it, as a real arm's driver would not compete for the loop's cores at all.
+    """
     pub, cmd = free_loopback_endpoint(), free_loopback_endpoint()
     argv = [sys.executable, "-m", "robots.sim.cli", "--robot", robot, "--pub", pub, "--cmd", cmd, *args]
     out = subprocess.PIPE if capture else subprocess.DEVNULL
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True)
+    preexec = (lambda: os.nice(nice)) if nice else None
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
     return proc, pub, cmd
 
 
