@@ -38,6 +38,17 @@ from runtime.summary import RunSummary
 
 log = logging.getLogger("pac-run")
 EXIT_OK, EXIT_REFUSED, EXIT_FAULT, EXIT_ESTOP = 0, 2, 3, 4
+DEFAULT_SUMMARY = Path("out/pac-run/summary.json")
+
+
+def _tcp_position(arm):
+    """q → TCP position, for the filter's workspace check of joint-position targets."""
+    chain = arm.chain()
+
+    def fk(q):
+        return chain.fk(q)[0]
+
+    return fk
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ticks", type=int, default=None, help="stop after this many control periods")
     p.add_argument("--record", type=Path, default=None, help="directory for the per-tick record and summary")
     p.add_argument("--config", type=Path, default=None, help="runtime YAML (default: runtime/configs/ROBOT.yaml)")
-    p.add_argument("--summary", type=Path, default=None, help="summary JSON (default: RECORD/summary.json or none)")
+    p.add_argument(
+        "--summary", type=Path, default=None, help="summary JSON (default: RECORD/summary.json, else out/pac-run/)"
+    )
     p.add_argument("--pub", default=None, help="driver state endpoint (overrides the config)")
     p.add_argument("--cmd", default=None, help="driver command endpoint (overrides the config)")
     p.add_argument(
@@ -122,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             max_angular_accel=config.safety.max_angular_accel,
         )
         recorder = Recorder(args.record) if args.record else None
-        loop = ControlLoop(config, policy, client, limits, lockstep=lockstep, recorder=recorder)
+        loop = ControlLoop(config, policy, client, limits, lockstep=lockstep, recorder=recorder, fk=_tcp_position(arm))
         previous_handlers = {
             sig: signal.signal(sig, lambda signum, _frame: loop.stop(f"signal {signal.Signals(signum).name}"))
             for sig in (signal.SIGINT, signal.SIGTERM)
@@ -136,10 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             code = {State.FAULT: EXIT_FAULT, State.ESTOP: EXIT_ESTOP}.get(final, EXIT_OK)
             summary = RunSummary.of(loop, config.robot, code, hold_confirmed)
             print(summary.table(), flush=True)
-            path = args.summary or (args.record / "summary.json" if args.record else None)
-            if path is not None:
-                summary.write(path)
-                print(f"summary written to {path}")
+            path = args.summary or (args.record / "summary.json" if args.record else DEFAULT_SUMMARY)
+            summary.write(path)
+            print(f"summary written to {path}")
             if recorder is not None:
                 recorder.close()
             for sig, handler in previous_handlers.items():

@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +45,7 @@ STAGES = (
     "overhead",
 )
 HOLD = "hold"
+ESTOP_FAULT = "estop"  # a driver listing this fault (a pressed emergency stop) latches ESTOP
 RSS_START_TICK = 200  # memory baseline after warm-up (10 s at 20 Hz): allocator pools settle in the first ticks
 FRAME_WAIT_MS = 12.0  # real time: longest wait for a late frame before ticking on the previous one
 PHASE_OFFSET_MS = 4.0  # real time: tick this long after the cameras capture (transport + JPEG decode)
@@ -80,11 +82,13 @@ class ControlLoop:
         *,
         lockstep: bool,
         recorder: Recorder | None = None,
+        fk: Callable[[np.ndarray], np.ndarray] | None = None,
         clock=time.monotonic_ns,
     ):
         self.config, self.policy, self.client, self.limits = config, policy, client, limits
         self.lockstep = lockstep
         self.recorder = recorder
+        self.fk = fk  # joint mode: TCP position of a joint target, for the filter's workspace check
         self.clock = clock
         self.period_ns = round(config.period_s * 1e9)
         self.cameras = policy.metadata.observation.cameras
@@ -246,7 +250,7 @@ class ControlLoop:
             return None, {"inference_deadline"}
         with self.timer.section("filter"):
             action = self.policy.action(logits, self.config.decode)
-            result = filter_action(action, self._previous, state.tcp_pose[:3], self.limits, q=state.q)
+            result = filter_action(action, self._previous, state.tcp_pose[:3], self.limits, q=state.q, fk=self.fk)
         for name in result.clipped:
             self.counters.clipped[name] = self.counters.clipped.get(name, 0) + 1
         if result.action is None:
@@ -266,6 +270,9 @@ class ControlLoop:
         now = self._driver_now()
         causes = self._input_causes(now)
         state = self.client.latest.state
+        status = self.client.latest.status
+        if status is not None and ESTOP_FAULT in status.faults:
+            self.safety.estop(f"driver reports {ESTOP_FAULT}", n, now)
         if driver_lost(self.clock(), self._last_heard_wall, self.config.watchdogs):
             self.safety.fault(
                 f"driver lost: no state or status for {self.config.watchdogs.driver_lost_ms:.0f} ms", n, now

@@ -290,3 +290,32 @@ def test_sigint_holds_waits_for_the_driver_and_exits_zero(policies, tmp_path):
     assert run.returncode == EXIT_OK, out
     summary = json.loads((tmp_path / "rec" / "summary.json").read_text())
     assert summary["stop_reason"] == "signal SIGINT" and summary["final_hold_confirmed"]
+
+
+def test_joint_position_policy_stays_inside_joint_limits_and_step_limits(policies, tmp_path):
+    arm = load_spec("sawyer")
+    model = build_model(size_config("XS"), observation_spec(arm), action_spec(arm, "joint_position"), seed=5)
+    policy = export_policy(model, tmp_path / "joint.onnx", TOKENIZER)[0].path
+    raw = yaml.safe_load((CONFIG_DIR / "sawyer.yaml").read_text())
+    raw["mode"] = "joint_position"
+    (tmp_path / "joint.yaml").write_text(yaml.safe_dump(raw))
+    proc, pub, cmd = start_sim("sawyer", "--lockstep", "--cameras", CAMERAS)
+    proxy = WireProxy(pub, cmd)
+    try:
+        code, summary, _ = _run(
+            "sawyer", policy, proxy, tmp_path, "--ticks", "60", "--config", str(tmp_path / "joint.yaml")
+        )
+    finally:
+        proxy.close()
+        stop_sim(proc)
+    assert code == EXIT_OK, summary
+    limits = SafetyLimits.from_arm(arm, "joint_position")
+    moving = [c for c in proxy.commands if c.mode == "joint_position"]
+    assert moving, summary["holds_by_cause"]
+    for c in moving:
+        assert np.all(c.action >= limits.low - 1e-12) and np.all(c.action <= limits.high + 1e-12)
+    previous = None  # after a hold the filter steps from the measured joints instead
+    for c in proxy.commands:
+        if c.mode == "joint_position" and previous is not None:
+            assert np.all(np.abs(c.action - previous) <= limits.max_step + 1e-9)
+        previous = c.action if c.mode == "joint_position" else None
