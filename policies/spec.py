@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from robots.spec import ArmSpec
+from robots.spec import ArmSpec, ProprioField
 
 DEFAULT_BINS = 101
 DEFAULT_INSTRUCTION_LENGTH = 16
@@ -25,16 +25,9 @@ class SpecMismatch(ValueError):
 
 
 @dataclass(frozen=True)
-class ProprioFieldSpec:
-    name: str
-    size: int
-    unit: str
-
-
-@dataclass(frozen=True)
 class ObservationSpec:
     robot: str
-    proprio: tuple[ProprioFieldSpec, ...]
+    proprio: tuple[ProprioField, ...]
     cameras: tuple[str, ...]
     image_height: int
     image_width: int
@@ -56,7 +49,7 @@ class ObservationSpec:
     def from_dict(cls, d: dict[str, Any]) -> ObservationSpec:
         return cls(
             robot=str(d["robot"]),
-            proprio=tuple(ProprioFieldSpec(str(f["name"]), int(f["size"]), str(f["unit"])) for f in d["proprio"]),
+            proprio=tuple(ProprioField(str(f["name"]), int(f["size"]), str(f["unit"])) for f in d["proprio"]),
             cameras=tuple(str(c) for c in d["cameras"]),
             image_height=int(d["image_height"]),
             image_width=int(d["image_width"]),
@@ -138,7 +131,7 @@ def observation_spec(
     (height, width) = sizes.pop()
     return ObservationSpec(
         robot=arm.name,
-        proprio=tuple(ProprioFieldSpec(f.name, f.size, f.unit) for f in arm.proprio),
+        proprio=tuple(arm.proprio),
         cameras=names,
         image_height=height,
         image_width=width,
