@@ -133,10 +133,11 @@ class DriverClient:
             frames = msg.CommandMsg(seq, mode, action, deadline_ns, obs_seq, self.source).to_frames()
         return self._send_and_wait(frames, seq, timeout_s, resend_s)
 
-    def reset(self, timeout_s: float = 10.0) -> Observation:
-        """Sim only: arm home, objects in place; returns the state after the reset."""
+    def reset(self, timeout_s: float = 10.0, seed: int | None = None) -> Observation:
+        """Sim only: arm home, objects in place (or laid out from `seed`); returns the state after the reset."""
         seq = self._next_seq()
-        return self._send_and_wait(msg.ControlMsg(msg.RESET, seq, self.source).to_frames(), seq, timeout_s, 0.25)
+        frames = msg.ControlMsg(msg.RESET, seq, self.source, seed).to_frames()
+        return self._send_and_wait(frames, seq, timeout_s, 0.25)
 
     def close(self) -> None:
         self.sub.close(0)

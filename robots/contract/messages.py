@@ -237,8 +237,10 @@ class ControlMsg:
     topic: str
     seq: int
     source: str = "runtime"
+    seed: int | None = None  # reset only: lay the objects out from this seed (robots/tasks/layout.py)
 
     def to_frames(self) -> list[bytes]:
         if self.topic not in (TICK, RESET):
             raise ValueError(f"control topic must be {TICK!r} or {RESET!r}, not {self.topic!r}")
-        return encode(self.topic, seq=self.seq, source=self.source, t_capture_ns=time.monotonic_ns())
+        fields = {"seed": int(self.seed)} if self.seed is not None else None
+        return encode(self.topic, seq=self.seq, source=self.source, t_capture_ns=time.monotonic_ns(), fields=fields)

@@ -19,9 +19,9 @@ import zmq
 
 from robots.contract import messages as msg
 from robots.contract.wire import WireError, decode
-from robots.servo import Command, CommandServo, ServoConfig
-from robots.sim.physics import SimArm
+from robots.sim.cell import SimCell
 from robots.spec import load_spec
+from robots.tasks.layout import object_layout
 
 log = logging.getLogger("pac-sim")
 
@@ -70,19 +70,11 @@ class SimDriver:
     def __init__(self, config: DriverConfig, context: zmq.Context | None = None) -> None:
         self.config = config
         self.spec = load_spec(config.robot)
-        self.sim = SimArm(self.spec, config.cameras)
-        for camera in self.sim.camera_names:  # create the GL context now, not inside the first paced chunk
-            self.sim.render(camera)
-        self.substeps = round(config.period_s / self.sim.model.opt.timestep)
-        self.servo_config = ServoConfig(
-            period_s=config.period_s,
-            dt=float(self.sim.model.opt.timestep),
-            command_timeout_s=config.command_timeout_ms / 1e3,
-        )
+        self._t0_ns = time.monotonic_ns()
+        self.cell = SimCell(self.spec, config.cameras, config.period_s, config.command_timeout_ms, self._t0_ns)
+        self.sim, self.servo, self.substeps = self.cell.sim, self.cell.servo, self.cell.substeps
         self.source = f"sim/{config.robot}"
         self.counters = DriverCounters()
-        self._t0_ns = time.monotonic_ns()
-        self.servo = CommandServo(self.spec, self.servo_config, self.spec.home, self.now_ns())
         for endpoint in (config.pub_endpoint, config.cmd_endpoint):
             check_bind_endpoint(endpoint)
         self.context = context or zmq.Context.instance()
@@ -107,13 +99,7 @@ class SimDriver:
 
     # ------------------------------------------------------------------ physics
     def advance(self, substeps: int) -> None:
-        """Step the servo and physics; the servo's clock advances one physics step per step."""
-        dt_ns = round(self.sim.model.opt.timestep * 1e9)
-        now = self.now_ns()
-        for i in range(substeps):
-            q, qd, g = self.servo.step(now + i * dt_ns)
-            self.sim.set_targets(q, qd, g)
-            self.sim.step()
+        self.cell.advance(substeps, self.now_ns())
 
     # --------------------------------------------------------------- messages in
     def handle(self, frames: Sequence[bytes]) -> bool:
@@ -131,11 +117,10 @@ class SimDriver:
             return False
         self.counters.last_rx_seq = max(self.counters.last_rx_seq, env.seq)
         if env.topic == msg.RESET:
-            self.reset()
+            seed = env.fields.get("seed")
+            self.reset(seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
         elif env.topic == msg.COMMAND:
-            rejection = self.servo.submit(
-                Command(cmd.seq, cmd.mode, np.asarray(cmd.action), cmd.deadline_ns, cmd.obs_seq), self.now_ns()
-            )
+            rejection = self.cell.submit(cmd, self.now_ns())
             if rejection is not None:
                 log.warning("command %d rejected: %s", cmd.seq, rejection.value)
         if self.config.lockstep and env.topic in (msg.COMMAND, msg.TICK):
@@ -143,9 +128,10 @@ class SimDriver:
             self.counters.steps += 1
         return True
 
-    def reset(self) -> None:
-        self.sim.reset()
-        self.servo.reset(self.spec.home, self.now_ns())
+    def reset(self, seed: int | None = None) -> None:
+        """Arm home; objects at the spec's places, or laid out from `seed` as the task environments do."""
+        layout = None if seed is None else object_layout(self.spec, np.random.default_rng(seed))
+        self.cell.reset(self.now_ns(), layout)
         self.counters.steps = 0
 
     def _drop(self, reason: str) -> None:
@@ -153,22 +139,14 @@ class SimDriver:
 
     # -------------------------------------------------------------- messages out
     def publish_state(self) -> None:
-        s = self.sim.state()
         self.counters.state_seq += 1
-        state = msg.StateMsg(
-            seq=self.counters.state_seq,
-            source=self.source,
-            t_capture_ns=self.now_ns(),
-            q=s.q,
-            dq=s.dq,
-            gripper_pos=s.gripper_pos,
-            gripper_vel=s.gripper_vel,
-            gripper_grasp=s.gripper_grasp,
-            tcp_pose=s.tcp_pose,
-            mode="lockstep" if self.config.lockstep else "realtime",
-            last_cmd_seq=self.servo.status.last_applied_seq,
-            last_rx_seq=self.counters.last_rx_seq,
-            step=self.counters.steps,
+        state = self.cell.state_msg(
+            self.counters.state_seq,
+            self.source,
+            self.now_ns(),
+            "lockstep" if self.config.lockstep else "realtime",
+            self.counters.last_rx_seq,
+            self.counters.steps,
         )
         self.pub.send_multipart(state.to_frames(), copy=False)
 
@@ -267,6 +245,6 @@ class SimDriver:
                 time.sleep(-late / 1e9)
 
     def close(self) -> None:
-        self.sim.close()
+        self.cell.close()
         self.pub.close(0)
         self.sub.close(0)

@@ -1,0 +1,80 @@
+"""One simulated arm with its command servo, stepped by physics substeps: the sim without any sockets.
+
+`pac-sim` (driver.py) puts it behind the ZeroMQ contract; the Gymnasium task environments (robots/tasks/)
+step it in-process. Both build their state messages here, so an environment's observation is made from
+exactly what a driver would publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from robots.contract import messages as msg
+from robots.servo import Command, CommandServo, Rejection, ServoConfig
+from robots.sim.physics import SimArm
+from robots.spec import ArmSpec
+
+
+class SimCell:
+    def __init__(
+        self,
+        spec: ArmSpec,
+        cameras: Sequence[str] | None = None,
+        period_s: float = 0.05,
+        command_timeout_ms: float = 200.0,
+        now_ns: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.sim = SimArm(spec, cameras)
+        for camera in self.sim.camera_names:  # create the GL context now, not inside the first paced step
+            self.sim.render(camera)
+        self.dt_ns = round(self.sim.model.opt.timestep * 1e9)
+        self.substeps = round(period_s / self.sim.model.opt.timestep)  # physics steps per control period
+        self.servo = CommandServo(
+            spec,
+            ServoConfig(
+                period_s=period_s, dt=float(self.sim.model.opt.timestep), command_timeout_s=command_timeout_ms / 1e3
+            ),
+            spec.home,
+            now_ns,
+        )
+
+    def submit(self, command: msg.CommandMsg, now_ns: int) -> Rejection | None:
+        return self.servo.submit(
+            Command(command.seq, command.mode, np.asarray(command.action), command.deadline_ns, command.obs_seq), now_ns
+        )
+
+    def advance(self, substeps: int, now_ns: int) -> None:
+        """Step the servo and physics; the servo's clock advances one physics step per step."""
+        for i in range(substeps):
+            q, qd, g = self.servo.step(now_ns + i * self.dt_ns)
+            self.sim.set_targets(q, qd, g)
+            self.sim.step()
+
+    def reset(self, now_ns: int, object_xy: dict[str, Sequence[float]] | None = None) -> None:
+        """Arm home at rest, gripper open, objects at `object_xy` (the spec's places by default)."""
+        self.sim.reset(object_xy=object_xy)
+        self.servo.reset(self.spec.home, now_ns)
+
+    def state_msg(self, seq: int, source: str, t_ns: int, mode: str, last_rx_seq: int, step: int) -> msg.StateMsg:
+        s = self.sim.state()
+        return msg.StateMsg(
+            seq=seq,
+            source=source,
+            t_capture_ns=t_ns,
+            q=s.q,
+            dq=s.dq,
+            gripper_pos=s.gripper_pos,
+            gripper_vel=s.gripper_vel,
+            gripper_grasp=s.gripper_grasp,
+            tcp_pose=s.tcp_pose,
+            mode=mode,
+            last_cmd_seq=self.servo.status.last_applied_seq,
+            last_rx_seq=last_rx_seq,
+            step=step,
+        )
+
+    def close(self) -> None:
+        self.sim.close()

@@ -1,0 +1,1 @@
+"""Reference tasks (reach, lift, stack) as Gymnasium environments, scripted experts, dataset collection."""

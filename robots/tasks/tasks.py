@@ -1,0 +1,76 @@
+"""The reference tasks: what success is and how the shaped reward is computed, as pure functions.
+
+reach: the TCP within REACH_TOLERANCE of a point just above the red cube. lift: the red cube held and at
+least LIFT_HEIGHT above its resting height. stack (RGB-Stacking): red resting on blue (centred within
+STACK_XY, at one cube height) and released; green is a distractor. The sparse reward is 1 on a success
+step; the shaped reward grows through each task's stages and is in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from policies.tokenizer.instructions import TASK_INSTRUCTIONS
+
+REACH_TOLERANCE = 0.03  # m
+LIFT_HEIGHT = 0.05  # m
+STACK_XY = 0.02  # m between cube centres in the table plane
+STACK_Z = 0.012  # m error allowed on the one-cube-height offset
+
+
+@dataclass(frozen=True, eq=False)  # numpy fields: equality is by identity
+class Scene:
+    """What the task rewards look at: privileged sim state, never given to the policy."""
+
+    tcp: np.ndarray  # (3,)
+    objects: dict[str, np.ndarray]  # name → (3,) centre
+    half_size: float  # cube half size
+    table_z: float  # table top
+    grasped: str | None  # the object between the fingers
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    instruction: str
+    episode_steps: int = 400  # 20 s at 20 Hz
+
+
+TASKS = {name: Task(name, TASK_INSTRUCTIONS[name]) for name in ("reach", "lift", "stack")}
+
+
+def _reach_target(s: Scene) -> np.ndarray:
+    return s.objects["red"] + np.array([0.0, 0.0, s.half_size])
+
+
+def success(task: str, s: Scene) -> bool:
+    red = s.objects["red"]
+    if task == "reach":
+        return bool(np.linalg.norm(s.tcp - _reach_target(s)) < REACH_TOLERANCE)
+    if task == "lift":
+        return bool(s.grasped == "red" and red[2] - (s.table_z + s.half_size) >= LIFT_HEIGHT)
+    if task == "stack":
+        blue = s.objects["blue"]
+        on_top = np.linalg.norm(red[:2] - blue[:2]) < STACK_XY and abs(red[2] - blue[2] - 2 * s.half_size) < STACK_Z
+        return bool(on_top and s.grasped is None)
+    raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+
+
+def shaped_reward(task: str, s: Scene) -> float:
+    """Staged dense reward in [0, 1]: approach, grasp, lift, carry, place."""
+    red = s.objects["red"]
+    approach = 1.0 - np.tanh(10.0 * np.linalg.norm(s.tcp - _reach_target(s)))
+    if task == "reach":
+        return float(approach)
+    held = s.grasped == "red"
+    height = np.clip((red[2] - (s.table_z + s.half_size)) / LIFT_HEIGHT, 0.0, 1.0)
+    if task == "lift":
+        return float(0.4 * approach + 0.2 * held + 0.4 * height * held)
+    if task == "stack":
+        blue = s.objects["blue"]
+        carry = 1.0 - np.tanh(10.0 * np.linalg.norm(red[:2] - blue[:2]))
+        stage = 0.25 * approach + 0.25 * held + 0.25 * carry * (held or red[2] > s.table_z + 2 * s.half_size)
+        return float(1.0 if success(task, s) else min(stage + 0.2 * height * held, 0.95))
+    raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
