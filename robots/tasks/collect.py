@@ -47,16 +47,16 @@ class Episode:
     quality: str
 
 
-_ENV: PacTaskEnv | None = None
+_ENVS: dict[tuple, PacTaskEnv] = {}  # per process: one environment (and GL context) per configuration
 
 
 def _env(robot: str, task: str, cameras: tuple[str, ...] | None) -> PacTaskEnv:
-    """The worker's environment; cameras () means no images at all (proprio and instruction only)."""
-    global _ENV  # one environment (and GL context) per worker process, reused across episodes
-    if _ENV is None:
-        _ENV = PacTaskEnv(robot, task, cameras or None, render_images=cameras != ())
-        atexit.register(_ENV.close)  # a renderer left to the GC at exit prints EGL tracebacks
-    return _ENV
+    """The process's environment for these arguments; cameras () means no images (proprio and instruction)."""
+    key = (robot, task, cameras)
+    if key not in _ENVS:
+        _ENVS[key] = env = PacTaskEnv(robot, task, cameras or None, render_images=cameras != ())
+        atexit.register(env.close)  # a renderer left to the GC at exit prints EGL tracebacks
+    return _ENVS[key]
 
 
 def run_episode(robot: str, task: str, quality: str, seed: int, cameras: tuple[str, ...] | None = None) -> Episode:
