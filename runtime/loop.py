@@ -180,9 +180,7 @@ class ControlLoop:
                 time.sleep(remaining_ns / 1e9)
                 return
             if self.client.sub.poll(remaining_ns // 1_000_000, zmq.POLLIN):
-                started = time.perf_counter_ns()
-                self.client.poll(0)
-                self.timer.add("receive_idle", (time.perf_counter_ns() - started) / 1e6)
+                self._receive("receive_idle")
 
     def _await_frames(self) -> None:
         """Real time: if this period's frames are not in yet (capture jitter), wait for them a little.
@@ -204,10 +202,11 @@ class ControlLoop:
             if ready:
                 self._receive()
 
-    def _receive(self) -> None:
+    def _receive(self, stage: str = "receive") -> None:
+        """Take what is queued (timed under `stage`) and note when the driver was last heard from."""
         started = time.perf_counter_ns()
         latest = self.client.poll(0)
-        self.timer.add("receive", (time.perf_counter_ns() - started) / 1e6)
+        self.timer.add(stage, (time.perf_counter_ns() - started) / 1e6)
         heard = (
             latest.state.seq if latest.state is not None else -1,
             latest.status.seq if latest.status is not None else -1,

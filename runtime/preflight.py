@@ -42,7 +42,7 @@ def check_driver(client: DriverClient, config: RunConfig, timeout_s: float = 10.
         raise PreflightFailed(f"the driver on {config.pub_endpoint} drives a {status.robot}, not a {config.robot}")
     if status.period_s != config.period_s:
         raise PreflightFailed(f"driver period {status.period_s} s differs from the config's {config.period_s} s")
-    if status.faults and status.mode != "lockstep" and set(status.faults) - {"command_timeout"}:
+    if status.mode != "lockstep" and set(status.faults) - {"command_timeout"}:
         raise PreflightFailed(f"the driver reports faults {status.faults}; clear them before running")
     lockstep = status.mode == "lockstep"
     return Check("driver", f"{status.robot} {status.mode} on {config.pub_endpoint} (source {status.source})"), lockstep

@@ -109,8 +109,10 @@ def _run(robot: str, policy: Path, proxy: WireProxy, tmp: Path, *extra: str) -> 
     return code, summary, ticks
 
 
-def _config(tmp: Path, robot: str, **watchdogs: float) -> Path:
+def _config(tmp: Path, robot: str, top: dict | None = None, **watchdogs: float) -> Path:
+    """The shipped config for `robot` with top-level keys and watchdog thresholds replaced."""
     raw = yaml.safe_load((CONFIG_DIR / f"{robot}.yaml").read_text())
+    raw.update(top or {})
     raw["watchdogs"].update(watchdogs)
     path = tmp / f"{robot}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -210,13 +212,9 @@ def test_model_for_the_other_arm_is_refused_at_start_up(policies, capsys):
 
 
 def test_missing_driver_is_a_clear_error_naming_the_endpoint(policies, tmp_path, capsys):
-    raw = yaml.safe_load((CONFIG_DIR / "sawyer.yaml").read_text())
-    raw["driver_wait_s"] = 0.5
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    config = _config(tmp_path, "sawyer", {"driver_wait_s": 0.5})
     pub = free_loopback_endpoint()
-    code = pac_run(
-        ["--robot", "sawyer", "--policy", str(policies["sawyer"]), "--config", str(tmp_path / "c.yaml"), "--pub", pub]
-    )
+    code = pac_run(["--robot", "sawyer", "--policy", str(policies["sawyer"]), "--config", str(config), "--pub", pub])
     assert code == EXIT_REFUSED
     err = capsys.readouterr().err
     assert pub in err and "pac-sim --robot sawyer" in err and "--sim" in err
@@ -296,15 +294,11 @@ def test_joint_position_policy_stays_inside_joint_limits_and_step_limits(policie
     arm = load_spec("sawyer")
     model = build_model(size_config("XS"), observation_spec(arm), action_spec(arm, "joint_position"), seed=5)
     policy = export_policy(model, tmp_path / "joint.onnx", TOKENIZER)[0].path
-    raw = yaml.safe_load((CONFIG_DIR / "sawyer.yaml").read_text())
-    raw["mode"] = "joint_position"
-    (tmp_path / "joint.yaml").write_text(yaml.safe_dump(raw))
+    config = _config(tmp_path, "sawyer", {"mode": "joint_position"})
     proc, pub, cmd = start_sim("sawyer", "--lockstep", "--cameras", CAMERAS)
     proxy = WireProxy(pub, cmd)
     try:
-        code, summary, _ = _run(
-            "sawyer", policy, proxy, tmp_path, "--ticks", "60", "--config", str(tmp_path / "joint.yaml")
-        )
+        code, summary, _ = _run("sawyer", policy, proxy, tmp_path, "--ticks", "60", "--config", str(config))
     finally:
         proxy.close()
         stop_sim(proc)

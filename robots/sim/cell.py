@@ -76,5 +76,8 @@ class SimCell:
             step=step,
         )
 
+    def image_msg(self, camera: str, seq: int, source: str, t_ns: int, step: int) -> msg.ImageMsg:
+        return msg.ImageMsg(camera, seq, source, t_ns, self.sim.render(camera), step)
+
     def close(self) -> None:
         self.sim.close()

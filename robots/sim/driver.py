@@ -154,7 +154,7 @@ class SimDriver:
         for camera in self.sim.camera_names:
             seq = self.counters.image_seq.get(camera, 0) + 1
             self.counters.image_seq[camera] = seq
-            image = msg.ImageMsg(camera, seq, self.source, self.now_ns(), self.sim.render(camera), self.counters.steps)
+            image = self.cell.image_msg(camera, seq, self.source, self.now_ns(), self.counters.steps)
             self.pub.send_multipart(image.to_frames(jpeg=not self.config.raw_images, quality=self.config.jpeg_quality))
 
     def publish_status(self) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from policies.spec import action_spec, observation_spec
 from policies.tokenizer.language import InstructionTokenizer
 from policies.tokenizer.observation import Observation, ObservationTokenizer
-from robots.contract.messages import CommandMsg, ImageMsg
+from robots.contract.messages import CommandMsg
 from robots.contract.wire import decode
 from robots.sim.cell import SimCell
 from robots.spec import load_spec
@@ -94,7 +94,7 @@ class PacTaskEnv(gym.Env):
         state = self.cell.state_msg(self._seq, f"sim/{self.robot}", self._t_ns, "lockstep", self._seq, self._step)
         frames = {}
         for camera in self.obs_spec.cameras if self.render_images else ():
-            image = ImageMsg(camera, self._seq, state.source, self._t_ns, self.cell.sim.render(camera), self._step)
+            image = self.cell.image_msg(camera, self._seq, state.source, self._t_ns, self._step)
             frames[camera] = decode(image.to_frames(quality=self.jpeg_quality)).arrays["image"]
         if not self.render_images:
             h, w = self.obs_spec.image_height, self.obs_spec.image_width

@@ -8,7 +8,7 @@ the wrong object, dropping early, giving up. Each knob draws from the expert's o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -121,4 +121,4 @@ class ScriptedExpert:
 
 def make_expert(task: str, low, high, quality: str | ExpertQuality = "expert", seed: int = 0) -> ScriptedExpert:
     q = QUALITIES[quality] if isinstance(quality, str) else quality
-    return ScriptedExpert(task, low, high, replace(q), seed)
+    return ScriptedExpert(task, low, high, q, seed)
