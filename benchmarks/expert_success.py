@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from robots.tasks.collect import collect
+from policies.data.collect import collect
 from robots.tasks.experts import MIXED_TARGET
 
 

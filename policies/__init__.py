@@ -1,1 +1,1 @@
-"""The PAC model, observation tokenizer, offline training and ONNX export (see DESIGN §3, §6)."""
+"""The PAC model, observation tokenizer, offline datasets, training and ONNX export (see DESIGN §3, §6)."""

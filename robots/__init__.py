@@ -1,1 +1,1 @@
-"""Robot drivers behind one ZeroMQ contract: arm specs, kinematics, MuJoCo sim, dataset collection."""
+"""Robot drivers behind one ZeroMQ contract: arm specs, kinematics, the servo, MuJoCo sim, reference tasks, experts."""

@@ -1,22 +1,23 @@
-"""Reference tasks, scripted experts and dataset collection, on the real sim (in-process and over the wire)."""
+"""Reference tasks, object layouts and scripted experts, on the real sim (in-process and over the wire)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
+from collections import deque
 
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from policies.spec import observation_spec
+from policies.tokenizer.language import InstructionTokenizer
+from policies.tokenizer.observation import ObservationTokenizer
 from robots.contract.client import DriverClient
+from robots.contract.link import Mode
+from robots.sim.layout import MIN_SEPARATION, object_layout
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import load_spec
-from robots.tasks.collect import collect, dataset_id, run_episode, write_dataset
-from robots.tasks.dataset import DatasetError, open_dataset
 from robots.tasks.env import PacTaskEnv
-from robots.tasks.experts import MIXED_TARGET
-from robots.tasks.layout import MIN_SEPARATION, object_layout
+from robots.tasks.experts import MIXED_TARGET, expert_rollout
 from robots.tasks.tasks import Scene, shaped_reward, success
 
 
@@ -71,19 +72,31 @@ def test_shaped_reward_grows_through_the_stacking_stages():
 
 
 @pytest.mark.filterwarnings("ignore:.*Box observation space (minimum|maximum) value is")  # proprio is unbounded
-def test_env_follows_the_gymnasium_api():
-    env = PacTaskEnv("sawyer", "reach", render_images=False)
+@pytest.mark.parametrize("robot", ["sawyer", "panda"])
+def test_env_follows_the_gymnasium_api_with_driver_shaped_observations(robot):
+    arm = load_spec(robot)
+    env = PacTaskEnv(robot, "reach", render_images=False)
     try:
         check_env(env, skip_render_check=True)
         obs, info = env.reset(seed=0)
         assert env.observation_space.contains(obs) and info["instruction"] == "reach the red object"
+        assert list(obs["proprio"]) == [f.name for f in arm.proprio]  # the arm spec's fields, in its order
+        for f in arm.proprio:
+            assert obs["proprio"][f.name].shape == (f.size,) and obs["proprio"][f.name].dtype == np.float64
+        assert list(obs["images"]) == [c.name for c in arm.cameras]
+        for c in arm.cameras:
+            assert obs["images"][c.name].shape == (c.height, c.width, 3) and obs["images"][c.name].dtype == np.uint8
+        space = arm.action_spaces[Mode.CARTESIAN_VELOCITY]
+        np.testing.assert_array_equal(env.action_space.low, space.low.astype(np.float32))
+        np.testing.assert_array_equal(env.action_space.high, space.high.astype(np.float32))
     finally:
         env.close()
 
 
 def test_env_observation_equals_what_pac_run_assembles_from_the_driver():
-    """Same seed, same actions: the env's observation is the one pac-run builds from pac-sim's messages."""
+    """Same seed, same actions: the env emits what pac-sim publishes, and tokenizing either gives the same inputs."""
     env = PacTaskEnv("sawyer", "stack")
+    tokenizer = ObservationTokenizer(observation_spec(env.arm, env.cameras), InstructionTokenizer.default())
     proc, pub, cmd = start_sim("sawyer", "--lockstep")
     client = DriverClient(pub, cmd)
     try:
@@ -94,13 +107,20 @@ def test_env_observation_equals_what_pac_run_assembles_from_the_driver():
         for _ in range(6):
             action = rng.uniform(env.action_space.low, env.action_space.high) * 0.5
             env_obs, *_ = env.step(action)
-            latest = client.step("cartesian_velocity", action)
-        frames = {c: latest.images[c].image for c in env.obs_spec.cameras}
-        wire = env.tokenizer.from_messages(latest.state, frames, env.instruction)
-        np.testing.assert_array_equal(env_obs["proprio"], wire.proprio[0])
-        np.testing.assert_array_equal(env_obs["instruction"], wire.instruction[0])
-        np.testing.assert_array_equal(env_obs["images"], wire.images[0])
-        assert np.abs(env_obs["proprio"][:7] - load_spec("sawyer").home).max() > 1e-3  # the arm really moved
+            latest = client.step(Mode.CARTESIAN_VELOCITY, action)
+        wire_fields = latest.state.proprio_fields()
+        assert list(env_obs["proprio"]) == list(wire_fields)
+        for name, value in wire_fields.items():
+            np.testing.assert_array_equal(env_obs["proprio"][name], value, err_msg=name)
+        frames = {c: latest.images[c].image for c in env.cameras}
+        for camera, frame in frames.items():
+            np.testing.assert_array_equal(env_obs["images"][camera], frame, err_msg=camera)
+        from_env = tokenizer.from_observation(env_obs, env.instruction)
+        from_env = {k: v.copy() for k, v in from_env.feeds().items()}  # the tokenizer reuses its image buffer
+        wire = tokenizer.from_messages(latest.state, frames, env.instruction).feeds()
+        for key in ("proprio", "images", "instruction"):
+            np.testing.assert_array_equal(from_env[key], wire[key], err_msg=key)
+        assert np.abs(env_obs["proprio"]["joint_pos"] - load_spec("sawyer").home).max() > 1e-3  # the arm moved
     finally:
         client.close()
         stop_sim(proc)
@@ -108,8 +128,13 @@ def test_env_observation_equals_what_pac_run_assembles_from_the_driver():
 
 
 def _success_rate(robot: str, quality: str, seeds: range) -> float:
-    """Stacking success of pac-collect's episodes, without cameras (the expert never looks at images)."""
-    return float(np.mean([run_episode(robot, "stack", quality, seed, cameras=()).success for seed in seeds]))
+    """Stacking success through pac-collect's episode loop, without rendering (experts never look at images)."""
+    env = PacTaskEnv(robot, "stack", render_images=False)
+    try:
+        last = [deque(expert_rollout(env, quality, seed), maxlen=1)[0] for seed in seeds]
+        return float(np.mean([step.terminated for step in last]))
+    finally:
+        env.close()
 
 
 @pytest.mark.parametrize("robot", ["sawyer", "panda"])
@@ -120,50 +145,3 @@ def test_expert_stacks_at_least_90_percent(robot):
 @pytest.mark.parametrize("robot", ["sawyer", "panda"])
 def test_mixed_expert_is_within_5_points_of_its_target(robot):
     assert abs(_success_rate(robot, "mixed", range(30)) - MIXED_TARGET) <= 0.05
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    episodes = collect("sawyer", "stack", "mixed", episodes=2, seed=3)
-    env = PacTaskEnv("sawyer", "stack")
-    try:
-        write_dataset(episodes, root, "sawyer", "stack", "mixed", env)
-        yield root, episodes, env.obs_spec
-    finally:
-        env.close()
-
-
-def test_dataset_round_trips_through_minari(dataset):
-    root, episodes, spec = dataset
-    loaded = open_dataset(root, dataset_id("sawyer", "stack", "mixed"), spec)
-    assert loaded.total_episodes == 2
-    for ep, original in zip(loaded.iterate_episodes(), episodes, strict=True):
-        for key in ("proprio", "images", "instruction"):
-            np.testing.assert_array_equal(ep.observations[key], original.observations[key])
-        np.testing.assert_array_equal(ep.actions, original.actions)
-        np.testing.assert_array_equal(ep.rewards, original.rewards)
-        np.testing.assert_array_equal(ep.infos["shaped_reward"], original.shaped)
-        assert set(ep.infos["quality"]) == {2}  # QUALITY_CODES["mixed"]
-
-
-def test_missing_truncated_and_wrong_schema_datasets_are_clear_errors(dataset, tmp_path):
-    root, _, spec = dataset
-    did = dataset_id("sawyer", "stack", "mixed")
-    with pytest.raises(DatasetError, match="not found.*pac-collect"):
-        open_dataset(tmp_path, did)
-    data = root / did / "data" / "main_data.hdf5"
-    broken = tmp_path / did / "data"
-    broken.mkdir(parents=True)
-    (broken / "metadata.json").write_text((data.parent / "metadata.json").read_text())
-    (broken / "main_data.hdf5").write_bytes(data.read_bytes()[: data.stat().st_size // 3])
-    with pytest.raises(DatasetError, match="cannot be read as HDF5"):
-        open_dataset(tmp_path, did)
-    meta = json.loads((data.parent / "metadata.json").read_text())
-    meta["total_episodes"] = 5
-    (broken / "metadata.json").write_text(json.dumps(meta))
-    (broken / "main_data.hdf5").write_bytes(data.read_bytes())
-    with pytest.raises(DatasetError, match="holds 2 episodes, its metadata says 5"):
-        open_dataset(tmp_path, did)
-    with pytest.raises(DatasetError, match=r"'images' has shape \(2, 3, 128, 128\), the spec expects \(2, 3, 96, 96\)"):
-        open_dataset(root, did, replace(spec, image_height=96, image_width=96))

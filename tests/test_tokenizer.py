@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from policies.spec import observation_spec
-from policies.tokenizer.instructions import TASK_INSTRUCTIONS, corpus
+from policies.tokenizer.instructions import corpus
 from policies.tokenizer.language import DEFAULT_MODEL, PAD_ID, UNK_ID, InstructionTokenizer, InstructionTooLong
-from policies.tokenizer.observation import ObservationError, ObservationTokenizer, proprio_fields
+from policies.tokenizer.observation import ObservationError, ObservationTokenizer
 from policies.tokenizer.train import train
 from robots.contract.messages import StateMsg
 from robots.spec import load_spec
+from robots.tasks.tasks import TASK_INSTRUCTIONS
 
 TOKENIZER = InstructionTokenizer.default()
 
@@ -82,7 +83,20 @@ def test_proprio_from_a_state_message_follows_the_spec_order(robot):
         [state.q, state.dq, [state.gripper_grasp], [state.gripper_pos], [state.gripper_vel], state.tcp_pose]
     )
     np.testing.assert_allclose(obs.proprio[0], expected, rtol=1e-6)
-    assert [f.name for f in spec.proprio] == list(proprio_fields(state))
+    assert [f.name for f in spec.proprio] == list(state.proprio_fields())
+
+
+def test_a_driver_shaped_observation_tokenizes_as_the_messages_it_came_from():
+    arm = load_spec("panda")
+    spec = observation_spec(arm)
+    tok = ObservationTokenizer(spec, TOKENIZER)
+    state = _state(arm, seed=1)
+    rng = np.random.default_rng(2)
+    frames = {c: rng.integers(0, 256, (128, 128, 3), np.uint8) for c in spec.cameras}
+    a = {k: v.copy() for k, v in tok.from_messages(state, frames, TASK_INSTRUCTIONS["lift"]).feeds().items()}
+    b = tok.from_observation({"proprio": state.proprio_fields(), "images": frames}, TASK_INSTRUCTIONS["lift"])
+    for key, value in b.feeds().items():
+        np.testing.assert_array_equal(a[key], value, err_msg=key)
 
 
 def test_images_are_stacked_in_camera_order_as_nchw_rgb():
@@ -115,7 +129,7 @@ def test_bad_readings_are_refused_with_the_field_named(change, message):
     arm = load_spec("sawyer")
     spec = observation_spec(arm)
     tok = ObservationTokenizer(spec, TOKENIZER)
-    fields = proprio_fields(_state(arm))
+    fields = _state(arm).proprio_fields()
     frames = {c: np.zeros((128, 128, 3), np.uint8) for c in spec.cameras}
     change(fields, frames)
     with pytest.raises(ObservationError, match=message):

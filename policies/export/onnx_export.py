@@ -33,8 +33,8 @@ from torch import nn
 from policies.export.metadata import Golden, PolicyMetadata
 from policies.model.flops import model_cost
 from policies.model.perceiver import CriticGraph, PerceiverActorCritic
-from policies.tokenizer.instructions import TASK_INSTRUCTIONS
 from policies.tokenizer.language import InstructionTokenizer
+from robots.tasks.tasks import TASK_INSTRUCTIONS
 
 EXTERNAL_DATA_BYTES = 256 * 2**20
 FP32_ATOL = 1e-4

@@ -1,14 +1,17 @@
 """The task instructions the project's tokenizer is trained on, generated from templates.
 
 The SentencePiece model in assets/ is trained offline on exactly this corpus (`python -m
-policies.tokenizer.train`), so the vocabulary covers every phrasing the tasks and experts use. New tasks
-add their templates here and retrain; the shipped model's hash then changes, which every exported policy
-records in its metadata.
+policies.tokenizer.train`), so the vocabulary covers every phrasing the tasks and experts use. The
+instruction each task is run with is task data (robots/tasks/tasks.py) and always part of the corpus. New
+tasks add their templates here and retrain; the shipped model's hash then changes, which every exported
+policy records in its metadata.
 """
 
 from __future__ import annotations
 
 import itertools
+
+from robots.tasks.tasks import TASK_INSTRUCTIONS
 
 COLOURS = ("red", "green", "blue")
 OBJECTS = ("object", "block", "cube")
@@ -33,13 +36,6 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "place the {a} {o} on the {b} one",
         "stack {a} on {b}",
     ),
-}
-
-# The instruction each reference task is run with (issue 6's environments use these).
-TASK_INSTRUCTIONS = {
-    "reach": "reach the red object",
-    "lift": "lift the red object",
-    "stack": "stack the red object on the blue object",
 }
 
 

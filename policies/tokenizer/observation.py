@@ -1,8 +1,9 @@
 """Sensor readings → the three model inputs `proprio`, `images`, `instruction` (DESIGN §3).
 
-Training (from recorded episodes or the Gymnasium env) and serving (from the driver's wire messages) both
-call `ObservationTokenizer`, so the arrays a policy sees are assembled by one piece of code. Normalisation
-is not done here: it lives inside the model graph. This module only orders, shapes and type-checks.
+Training (from the task environments' driver-shaped observations or recorded episodes) and serving (from
+the driver's wire messages) both call `ObservationTokenizer`, so the arrays a policy sees are assembled by
+one piece of code. Normalisation is not done here: it lives inside the model graph. This module only
+orders, shapes and type-checks.
 """
 
 from __future__ import annotations
@@ -32,19 +33,6 @@ class Observation:
 
     def feeds(self) -> dict[str, np.ndarray]:
         return {"proprio": self.proprio, "images": self.images, "instruction": self.instruction}
-
-
-def proprio_fields(state: StateMsg) -> dict[str, np.ndarray]:
-    """The named proprioceptive fields (robots/specs/*.yaml `proprio`) carried by one state message."""
-    return {
-        "joint_pos": state.q,
-        "joint_vel": state.dq,
-        "gripper_grasp": np.array([state.gripper_grasp]),
-        "gripper_pos": np.array([state.gripper_pos]),
-        "gripper_vel": np.array([state.gripper_vel]),
-        "tcp_pos": state.tcp_pose[:3],
-        "tcp_quat": state.tcp_pose[3:7],
-    }
 
 
 class ObservationTokenizer:
@@ -96,4 +84,9 @@ class ObservationTokenizer:
 
     def from_messages(self, state: StateMsg, frames: Mapping[str, np.ndarray], instruction: str) -> Observation:
         """What serving calls: the newest state message and the newest decoded frame per camera."""
-        return self(proprio_fields(state), frames, instruction)
+        return self(state.proprio_fields(), frames, instruction)
+
+    def from_observation(self, observation: Mapping[str, Mapping[str, np.ndarray]], instruction: str) -> Observation:
+        """What training calls: a driver-shaped observation, {"proprio": named fields, "images": frame per
+        camera}, as the task environments (robots/tasks/env.py) emit it."""
+        return self(observation["proprio"], observation["images"], instruction)

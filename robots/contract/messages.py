@@ -102,6 +102,21 @@ class StateMsg:
             step=_field(env, "step", int),
         )
 
+    def proprio_fields(self) -> dict[str, np.ndarray]:
+        """The named proprioceptive fields (robots/specs/*.yaml `proprio`) this message carries, as 1-d arrays.
+
+        Views of the message's arrays where they can be: copy them to keep them past the message.
+        """
+        return {
+            "joint_pos": self.q,
+            "joint_vel": self.dq,
+            "gripper_grasp": np.array([self.gripper_grasp]),
+            "gripper_pos": np.array([self.gripper_pos]),
+            "gripper_vel": np.array([self.gripper_vel]),
+            "tcp_pos": self.tcp_pose[:3],
+            "tcp_quat": self.tcp_pose[3:7],
+        }
+
 
 @dataclass
 class ImageMsg:
@@ -237,7 +252,7 @@ class ControlMsg:
     topic: str
     seq: int
     source: str = "runtime"
-    seed: int | None = None  # reset only: lay the objects out from this seed (robots/tasks/layout.py)
+    seed: int | None = None  # reset only: lay the objects out from this seed (robots/sim/layout.py)
 
     def to_frames(self) -> list[bytes]:
         if self.topic not in (TICK, RESET):

@@ -20,8 +20,8 @@ import zmq
 from robots.contract import messages as msg
 from robots.contract.wire import WireError, decode
 from robots.sim.cell import SimCell
+from robots.sim.layout import object_layout
 from robots.spec import load_spec
-from robots.tasks.layout import object_layout
 
 log = logging.getLogger("pac-sim")
 

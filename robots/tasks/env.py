@@ -1,30 +1,47 @@
 """Gymnasium environments of the reference tasks, over the project's own sim (robots/sim/cell.py).
 
-Observations are what `pac-run` would feed the policy for the same sim state: the state message a driver
-publishes, the camera frames through the same JPEG encode and decode as on the wire, assembled by the
-one ObservationTokenizer. Actions are the arm's Cartesian velocity action space, applied through the
-driver's command servo for one control period per step.
+Observations are driver-shaped: the arm's named proprio fields from the state message a driver would
+publish now, and each camera's frame after the same JPEG encode and decode as on the wire. Turning them
+into model inputs is the policy side's job (policies/tokenizer/observation.py), exactly as in `pac-run`, so
+this package never imports `policies`. Actions are the arm's Cartesian velocity action space, applied
+through the driver's command servo for one control period per step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from policies.spec import action_spec, observation_spec
-from policies.tokenizer.language import InstructionTokenizer
-from policies.tokenizer.observation import Observation, ObservationTokenizer
+from robots.contract.link import DEFAULT_LINK, Mode
 from robots.contract.messages import CommandMsg
 from robots.contract.wire import decode
 from robots.sim.cell import SimCell
-from robots.spec import load_spec
-from robots.tasks.layout import object_layout
+from robots.sim.layout import object_layout
+from robots.spec import ArmSpec, load_spec
 from robots.tasks.tasks import TASKS, Scene, shaped_reward, success
 
-PERIOD_S = 0.05
-MODE = "cartesian_velocity"
+MODE = Mode.CARTESIAN_VELOCITY
+LINK = DEFAULT_LINK  # the env steps and encodes frames as a driver on the default link does
+
+
+def action_space(arm: ArmSpec) -> gym.spaces.Box:
+    """The arm's Cartesian velocity action space (robots/specs/*.yaml), as float32."""
+    space = arm.action_spaces[MODE]
+    return gym.spaces.Box(np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), dtype=np.float32)
+
+
+def observation_space(arm: ArmSpec, cameras: Sequence[str]) -> gym.spaces.Dict:
+    """{"proprio": the arm's named proprio fields (float64, as the state message carries them),
+    "images": camera → (H, W, 3) uint8 RGB}."""
+    proprio = {f.name: gym.spaces.Box(-np.inf, np.inf, (f.size,), np.float64) for f in arm.proprio}
+    images = {}
+    for name in cameras:
+        cam = arm.camera(name)  # raises for an unknown camera
+        images[name] = gym.spaces.Box(0, 255, (cam.height, cam.width, 3), np.uint8)
+    return gym.spaces.Dict({"proprio": gym.spaces.Dict(proprio), "images": gym.spaces.Dict(images)})
 
 
 def _scene_info(scene: Scene) -> dict[str, Any]:
@@ -33,47 +50,33 @@ def _scene_info(scene: Scene) -> dict[str, Any]:
 
 
 class PacTaskEnv(gym.Env):
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / LINK.period_s)}
 
     def __init__(
         self,
         robot: str = "sawyer",
         task: str = "stack",
         cameras: tuple[str, ...] | None = None,
-        jpeg_quality: int = 90,
+        jpeg_quality: int = LINK.jpeg_quality,
         max_steps: int | None = None,
         render_images: bool = True,
     ) -> None:
-        """`render_images=False` leaves the images black: for expert-only runs that never look at them."""
+        """`cameras` None: every camera of the arm. `render_images=False` leaves the frames black: for
+        expert-only runs that never look at them."""
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
         self.robot, self.task = robot, TASKS[task]
         self.arm = load_spec(robot)
-        self.obs_spec = observation_spec(self.arm, cameras)
-        self.act_spec = action_spec(self.arm, MODE)
-        self.tokenizer = ObservationTokenizer(self.obs_spec, InstructionTokenizer.default())
-        self.cell = SimCell(self.arm, self.obs_spec.cameras, PERIOD_S)
+        self.cameras = tuple(c.name for c in self.arm.cameras) if cameras is None else tuple(cameras)
+        self.observation_space = observation_space(self.arm, self.cameras)
+        self.action_space = action_space(self.arm)
+        self.cell = SimCell(self.arm, self.cameras, LINK.period_s)
         self.jpeg_quality = jpeg_quality
         self.render_images = render_images
         self.max_steps = max_steps or self.task.episode_steps
         self.instruction = self.task.instruction
         self.half_size = float(self.arm.scene["objects"][0]["size"])
         self.table_z = float(self.arm.scene["table"]["height"])
-        p, (n, c, h, w), length = (
-            self.obs_spec.proprio_size,
-            self.obs_spec.image_shape,
-            self.obs_spec.instruction_length,
-        )
-        self.observation_space = gym.spaces.Dict(
-            {
-                "proprio": gym.spaces.Box(-np.inf, np.inf, (p,), np.float32),
-                "images": gym.spaces.Box(0, 255, (n, c, h, w), np.uint8),
-                "instruction": gym.spaces.Box(0, self.tokenizer.language.vocab_size - 1, (length,), np.int64),
-            }
-        )
-        self.action_space = gym.spaces.Box(
-            np.asarray(self.act_spec.low, np.float32), np.asarray(self.act_spec.high, np.float32), dtype=np.float32
-        )
         self._t_ns = 0
         self._step = 0
         self._seq = 0
@@ -89,36 +92,33 @@ class PacTaskEnv(gym.Env):
             grasped=sim.grasped_object(),
         )
 
-    def observation(self) -> Observation:
-        """Batch-1 model inputs, built from the messages a driver would publish now."""
+    def observation(self) -> dict[str, dict[str, np.ndarray]]:
+        """What a driver would publish now: the state message's proprio fields and the decoded frames."""
         state = self.cell.state_msg(self._seq, f"sim/{self.robot}", self._t_ns, "lockstep", self._seq, self._step)
-        frames = {}
-        for camera in self.obs_spec.cameras if self.render_images else ():
-            image = self.cell.image_msg(camera, self._seq, state.source, self._t_ns, self._step)
-            frames[camera] = decode(image.to_frames(quality=self.jpeg_quality)).arrays["image"]
-        if not self.render_images:
-            h, w = self.obs_spec.image_height, self.obs_spec.image_width
-            frames = {c: np.zeros((h, w, 3), np.uint8) for c in self.obs_spec.cameras}
-        return self.tokenizer.from_messages(state, frames, self.instruction)
-
-    def _obs(self) -> dict[str, np.ndarray]:
-        o = self.observation()
-        return {"proprio": o.proprio[0].copy(), "images": o.images[0].copy(), "instruction": o.instruction[0].copy()}
+        proprio = {name: value.copy() for name, value in state.proprio_fields().items()}
+        images = {}
+        for camera in self.cameras:
+            if self.render_images:
+                image = self.cell.image_msg(camera, self._seq, state.source, self._t_ns, self._step)
+                images[camera] = decode(image.to_frames(quality=self.jpeg_quality)).arrays["image"]
+            else:
+                images[camera] = np.zeros(self.observation_space["images"][camera].shape, np.uint8)
+        return {"proprio": proprio, "images": images}
 
     # --------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._t_ns, self._step = 0, 0
         self.cell.reset(self._t_ns, object_layout(self.arm, self.np_random))
-        return self._obs(), {"instruction": self.instruction, **_scene_info(self.scene())}
+        return self.observation(), {"instruction": self.instruction, **_scene_info(self.scene())}
 
     def step(self, action: np.ndarray):
         self._seq += 1
         action = np.asarray(action, dtype=np.float64)
-        command = CommandMsg(self._seq, MODE, action, self._t_ns + round(2 * PERIOD_S * 1e9), self._seq)
+        command = CommandMsg(self._seq, MODE, action, self._t_ns + 2 * LINK.period_ns, self._seq)
         rejection = self.cell.submit(command, self._t_ns)
         self.cell.advance(self.cell.substeps, self._t_ns)
-        self._t_ns += round(PERIOD_S * 1e9)
+        self._t_ns += LINK.period_ns
         self._step += 1
         scene = self.scene()
         done = success(self.task.name, scene)
@@ -128,10 +128,10 @@ class PacTaskEnv(gym.Env):
             "shaped_reward": shaped_reward(self.task.name, scene),
             "rejected": rejection.value if rejection is not None else "",
         }
-        return self._obs(), float(done), done, self._step >= self.max_steps, info
+        return self.observation(), float(done), done, self._step >= self.max_steps, info
 
     def render(self) -> np.ndarray:
-        return self.cell.sim.render(self.obs_spec.cameras[0])
+        return self.cell.sim.render(self.cameras[0])
 
     def close(self) -> None:
         self.cell.close()

@@ -4,15 +4,22 @@ A phase machine over privileged sim state (object positions): approach above the
 close, lift, carry above the blue cube (stack) and lower, open, retreat. The knobs make the sub-optimal
 data PAC needs (reference/pac.md: CHEF's mixed data succeeds ~28%): action noise, hesitation, grasping
 the wrong object, dropping early, giving up. Each knob draws from the expert's own seeded generator.
+`expert_rollout` is the one episode loop: `pac-collect` (policies/data/collect.py) and the success tests
+both step the environment through it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robots.tasks.tasks import Scene
+
+if TYPE_CHECKING:
+    from robots.tasks.env import PacTaskEnv
 
 HOVER = 0.08  # m above the object top when approaching or carrying
 GAIN = 4.0  # 1/s, proportional gain of the TCP position servo
@@ -122,3 +129,30 @@ class ScriptedExpert:
 def make_expert(task: str, low, high, quality: str | ExpertQuality = "expert", seed: int = 0) -> ScriptedExpert:
     q = QUALITIES[quality] if isinstance(quality, str) else quality
     return ScriptedExpert(task, low, high, q, seed)
+
+
+@dataclass(frozen=True)
+class ExpertStep:
+    """What the environment returned: after the reset (no action), or after the expert's `action`."""
+
+    observation: dict[str, Any]
+    info: dict[str, Any]
+    action: np.ndarray | None = None  # float32, in the env's action space
+    reward: float = 0.0
+    terminated: bool = False
+    truncated: bool = False
+
+
+def expert_rollout(env: PacTaskEnv, quality: str | ExpertQuality, seed: int) -> Iterator[ExpertStep]:
+    """One episode of `env`, reset with `seed`, driven by the expert of that seed: the reset, then every
+    step until the episode terminates or is truncated. The expert reads the privileged scene, never the
+    observation."""
+    observation, info = env.reset(seed=seed)
+    yield ExpertStep(observation, info)
+    expert = make_expert(env.task.name, env.action_space.low, env.action_space.high, quality, seed)
+    while True:
+        action = expert.act(env.scene()).astype(np.float32)
+        observation, reward, terminated, truncated, info = env.step(action)
+        yield ExpertStep(observation, info, action, reward, terminated, truncated)
+        if terminated or truncated:
+            return

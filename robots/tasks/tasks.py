@@ -3,7 +3,8 @@
 reach: the TCP within REACH_TOLERANCE of a point just above the red cube. lift: the red cube held and at
 least LIFT_HEIGHT above its resting height. stack (RGB-Stacking): red resting on blue (centred within
 STACK_XY, at one cube height) and released; green is a distractor. The sparse reward is 1 on a success
-step; the shaped reward grows through each task's stages and is in [0, 1].
+step; the shaped reward grows through each task's stages and is in [0, 1]. Each task's instruction is task
+data too; the instruction tokenizer's corpus (policies/tokenizer/instructions.py) is built to cover it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from policies.tokenizer.instructions import TASK_INSTRUCTIONS
 
 REACH_TOLERANCE = 0.03  # m
 LIFT_HEIGHT = 0.05  # m
@@ -38,7 +37,15 @@ class Task:
     episode_steps: int = 400  # 20 s at 20 Hz
 
 
-TASKS = {name: Task(name, TASK_INSTRUCTIONS[name]) for name in ("reach", "lift", "stack")}
+TASKS = {
+    t.name: t
+    for t in (
+        Task("reach", "reach the red object"),
+        Task("lift", "lift the red object"),
+        Task("stack", "stack the red object on the blue object"),
+    )
+}
+TASK_INSTRUCTIONS = {name: t.instruction for name, t in TASKS.items()}  # the instruction each task is run with
 
 
 def _reach_target(s: Scene) -> np.ndarray:

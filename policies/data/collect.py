@@ -4,9 +4,10 @@
 
 Each episode is stepped in a worker process (seed = --seed + episode index, which fixes both the object
 layout and the expert's knobs), then written with `minari.create_dataset_from_buffers` under
-OUT/<dataset id>. Observations are the policy's inputs (proprio, images, instruction tokens); infos carry
-per-step success and shaped reward and the episode's quality label. A summary table and a return
-histogram (PNG) are written beside the dataset.
+OUT/<dataset id>. The environment emits driver-shaped observations; they are stored as the policy's
+inputs (proprio, images, instruction tokens) built by the one ObservationTokenizer that `pac-run` uses.
+Infos carry per-step success and shaped reward and the episode's quality label. A summary table and a
+return histogram (PNG) are written beside the dataset.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from robots.spec import ARMS
-from robots.tasks.env import PacTaskEnv
-from robots.tasks.experts import QUALITIES, make_expert
+from policies.spec import ObservationSpec, observation_spec
+from policies.tokenizer.language import InstructionTokenizer
+from policies.tokenizer.observation import ObservationTokenizer
+from robots.spec import ARMS, load_spec
+from robots.tasks.env import PacTaskEnv, action_space
+from robots.tasks.experts import QUALITIES, expert_rollout
 from robots.tasks.tasks import TASKS
 
 QUALITY_CODES = {name: i for i, name in enumerate(QUALITIES)}
@@ -47,39 +51,50 @@ class Episode:
     quality: str
 
 
-_ENVS: dict[tuple, PacTaskEnv] = {}  # per process: one environment (and GL context) per configuration
+def tokenizer(robot: str, cameras: tuple[str, ...] | None = None) -> ObservationTokenizer:
+    """The tokenizer of a policy for `robot` over `cameras` (None or (): all of the arm's cameras)."""
+    return ObservationTokenizer(observation_spec(load_spec(robot), cameras or None), InstructionTokenizer.default())
 
 
-def _env(robot: str, task: str, cameras: tuple[str, ...] | None) -> PacTaskEnv:
-    """The process's environment for these arguments; cameras () means no images (proprio and instruction)."""
+def observation_space(spec: ObservationSpec, vocab_size: int, images: bool = True) -> gym.spaces.Dict:
+    """The space of the stored observations: the model inputs of one step, without the batch axis."""
+    spaces = {
+        "proprio": gym.spaces.Box(-np.inf, np.inf, (spec.proprio_size,), np.float32),
+        "images": gym.spaces.Box(0, 255, spec.image_shape, np.uint8),
+        "instruction": gym.spaces.Box(0, vocab_size - 1, (spec.instruction_length,), np.int64),
+    }
+    return gym.spaces.Dict({k: v for k, v in spaces.items() if images or k != "images"})
+
+
+_ENVS: dict[tuple, tuple[PacTaskEnv, ObservationTokenizer]] = {}  # per process: one env (and GL context) each
+
+
+def _env(robot: str, task: str, cameras: tuple[str, ...] | None) -> tuple[PacTaskEnv, ObservationTokenizer]:
+    """The process's environment and tokenizer for these arguments; cameras () means no images."""
     key = (robot, task, cameras)
     if key not in _ENVS:
-        _ENVS[key] = env = PacTaskEnv(robot, task, cameras or None, render_images=cameras != ())
+        env = PacTaskEnv(robot, task, cameras or None, render_images=cameras != ())
         atexit.register(env.close)  # a renderer left to the GC at exit prints EGL tracebacks
+        _ENVS[key] = env, tokenizer(robot, cameras)
     return _ENVS[key]
 
 
 def run_episode(robot: str, task: str, quality: str, seed: int, cameras: tuple[str, ...] | None = None) -> Episode:
-    env = _env(robot, task, cameras)
-    obs, info = env.reset(seed=seed)
-    expert = make_expert(task, env.action_space.low, env.action_space.high, quality, seed)
-    keep = [k for k in obs if k != "images" or env.render_images]
-    observations = {k: [obs[k]] for k in keep}
+    env, tok = _env(robot, task, cameras)
+    keep = ("proprio", "images", "instruction") if env.render_images else ("proprio", "instruction")
+    observations: dict[str, list[np.ndarray]] = {k: [] for k in keep}
     actions, rewards, terms, truncs, shaped = [], [], [], [], []
-    scene = env.scene()
-    while True:
-        action = expert.act(scene).astype(np.float32)
-        obs, reward, terminated, truncated, info = env.step(action)
-        scene = env.scene()
+    for step in expert_rollout(env, quality, seed):
+        inputs = tok.from_observation(step.observation, env.instruction).feeds()
         for k in keep:
-            observations[k].append(obs[k])
-        actions.append(action)
-        rewards.append(reward)
-        terms.append(terminated)
-        truncs.append(truncated)
-        shaped.append(info["shaped_reward"])
-        if terminated or truncated:
-            break
+            observations[k].append(inputs[k][0].copy())  # images: the tokenizer reuses its buffer
+        if step.action is None:  # the reset
+            continue
+        actions.append(step.action)
+        rewards.append(step.reward)
+        terms.append(step.terminated)
+        truncs.append(step.truncated)
+        shaped.append(step.info["shaped_reward"])
     return Episode(
         seed=seed,
         observations={k: np.stack(v) for k, v in observations.items()},
@@ -101,8 +116,10 @@ def dataset_id(robot: str, task: str, quality: str) -> str:
     return f"pac/{robot}-{task}-{quality}-v0"
 
 
-def write_dataset(episodes: list[Episode], out: Path, robot: str, task: str, quality: str, env: PacTaskEnv):
-    """A Minari dataset under `out` (MINARI_DATASETS_PATH) from collected episodes."""
+def write_dataset(
+    episodes: list[Episode], out: Path, robot: str, task: str, quality: str, cameras: tuple[str, ...] | None = None
+):
+    """A Minari dataset under `out` (MINARI_DATASETS_PATH) from episodes collected with these arguments."""
     os.environ["MINARI_DATASETS_PATH"] = str(out.resolve())
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -128,18 +145,17 @@ def write_dataset(episodes: list[Episode], out: Path, robot: str, task: str, qua
     if did in minari.list_local_datasets():
         minari.delete_dataset(did)
     warnings.filterwarnings("ignore", category=UserWarning, module="minari")  # optional-metadata nags
-    space = env.observation_space
-    if "images" not in episodes[0].observations:
-        space = gym.spaces.Dict({k: v for k, v in space.spaces.items() if k != "images"})
+    tok = tokenizer(robot, cameras)
+    space = observation_space(tok.spec, tok.language.vocab_size, images="images" in episodes[0].observations)
     return minari.create_dataset_from_buffers(
         dataset_id=did,
         buffer=buffers,
         observation_space=space,
-        action_space=env.action_space,
+        action_space=action_space(load_spec(robot)),
         algorithm_name=f"scripted expert, quality {quality}",
         author="pac-runtime",
         description=(
-            f"{task} on the simulated {robot}; instruction {env.instruction!r}; "
+            f"{task} on the simulated {robot}; instruction {TASKS[task].instruction!r}; "
             f"infos.quality codes {json.dumps(QUALITY_CODES)}"
         ),
     )
@@ -193,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     eps = collect(args.robot, args.task, args.quality, args.episodes, args.workers, args.seed, cameras)
     elapsed = time.perf_counter() - started
-    env = PacTaskEnv(args.robot, args.task, cameras or None, render_images=cameras != ())
-    try:
-        dataset = write_dataset(eps, args.out, args.robot, args.task, args.quality, env)
-    finally:
-        env.close()
+    dataset = write_dataset(eps, args.out, args.robot, args.task, args.quality, cameras)
     successes = np.array([e.success for e in eps])
     returns = np.array([float(e.shaped.sum()) for e in eps])
     lengths = np.array([e.actions.shape[0] for e in eps])
