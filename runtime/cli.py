@@ -19,15 +19,20 @@ from policies.spec import action_spec, observation_spec
 from robots.contract.client import DriverClient
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import ARMS, load_spec
-from runtime.config import ConfigError, load_config, with_overrides
-from runtime.inference.loader import PolicyRefused, load_policy
+from runtime.clock import MONOTONIC
+from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides
+from runtime.guard import Guard
+from runtime.inference.loader import LoadedPolicy, PolicyRefused, load_policy
 from runtime.inference.providers import DEVICES, ProviderUnavailable, SessionConfig
-from runtime.loop import ControlLoop
+from runtime.link import DriverLink, LockstepLink, RealtimeLink
+from runtime.loop import STAGES, ControlLoop
+from runtime.policy_step import PolicyStep
 from runtime.preflight import (
     PreflightFailed,
     check_calibration,
     check_clock,
     check_driver,
+    check_instruction,
     check_sensors,
     policy_checks,
 )
@@ -35,6 +40,7 @@ from runtime.recorder import Recorder
 from runtime.safety.limits import SafetyLimits
 from runtime.safety.state_machine import State
 from runtime.summary import RunSummary
+from runtime.timing import StageTimer
 
 log = logging.getLogger("pac-run")
 EXIT_OK, EXIT_REFUSED, EXIT_FAULT, EXIT_ESTOP = 0, 2, 3, 4
@@ -52,12 +58,13 @@ def _tcp_position(arm):
 
 
 def _parser() -> argparse.ArgumentParser:
+    session = SessionConfig()
     p = argparse.ArgumentParser(prog="pac-run", description="Drive an arm with a PAC policy at 20 Hz, safely.")
     p.add_argument("--robot", choices=ARMS, required=True)
     p.add_argument("--policy", type=Path, required=True, help="exported actor (.onnx)")
     p.add_argument("--sim", action="store_true", help="start the embedded MuJoCo driver (pac-sim) for this arm")
     p.add_argument("--lockstep", action="store_true", help="with --sim: one sim period per command (tests)")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--device", choices=DEVICES, default=session.device)
     p.add_argument("--allow-cpu-fallback", action="store_true", help="run on the CPU if the GPU asked for is missing")
     p.add_argument("--instruction", default=None)
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until SIGINT/SIGTERM)")
@@ -67,16 +74,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary", type=Path, default=None, help="summary JSON (default: RECORD/summary.json, else out/pac-run/)"
     )
-    p.add_argument("--pub", default=None, help="driver state endpoint (overrides the config)")
-    p.add_argument("--cmd", default=None, help="driver command endpoint (overrides the config)")
+    p.add_argument("--pub", default=None, help="driver state endpoint (overrides the config's link)")
+    p.add_argument("--cmd", default=None, help="driver command endpoint (overrides the config's link)")
     p.add_argument(
         "--cpu-spin",
         choices=("on", "off"),
-        default="off",
+        default="on" if session.allow_spinning else "off",
         help="ORT CPU threads spin between calls: faster inference, but they steal the CPU the rest of the loop needs",
     )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def build_loop(
+    config: RunConfig, policy: LoadedPolicy, client: DriverClient, lockstep: bool, recorder: Recorder | None
+) -> ControlLoop:
+    """The loop's parts for this config and policy, on the host's monotonic clock."""
+    arm = load_spec(config.robot)
+    cameras = policy.metadata.observation.cameras
+    timer = StageTimer(STAGES, clock=MONOTONIC)
+    parts = (client, cameras, config.link, timer, MONOTONIC)
+    link: DriverLink
+    if lockstep:
+        link = LockstepLink(*parts, step_timeout_s=config.watchdogs.driver_lost_ms / 1000)
+    else:
+        link = RealtimeLink(*parts)
+    w = config.watchdogs
+    step = PolicyStep(policy, config.instruction, config.decode, w.inference_deadline_ms, timer)
+    limits = SafetyLimits.from_arm(arm, config.mode, config.period_s)
+    guard = Guard(limits, w, cameras, fk=_tcp_position(arm))
+    return ControlLoop(link, step, guard, timer, recorder=recorder, clock=MONOTONIC)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,16 +134,22 @@ def main(argv: list[str] | None = None) -> int:
         except (PolicyRefused, ProviderUnavailable) as exc:
             print(f"pac-run: refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+        try:
+            instruction = check_instruction(policy, config.instruction)  # before a driver is started or asked
+        except PreflightFailed as exc:
+            print(f"pac-run: pre-flight failed: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
         if args.sim:
             sim_args = ["--cameras", ",".join(expected_obs.cameras)] + (["--lockstep"] if args.lockstep else [])
             sim, pub, cmd = start_sim(config.robot, *sim_args, capture=False, nice=10)
-            config = with_overrides(config, pub_endpoint=pub, cmd_endpoint=cmd)
-        config = with_overrides(config, pub_endpoint=args.pub, cmd_endpoint=args.cmd)
-        client = DriverClient(config.pub_endpoint, config.cmd_endpoint, source="pac-run")
+            config = with_endpoints(config, pub, cmd)
+        config = with_endpoints(config, args.pub, args.cmd)
+        client = DriverClient.for_link(config.link, source="pac-run")
         try:
             driver, lockstep = check_driver(client, config, config.driver_wait_s)
             checks = [
                 *policy_checks(policy),
+                instruction,
                 driver,
                 check_clock(client, config, lockstep),
                 check_sensors(client, expected_obs.cameras, lockstep, config.driver_wait_s),
@@ -127,27 +160,18 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_REFUSED
         print("pre-flight:\n" + "\n".join(f"  {c.name:<12} ok  {c.detail}" for c in checks), flush=True)
 
-        limits = SafetyLimits.from_arm(
-            arm,
-            config.mode,
-            config.period_s,
-            max_linear_accel=config.safety.max_linear_accel,
-            max_angular_accel=config.safety.max_angular_accel,
-        )
         recorder = Recorder(args.record) if args.record else None
-        loop = ControlLoop(config, policy, client, limits, lockstep=lockstep, recorder=recorder, fk=_tcp_position(arm))
+        loop = build_loop(config, policy, client, lockstep, recorder)
         previous_handlers = {
             sig: signal.signal(sig, lambda signum, _frame: loop.stop(f"signal {signal.Signals(signum).name}"))
             for sig in (signal.SIGINT, signal.SIGTERM)
         }
         final = State.FAULT
-        hold_confirmed = False
         try:
             final = loop.run(duration_s=args.duration, max_ticks=args.ticks)
-            hold_confirmed = loop.final_hold_confirmed
         finally:
             code = {State.FAULT: EXIT_FAULT, State.ESTOP: EXIT_ESTOP}.get(final, EXIT_OK)
-            summary = RunSummary.of(loop, config.robot, code, hold_confirmed)
+            summary = RunSummary.of(loop.stats(), config.robot, policy.path, policy.provider, code)
             print(summary.table(), flush=True)
             path = args.summary or (args.record / "summary.json" if args.record else DEFAULT_SUMMARY)
             summary.write(path)

@@ -1,8 +1,9 @@
-"""pac-run's configuration: one YAML per robot (runtime/configs/<robot>.yaml), overridable from the CLI.
+"""pac-run's configuration: typed dataclasses, a per-robot YAML holding only what differs, CLI overrides.
 
-The arm's physical limits live in robots/specs/<robot>.yaml and are the single source; this file holds
-what the runtime adds: where the driver is, the control rate, which cameras the policy uses, the safety
-filter's rate limits, the watchdog thresholds, and the calibration file the pre-flight checks.
+The defaults live in the dataclasses, once: the link (endpoints, period, timeouts) in the contract's
+`LinkConfig`, the watchdog thresholds in `WatchdogConfig`. `runtime/configs/<robot>.yaml` names the robot
+and whatever that cell changes; an arm's physical limits are not here at all: they are in its robot YAML
+(robots/specs/<robot>.yaml), the single source for the driver and the safety filter alike.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from robots.contract.link import DEFAULT_LINK, MOTION_MODES, LinkConfig, Mode
+from robots.tasks.tasks import TASKS
 from runtime.safety.watchdogs import WatchdogConfig
 
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -23,43 +26,43 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class SafetyConfig:
-    max_linear_accel: float = 1.0  # m/s², bounds the per-period change of a commanded TCP velocity
-    max_angular_accel: float = 10.0  # rad/s²
-
-
-@dataclass(frozen=True)
 class RunConfig:
     robot: str
-    mode: str = "cartesian_velocity"
-    period_s: float = 0.05
-    pub_endpoint: str = "tcp://127.0.0.1:5555"  # driver → runtime: state, images, status
-    cmd_endpoint: str = "tcp://127.0.0.1:5556"  # runtime → driver: commands
+    mode: Mode = Mode.CARTESIAN_VELOCITY  # the policy's action space
+    link: LinkConfig = DEFAULT_LINK  # where the driver is, control period, command timeout
     cameras: tuple[str, ...] = ()  # empty: all of the arm's cameras
-    instruction: str = "stack the red object on the blue object"
+    instruction: str = TASKS["stack"].instruction
     decode: str = "argmax"  # bins → action: "argmax" or "mean"
     calibration: str = ""  # calibration YAML; empty: none (sim)
     calibration_max_age_days: float = 30.0
     max_clock_offset_ms: float = 5.0  # cross-host clock offset the pre-flight tolerates
     driver_wait_s: float = 5.0  # how long the pre-flight waits for the driver's first heartbeat
-    safety: SafetyConfig = field(default_factory=SafetyConfig)
     watchdogs: WatchdogConfig = field(default_factory=WatchdogConfig)
 
+    @property
+    def period_s(self) -> float:
+        return self.link.period_s
 
-def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    values = {}
-    for name, value in raw.items():
-        if name == "safety":
-            value = _build(SafetyConfig, value or {}, f"{where}.safety")
-        elif name == "watchdogs":
-            value = _build(WatchdogConfig, value or {}, f"{where}.watchdogs")
-        elif name == "cameras":
-            value = tuple(value or ())
-        values[name] = value
+    values = dict(raw)
+    nested = {"link": LinkConfig, "watchdogs": WatchdogConfig}
+    for name, sub in nested.items():
+        if name in values:
+            values[name] = _build(sub, values[name] or {}, f"{where}.{name}")
+    if "cameras" in values:
+        values["cameras"] = tuple(values["cameras"] or ())
+    if "mode" in values:
+        mode = Mode.parse(values["mode"])
+        if mode not in MOTION_MODES:
+            raise ConfigError(f"{where}.mode: {values['mode']!r} is not one of {[m.value for m in MOTION_MODES]}")
+        values["mode"] = mode
     try:
         return cls(**values)
     except TypeError as exc:
@@ -75,7 +78,10 @@ def load_config(path: Path | None = None, robot: str | None = None) -> RunConfig
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not YAML: {exc}") from exc
     if not isinstance(raw, dict) or "robot" not in raw:
         raise ConfigError(f"{path}: expected a mapping with at least 'robot'")
     config = _build(RunConfig, raw, str(path))
@@ -87,3 +93,9 @@ def load_config(path: Path | None = None, robot: str | None = None) -> RunConfig
 def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
     """CLI overrides: None means "not given"."""
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def with_endpoints(config: RunConfig, pub: str | None, cmd: str | None) -> RunConfig:
+    """The config with the driver's endpoints replaced where given."""
+    link = replace(config.link, **{k: v for k, v in (("pub_endpoint", pub), ("cmd_endpoint", cmd)) if v is not None})
+    return replace(config, link=link)

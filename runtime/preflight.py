@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from policies.tokenizer.language import PAD_ID, InstructionTooLong
 from robots.contract.client import DriverClient, DriverUnavailable
 from runtime.config import RunConfig
 from runtime.inference.loader import LoadedPolicy
@@ -35,17 +36,18 @@ def check_driver(client: DriverClient, config: RunConfig, timeout_s: float = 10.
         status = client.wait_ready(timeout_s)
     except DriverUnavailable as exc:
         raise PreflightFailed(
-            f"{exc}. Start a driver for this arm (`pac-sim --robot {config.robot} --pub {config.pub_endpoint} "
-            f"--cmd {config.cmd_endpoint}`) or pass --sim to start one."
+            f"{exc}. Start a driver for this arm (`pac-sim --robot {config.robot} --pub {config.link.pub_endpoint} "
+            f"--cmd {config.link.cmd_endpoint}`) or pass --sim to start one."
         ) from exc
     if status.robot != config.robot:
-        raise PreflightFailed(f"the driver on {config.pub_endpoint} drives a {status.robot}, not a {config.robot}")
-    if status.period_s != config.period_s:
-        raise PreflightFailed(f"driver period {status.period_s} s differs from the config's {config.period_s} s")
+        raise PreflightFailed(f"the driver on {config.link.pub_endpoint} drives a {status.robot}, not a {config.robot}")
+    if status.period_s != config.link.period_s:
+        raise PreflightFailed(f"driver period {status.period_s} s differs from the config's {config.link.period_s} s")
     if status.mode != "lockstep" and set(status.faults) - {"command_timeout"}:
         raise PreflightFailed(f"the driver reports faults {status.faults}; clear them before running")
     lockstep = status.mode == "lockstep"
-    return Check("driver", f"{status.robot} {status.mode} on {config.pub_endpoint} (source {status.source})"), lockstep
+    where = f"{status.robot} {status.mode} on {config.link.pub_endpoint} (source {status.source})"
+    return Check("driver", where), lockstep
 
 
 def check_clock(client: DriverClient, config: RunConfig, lockstep: bool, samples: int = 5) -> Check:
@@ -114,6 +116,16 @@ def check_calibration(config: RunConfig, now: _dt.datetime | None = None) -> Che
             f"calibration {path} is {age_days:.0f} days old (limit {config.calibration_max_age_days:.0f}); recalibrate"
         )
     return Check("calibration", f"{path} ({age_days:.1f} days old)")
+
+
+def check_instruction(policy: LoadedPolicy, instruction: str) -> Check:
+    """The instruction fits the model's instruction length (else every tick would fail to tokenize it)."""
+    try:
+        ids = policy.tokenizer.instruction(instruction)
+    except InstructionTooLong as exc:
+        raise PreflightFailed(f"{exc}; shorten --instruction") from exc
+    used = int((ids != PAD_ID).sum())
+    return Check("instruction", f"{instruction!r}: {used} of {ids.shape[1]} tokens")
 
 
 def policy_checks(policy: LoadedPolicy) -> list[Check]:

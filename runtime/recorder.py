@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
+from robots.contract.link import Mode
 from robots.contract.messages import StateMsg
+from runtime.guard import Decision
+from runtime.safety.causes import names
 
 
 class Recorder:
@@ -21,20 +22,20 @@ class Recorder:
         self.path = self.directory / "ticks.jsonl"
         self._file = self.path.open("w", buffering=1)
 
-    def tick(
-        self, n: int, safety: str, causes: list[str], state: StateMsg | None, action: np.ndarray | None, cmd_seq: int
-    ) -> None:
+    def tick(self, n: int, decision: Decision, state: StateMsg | None, cmd_seq: int) -> None:
+        moving = decision.mode is not Mode.HOLD
         record = {
             "tick": n,
-            "safety": safety,
-            "causes": causes,
+            "safety": decision.state.value,
+            "causes": names(decision.causes),
+            "mode": decision.mode.value,
             "cmd_seq": cmd_seq,
             "obs_seq": state.seq if state is not None else None,
             "step": state.step if state is not None else None,
             "t_capture_ns": state.t_capture_ns if state is not None else None,
             "q": state.q.tolist() if state is not None else None,
             "tcp_pose": state.tcp_pose.tolist() if state is not None else None,
-            "action": action.tolist() if action is not None else None,
+            "action": decision.action.tolist() if moving else None,
         }
         self._file.write(json.dumps(record) + "\n")
 

@@ -3,27 +3,26 @@
 `Pacer` wakes the loop at t0 + k·period on a monotonic clock: lateness never accumulates. A deadline the
 loop starts more than `tolerance` after is an overrun; whole periods missed are overruns too, counted and
 skipped rather than raced through. The clock
-and sleep are injected so tests run on a fake clock. `StageTimer` times the named stages of each tick and
+is injected (runtime/clock.py) so tests run on a virtual one. `StageTimer` times the named stages of each tick and
 keeps every sample in preallocated arrays, so the summary has exact p50/p99 and the loop allocates nothing.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-Clock = Callable[[], int]  # nanoseconds, monotonic
+from runtime.clock import MONOTONIC, Clock
 
 
 @dataclass
 class Pacer:
     period_ns: int
-    clock: Clock = time.monotonic_ns
-    sleep: Callable[[float], None] = time.sleep
+    clock: Clock = MONOTONIC
+    idle: Callable[[float], None] | None = None  # how to spend the wait (default: the clock's sleep)
     next_ns: int | None = None
     tolerance_ns: int | None = None  # default: a fifth of the period (sleep wake-up jitter is far below)
     overruns: int = 0
@@ -31,14 +30,21 @@ class Pacer:
     late_ms: list[float] = field(default_factory=list)  # how late each overrun started (first 100)
 
     def align(self, t_ns: int) -> None:
-        """Put the tick phase at `t_ns` (mod period): the next tick is the first such instant from now."""
-        now = self.clock()
-        k = -(-(now - t_ns) // self.period_ns)  # ceil
+        """Put the tick phase at `t_ns` (mod period).
+
+        The next tick is the first such instant from now, and (when called during a tick) no earlier than
+        half a period before the tick already scheduled: re-phasing never starts a tick the current tick's
+        own work would make late.
+        """
+        earliest = self.clock.now_ns()
+        if self.next_ns is not None:
+            earliest = max(earliest, self.next_ns - self.period_ns // 2)
+        k = -(-(earliest - t_ns) // self.period_ns)  # ceil
         self.next_ns = t_ns + k * self.period_ns
 
     def wait(self) -> int:
         """Sleep until the next deadline; returns it. Late by a period or more: count overruns, re-phase."""
-        now = self.clock()
+        now = self.clock.now_ns()
         if self.next_ns is None:
             self.next_ns = now
         late = now - self.next_ns
@@ -50,7 +56,7 @@ class Pacer:
                 self.late_ms.append(late / 1e6)
             self.next_ns += missed * self.period_ns
         elif late < 0:
-            self.sleep(-late / 1e9)
+            (self.idle or self.clock.sleep)(-late / 1e9)
         deadline = self.next_ns
         self.next_ns += self.period_ns
         self.ticks += 1
@@ -60,7 +66,7 @@ class Pacer:
 class StageTimer:
     """Durations of named stages per tick, in ms, for up to `capacity` ticks (then a ring)."""
 
-    def __init__(self, stages: tuple[str, ...], capacity: int = 1 << 16, clock: Clock = time.perf_counter_ns):
+    def __init__(self, stages: tuple[str, ...], capacity: int = 1 << 16, clock: Clock = MONOTONIC):
         self.stages = stages
         self.clock = clock
         self.capacity = capacity
@@ -69,11 +75,12 @@ class StageTimer:
 
     @contextmanager
     def section(self, stage: str) -> Iterator[None]:
-        start = self.clock()
+        """Time the block under `stage`; a stage entered several times in one tick adds up."""
+        start = self.clock.now_ns()
         try:
             yield
         finally:
-            self.record(stage, (self.clock() - start) / 1e6)
+            self.add(stage, (self.clock.now_ns() - start) / 1e6)
 
     def record(self, stage: str, ms: float) -> None:
         self._data[stage][self.count % self.capacity] = ms

@@ -1,6 +1,6 @@
 """pac-run end to end: real pac-sim drivers in lockstep, real ONNX Runtime sessions, real loopback sockets.
 
-A WireProxy sits between pac-run and the driver: it records every command as the driver would receive
+A wire proxy (conftest) sits between pac-run and the driver: it records every command as the driver would receive
 it (so "no non-finite command reaches the driver" is checked at the wire) and can freeze a camera.
 """
 
@@ -20,12 +20,9 @@ import pytest
 import yaml
 from onnx import TensorProto, helper
 
-from policies.export.onnx_export import export_policy
-from policies.model.config import size_config
-from policies.model.perceiver import build_model
-from policies.spec import action_spec, observation_spec
 from policies.tokenizer.language import InstructionTokenizer
-from robots.sim.process import free_loopback_endpoint, start_sim, stop_sim
+from robots.contract.link import Mode
+from robots.sim.process import free_loopback_endpoint
 from robots.spec import load_spec
 from runtime.cli import EXIT_FAULT, EXIT_OK, EXIT_REFUSED
 from runtime.cli import main as pac_run
@@ -34,18 +31,13 @@ from runtime.safety.limits import SafetyLimits
 from tests.wire_proxy import WireProxy
 
 TOKENIZER = InstructionTokenizer.default()
-CAMERAS = "front_left,front_right"
 
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("policies")
-    files = {}
-    for robot in ("sawyer", "panda"):
-        arm = load_spec(robot)
-        model = build_model(size_config("XS"), observation_spec(arm), action_spec(arm), seed=4)
-        files[robot] = export_policy(model, out / f"{robot}.onnx", TOKENIZER)[0].path
-    files["nan"] = _nan_when_instruction_starts_with(files["sawyer"], out / "nan.onnx", "lift")
+def policies(exported_policy, tmp_path_factory) -> dict[str, Path]:
+    files = {robot: exported_policy(robot) for robot in ("sawyer", "panda")}
+    nan = tmp_path_factory.mktemp("nan") / "nan.onnx"
+    files["nan"] = _nan_when_instruction_starts_with(files["sawyer"], nan, "lift")
     return files
 
 
@@ -80,14 +72,6 @@ def _nan_when_instruction_starts_with(src: Path, dst: Path, word: str) -> Path:
     return dst
 
 
-@pytest.fixture
-def lockstep_sim(request):
-    robot = getattr(request, "param", "sawyer")
-    proc, pub, cmd = start_sim(robot, "--lockstep", "--cameras", CAMERAS)
-    yield robot, proc, pub, cmd
-    stop_sim(proc)
-
-
 def _run(robot: str, policy: Path, proxy: WireProxy, tmp: Path, *extra: str) -> tuple[int, dict, list[dict]]:
     code = pac_run(
         [
@@ -113,20 +97,19 @@ def _config(tmp: Path, robot: str, top: dict | None = None, **watchdogs: float) 
     """The shipped config for `robot` with top-level keys and watchdog thresholds replaced."""
     raw = yaml.safe_load((CONFIG_DIR / f"{robot}.yaml").read_text())
     raw.update(top or {})
-    raw["watchdogs"].update(watchdogs)
+    raw.setdefault("watchdogs", {}).update(watchdogs)
     path = tmp / f"{robot}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
 @pytest.mark.parametrize("lockstep_sim", ["sawyer", "panda"], indirect=True)
-def test_policy_drives_each_arm_for_200_ticks_with_every_command_inside_the_limits(lockstep_sim, policies, tmp_path):
-    robot, _, pub, cmd = lockstep_sim
-    proxy = WireProxy(pub, cmd)
-    try:
-        code, summary, ticks = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "200")
-    finally:
-        proxy.close()
+def test_policy_drives_each_arm_for_200_ticks_with_every_command_inside_the_limits(
+    lockstep_sim, wire_proxy, policies, tmp_path
+):
+    robot = lockstep_sim.robot
+    proxy = wire_proxy(lockstep_sim.pub, lockstep_sim.cmd)
+    code, summary, ticks = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "200")
     assert code == EXIT_OK and summary["ticks"] == 200 and summary["final_state"] == "RUNNING"
     moving = [c for c in proxy.commands if c.mode == "cartesian_velocity"]
     assert len(moving) >= 190  # all but start-up ticks move
@@ -149,14 +132,12 @@ def test_policy_drives_each_arm_for_200_ticks_with_every_command_inside_the_limi
         assert np.all(tcp >= lo - 0.01) and np.all(tcp <= hi + 0.01)  # servo tracking error only
 
 
-def test_frozen_camera_holds_within_one_period_and_running_resumes(lockstep_sim, policies, tmp_path):
-    robot, _, pub, cmd = lockstep_sim
+def test_frozen_camera_holds_within_one_period_and_running_resumes(lockstep_sim, wire_proxy, policies, tmp_path):
+    robot = lockstep_sim.robot
     freeze = range(40, 60)  # sim steps whose front_left frames never reach pac-run
-    proxy = WireProxy(pub, cmd, drop=lambda env: env.topic == "image/front_left" and env.fields["step"] in freeze)
-    try:
-        code, summary, ticks = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "90")
-    finally:
-        proxy.close()
+    frozen = lambda env: env.topic == "image/front_left" and env.fields["step"] in freeze  # noqa: E731
+    proxy = wire_proxy(lockstep_sim.pub, lockstep_sim.cmd, drop=frozen)
+    code, summary, ticks = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "90")
     assert code == EXIT_OK
     sent = {c.obs_seq: c.mode for c in proxy.commands}
     max_age_steps = 90 / 50  # max_image_age_ms / period in the shipped config
@@ -175,30 +156,24 @@ def test_frozen_camera_holds_within_one_period_and_running_resumes(lockstep_sim,
     assert ("RUNNING", "HOLD") in states and ("HOLD", "RUNNING") in states
 
 
-def test_nan_policy_output_never_reaches_the_driver_and_faults(lockstep_sim, policies, tmp_path):
-    robot, _, pub, cmd = lockstep_sim
-    proxy = WireProxy(pub, cmd)
-    try:
-        code, summary, _ = _run(
-            robot, policies["nan"], proxy, tmp_path, "--ticks", "50", "--instruction", "lift the red object"
-        )
-    finally:
-        proxy.close()
+def test_nan_policy_output_never_reaches_the_driver_and_faults(lockstep_sim, wire_proxy, policies, tmp_path):
+    proxy = wire_proxy(lockstep_sim.pub, lockstep_sim.cmd)
+    args = ("--ticks", "50", "--instruction", "lift the red object")
+    code, summary, _ = _run(lockstep_sim.robot, policies["nan"], proxy, tmp_path, *args)
     assert code == EXIT_FAULT and summary["final_state"] == "FAULT"
-    assert summary["fault_cause"] == "non_finite_policy_output"
+    assert summary["fault_cause"] == "non_finite:policy_output"
     assert proxy.commands and all(np.all(np.isfinite(c.action)) for c in proxy.commands)
     assert all(c.mode == "hold" for c in proxy.commands)
     assert summary["final_hold_confirmed"]
 
 
-def test_inference_slower_than_its_deadline_holds_instead_of_sending_late(lockstep_sim, policies, tmp_path):
-    robot, _, pub, cmd = lockstep_sim
+def test_inference_slower_than_its_deadline_holds_instead_of_sending_late(
+    lockstep_sim, wire_proxy, policies, tmp_path
+):
+    robot = lockstep_sim.robot
     config = _config(tmp_path, robot, inference_deadline_ms=0.001)  # no real inference is that fast
-    proxy = WireProxy(pub, cmd)
-    try:
-        code, summary, _ = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "20", "--config", str(config))
-    finally:
-        proxy.close()
+    proxy = wire_proxy(lockstep_sim.pub, lockstep_sim.cmd)
+    code, summary, _ = _run(robot, policies[robot], proxy, tmp_path, "--ticks", "20", "--config", str(config))
     assert code == EXIT_OK and summary["inferences"] == 20
     assert summary["commands_sent"] == 0 and all(c.mode == "hold" for c in proxy.commands)
     assert summary["holds_by_cause"] == {"inference_deadline": 1} and summary["final_state"] == "HOLD"
@@ -209,6 +184,13 @@ def test_model_for_the_other_arm_is_refused_at_start_up(policies, capsys):
     assert code == EXIT_REFUSED
     err = capsys.readouterr().err
     assert "refused" in err and "robot: model has 'sawyer', robot expects 'panda'" in err
+
+
+def test_an_instruction_longer_than_the_model_takes_is_refused_before_any_motion(policies, capsys):
+    too_long = " ".join(["stack the red object on the blue object"] * 4)
+    code = pac_run(["--robot", "sawyer", "--policy", str(policies["sawyer"]), "--sim", "--instruction", too_long])
+    assert code == EXIT_REFUSED
+    assert "shorten --instruction" in capsys.readouterr().err
 
 
 def test_missing_driver_is_a_clear_error_naming_the_endpoint(policies, tmp_path, capsys):
@@ -241,8 +223,8 @@ def _wait_for_ticks(record: Path, n: int, timeout_s: float = 60) -> None:
     raise TimeoutError(f"pac-run did not reach {n} ticks")
 
 
-def test_killed_driver_faults_and_exits_non_zero_with_a_summary(policies, tmp_path):
-    sim, pub, cmd = start_sim("sawyer", "--lockstep", "--cameras", CAMERAS)
+def test_killed_driver_faults_and_exits_non_zero_with_a_summary(lockstep_sim, policies, tmp_path):
+    sim, pub, cmd = lockstep_sim.proc, lockstep_sim.pub, lockstep_sim.cmd
     run = _pac_run_process(
         "--robot",
         "sawyer",
@@ -261,10 +243,10 @@ def test_killed_driver_faults_and_exits_non_zero_with_a_summary(policies, tmp_pa
         out, _ = run.communicate(timeout=60)
     finally:
         run.kill()
-        stop_sim(sim)
     assert run.returncode == EXIT_FAULT, out
     summary = json.loads((tmp_path / "rec" / "summary.json").read_text())
-    assert summary["final_state"] == "FAULT" and "driver lost" in summary["fault_cause"]
+    assert summary["final_state"] == "FAULT" and summary["fault_cause"].startswith("driver_lost"), summary
+    assert not summary["final_hold_confirmed"]  # nobody left to confirm it
     assert "pac-run summary" in out
 
 
@@ -290,18 +272,14 @@ def test_sigint_holds_waits_for_the_driver_and_exits_zero(policies, tmp_path):
     assert summary["stop_reason"] == "signal SIGINT" and summary["final_hold_confirmed"]
 
 
-def test_joint_position_policy_stays_inside_joint_limits_and_step_limits(policies, tmp_path):
+def test_joint_position_policy_stays_inside_joint_limits_and_step_limits(
+    lockstep_sim, wire_proxy, exported_policy, tmp_path
+):
     arm = load_spec("sawyer")
-    model = build_model(size_config("XS"), observation_spec(arm), action_spec(arm, "joint_position"), seed=5)
-    policy = export_policy(model, tmp_path / "joint.onnx", TOKENIZER)[0].path
+    policy = exported_policy("sawyer", Mode.JOINT_POSITION, seed=5)
     config = _config(tmp_path, "sawyer", {"mode": "joint_position"})
-    proc, pub, cmd = start_sim("sawyer", "--lockstep", "--cameras", CAMERAS)
-    proxy = WireProxy(pub, cmd)
-    try:
-        code, summary, _ = _run("sawyer", policy, proxy, tmp_path, "--ticks", "60", "--config", str(config))
-    finally:
-        proxy.close()
-        stop_sim(proc)
+    proxy = wire_proxy(lockstep_sim.pub, lockstep_sim.cmd)
+    code, summary, _ = _run("sawyer", policy, proxy, tmp_path, "--ticks", "60", "--config", str(config))
     assert code == EXIT_OK, summary
     limits = SafetyLimits.from_arm(arm, "joint_position")
     moving = [c for c in proxy.commands if c.mode == "joint_position"]

@@ -6,9 +6,11 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 from robots.contract import messages as msg
 from robots.contract.client import DriverClient
+from robots.contract.link import Mode
 from robots.rotations import quat_to_mat
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import load_spec
@@ -95,8 +97,17 @@ def test_non_finite_command_never_moves_the_arm(lockstep_driver):
 def test_malformed_messages_are_counted_and_the_driver_goes_on(lockstep_driver):
     robot, client = lockstep_driver
     client.reset()
-    client.cmd.send_multipart([msg.COMMAND.encode(), b"\xc1 not msgpack"])
-    client.cmd.send_multipart([msg.COMMAND.encode()])
+    rogue = zmq.Context.instance().socket(zmq.PUB)  # a second peer on the command port, sending garbage
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(client.cmd_endpoint)
+    try:
+        for _ in range(50):  # PUB/SUB drops what is sent before the connection is up: resend until counted
+            rogue.send_multipart([msg.COMMAND.encode(), b"\xc1 not msgpack"])
+            rogue.send_multipart([msg.COMMAND.encode()])
+            if client.step(Mode.HOLD).status.messages_dropped.get("malformed", 0) >= 2:
+                break
+    finally:
+        rogue.close()
     obs = client.step("cartesian_velocity", _axis_action(robot, "vx", 0.01))
     assert obs.state.last_cmd_seq == client.seq
     assert obs.status.messages_dropped.get("malformed", 0) >= 2

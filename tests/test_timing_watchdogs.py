@@ -1,63 +1,65 @@
-"""Pacing, stage timing and watchdogs on a fake clock: exact, whatever the machine's load."""
+"""Pacing, stage timing and watchdogs on a virtual clock: exact, whatever the machine's load."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from runtime.clock import VirtualClock
+from runtime.safety.causes import stale
 from runtime.safety.watchdogs import MS, AckTracker, WatchdogConfig, driver_lost, heartbeat_lost, stale_sources
 from runtime.timing import Pacer, StageTimer
 
 PERIOD = 50 * MS
 
 
-class FakeClock:
-    def __init__(self, t: int = 1_000 * MS):
-        self.t = t
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> int:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.sleeps.append(s)
-        self.t += round(s * 1e9)
-
-
-def test_pacer_wakes_on_absolute_deadlines_without_drift():
-    clock = FakeClock()
-    pacer = Pacer(PERIOD, clock=clock, sleep=clock.sleep)
+def test_pacer_wakes_on_absolute_deadlines_without_drift(virtual_clock):
+    clock = virtual_clock
+    pacer = Pacer(PERIOD, clock=clock)
     start = pacer.wait()
     for k in range(1, 100):
-        clock.t += 7 * MS  # each tick's work; the sleep makes up the rest of the period
+        clock.advance(7 * MS)  # each tick's work; the sleep makes up the rest of the period
         assert pacer.wait() == start + k * PERIOD
-    assert clock.t == start + 99 * PERIOD and pacer.overruns == 0
+    assert clock.now_ns() == start + 99 * PERIOD and pacer.overruns == 0
 
 
-def test_pacer_counts_each_missed_period_and_does_not_race_to_catch_up():
-    clock = FakeClock()
-    pacer = Pacer(PERIOD, clock=clock, sleep=clock.sleep)
+def test_pacer_counts_each_missed_period_and_does_not_race_to_catch_up(virtual_clock):
+    clock = virtual_clock
+    pacer = Pacer(PERIOD, clock=clock)
     start = pacer.wait()
-    clock.t += 130 * MS  # work overran into the third period
+    clock.advance(130 * MS)  # work overran into the third period
     deadline = pacer.wait()
     assert pacer.overruns == 2 and deadline == start + 3 * PERIOD - PERIOD  # runs now in the period it is in
-    clock.t += 5 * MS
+    clock.advance(5 * MS)
     assert pacer.wait() == start + 3 * PERIOD
 
 
 def test_pacer_align_sets_the_tick_phase():
-    clock = FakeClock(t=1_000 * MS)
-    pacer = Pacer(PERIOD, clock=clock, sleep=clock.sleep)
+    clock = VirtualClock(start_ns=1_000 * MS)
+    pacer = Pacer(PERIOD, clock=clock)
     pacer.align(t_ns=973 * MS)  # frames captured at 973 + k·50 ms
-    assert pacer.wait() == 1_023 * MS and clock.t == 1_023 * MS
+    assert pacer.wait() == 1_023 * MS and clock.now_ns() == 1_023 * MS
 
 
-def test_stage_timer_percentiles_and_ring():
-    t = [0]
-    timer = StageTimer(("a", "b"), capacity=8, clock=lambda: t[0])
+def test_pacer_spends_its_wait_in_the_idle_hook_when_given_one(virtual_clock):
+    idled: list[float] = []
+
+    def idle(seconds: float) -> None:
+        idled.append(seconds)
+        virtual_clock.sleep(seconds)
+
+    pacer = Pacer(PERIOD, clock=virtual_clock, idle=idle)
+    pacer.wait()
+    virtual_clock.advance(20 * MS)
+    pacer.wait()
+    assert idled == [pytest.approx(0.030)] and virtual_clock.sleeps == idled
+
+
+def test_stage_timer_percentiles_and_ring(virtual_clock):
+    timer = StageTimer(("a", "b"), capacity=8, clock=virtual_clock)
     for i in range(5):
         with timer.section("a"):
-            t[0] += (i + 1) * MS
+            virtual_clock.advance((i + 1) * MS)
         timer.next_tick()
     p50, p99, n = timer.percentiles("a")
     assert (p50, n) == (3.0, 5) and p99 == pytest.approx(4.96)
@@ -68,9 +70,9 @@ def test_stage_timer_percentiles_and_ring():
     "captures, expected",
     [
         ({"state": 990 * MS, "image/a": 960 * MS}, set()),
-        ({"state": 960 * MS, "image/a": 960 * MS}, {"stale:state"}),
-        ({"state": 990 * MS, "image/a": 900 * MS}, {"stale:image/a"}),
-        ({"state": None, "image/a": 990 * MS}, {"stale:state"}),
+        ({"state": 960 * MS, "image/a": 960 * MS}, {stale("state")}),
+        ({"state": 990 * MS, "image/a": 900 * MS}, {stale("image/a")}),
+        ({"state": None, "image/a": 990 * MS}, {stale("state")}),
         ({"state": 990 * MS, "image/a": 910 * MS}, set()),  # exactly at the limit is still fresh
     ],
 )

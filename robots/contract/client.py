@@ -14,6 +14,7 @@ import numpy as np
 import zmq
 
 from robots.contract import messages as msg
+from robots.contract.link import DEFAULT_LINK, LinkConfig, Mode
 from robots.contract.receiver import LatestReceiver
 from robots.contract.wire import WireError
 
@@ -23,8 +24,8 @@ class DriverUnavailable(RuntimeError):
 
 
 @dataclass
-class Observation:
-    """The newest state, images and status seen from a driver."""
+class LatestMessages:
+    """The newest state, images and status seen from a driver (not yet a model's observation)."""
 
     state: msg.StateMsg | None = None
     status: msg.StatusMsg | None = None
@@ -39,25 +40,33 @@ class DriverClient:
         *,
         context: zmq.Context | None = None,
         source: str = "runtime",
+        receive_hwm: int = DEFAULT_LINK.receive_hwm,
     ) -> None:
         self.pub_endpoint, self.cmd_endpoint = pub_endpoint, cmd_endpoint
         self.context = context or zmq.Context.instance()
-        self.sub = self.context.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.RCVHWM, 1000)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(pub_endpoint)
-        self.cmd = self.context.socket(zmq.PUB)
-        self.cmd.setsockopt(zmq.LINGER, 0)
-        self.cmd.connect(cmd_endpoint)
-        self.receiver = LatestReceiver(self.sub)
+        self._sub = self.context.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.RCVHWM, receive_hwm)  # before connect: it applies to pipes made afterwards
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(pub_endpoint)
+        self._cmd = self.context.socket(zmq.PUB)
+        self._cmd.setsockopt(zmq.LINGER, 0)
+        self._cmd.connect(cmd_endpoint)
+        self.receiver = LatestReceiver(self._sub)
         self.source = source
         self.seq = 0
-        self.latest = Observation()
-        self.parse_errors = 0
+        self.latest = LatestMessages()
+
+    @classmethod
+    def for_link(cls, link: LinkConfig, source: str = "runtime") -> DriverClient:
+        return cls(link.pub_endpoint, link.cmd_endpoint, source=source, receive_hwm=link.receive_hwm)
 
     # ---------------------------------------------------------------- receiving
-    def poll(self, timeout_ms: int = 0) -> Observation:
+    def wait(self, timeout_ms: int) -> bool:
+        """Block up to `timeout_ms` until a message from the driver is waiting; True if one is."""
+        return bool(self._sub.poll(max(0, int(timeout_ms)), zmq.POLLIN))
+
+    def poll(self, timeout_ms: int = 0) -> LatestMessages:
         """Take everything queued; keep the newest state, status and image per camera."""
         for topic, env in self.receiver.poll(timeout_ms).items():
             try:
@@ -71,6 +80,11 @@ class DriverClient:
             except WireError as err:
                 self.receiver.drops.add(err.reason)
         return self.latest
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Messages from the driver dropped so far, by reason (malformed, out_of_order, superseded, ...)."""
+        return self.receiver.drops.by_reason
 
     def wait_ready(self, timeout_s: float = 10.0) -> msg.StatusMsg:
         """Block until the driver's heartbeat arrives, or raise DriverUnavailable naming the endpoint."""
@@ -88,17 +102,17 @@ class DriverClient:
         self.seq += 1
         return self.seq
 
-    def send_command(self, mode: str, action: np.ndarray, deadline_ns: int, obs_seq: int = -1) -> int:
+    def send_command(self, mode: Mode, action: np.ndarray, deadline_ns: int, obs_seq: int = -1) -> int:
         seq = self._next_seq()
         command = msg.CommandMsg(seq, mode, np.asarray(action, dtype=float), deadline_ns, obs_seq, self.source)
-        self.cmd.send_multipart(command.to_frames())
+        self._cmd.send_multipart(command.to_frames())
         return seq
 
     # ----------------------------------------------------------------- lockstep
-    def _send_and_wait(self, frames: list[bytes], seq: int, timeout_s: float, resend_s: float) -> Observation:
+    def _send_and_wait(self, frames: list[bytes], seq: int, timeout_s: float, resend_s: float) -> LatestMessages:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            self.cmd.send_multipart(frames)
+            self._cmd.send_multipart(frames)
             resend_at = time.monotonic() + resend_s
             while time.monotonic() < resend_at:
                 state = self.poll(10).state
@@ -108,13 +122,13 @@ class DriverClient:
 
     def step(
         self,
-        mode: str | None = None,
+        mode: Mode | None = None,
         action: np.ndarray | None = None,
         *,
         deadline_ns: int | None = None,
         timeout_s: float = 10.0,
         resend_s: float = 0.25,
-    ) -> Observation:
+    ) -> LatestMessages:
         """Lockstep: apply a command (or none: a tick) for one period and return the acknowledging state.
 
         The default deadline is two periods after the newest state's capture time (the driver's clock).
@@ -126,19 +140,20 @@ class DriverClient:
             if deadline_ns is None:
                 state = self.latest.state
                 base = state.t_capture_ns if state is not None else time.monotonic_ns()
-                period = self.latest.status.period_s if self.latest.status is not None else 0.05
+                status = self.latest.status
+                period = status.period_s if status is not None else DEFAULT_LINK.period_s
                 deadline_ns = base + round(2 * period * 1e9)
             obs_seq = self.latest.state.seq if self.latest.state is not None else -1
             action = np.zeros(0) if action is None else np.asarray(action, dtype=float)
             frames = msg.CommandMsg(seq, mode, action, deadline_ns, obs_seq, self.source).to_frames()
         return self._send_and_wait(frames, seq, timeout_s, resend_s)
 
-    def reset(self, timeout_s: float = 10.0, seed: int | None = None) -> Observation:
+    def reset(self, timeout_s: float = 10.0, seed: int | None = None) -> LatestMessages:
         """Sim only: arm home, objects in place (or laid out from `seed`); returns the state after the reset."""
         seq = self._next_seq()
         frames = msg.ControlMsg(msg.RESET, seq, self.source, seed).to_frames()
         return self._send_and_wait(frames, seq, timeout_s, 0.25)
 
     def close(self) -> None:
-        self.sub.close(0)
-        self.cmd.close(0)
+        self._sub.close(0)
+        self._cmd.close(0)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from robots.contract.link import DEFAULT_LINK, Mode
 from robots.contract.wire import Envelope, MalformedMessage, encode
 
 STATE = "state"
@@ -129,7 +130,7 @@ class ImageMsg:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     step: int = 0
 
-    def to_frames(self, jpeg: bool = True, quality: int = 90) -> list[bytes]:
+    def to_frames(self, jpeg: bool = True, quality: int = DEFAULT_LINK.jpeg_quality) -> list[bytes]:
         images = {"image": self.image}
         return encode(
             IMAGE_PREFIX + self.camera,
@@ -177,8 +178,8 @@ class StatusMsg:
     commands_rejected: dict[str, int] = field(default_factory=dict)
     messages_dropped: dict[str, int] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
-    period_s: float = 0.05
-    command_timeout_ms: float = 200.0
+    period_s: float = DEFAULT_LINK.period_s
+    command_timeout_ms: float = DEFAULT_LINK.command_timeout_ms
     sim_time: float = 0.0
 
     _FIELDS = (
@@ -214,7 +215,7 @@ class CommandMsg:
     """Runtime → driver: what to do for the next control period, and until when it may still be applied."""
 
     seq: int
-    mode: str  # "cartesian_velocity", "joint_position" or "hold"
+    mode: Mode | str  # a Mode; on receipt, whatever string came (the driver refuses one that is no Mode)
     action: np.ndarray
     deadline_ns: int
     obs_seq: int = -1  # the observation this command was computed from
@@ -227,7 +228,7 @@ class CommandMsg:
             seq=self.seq,
             source=self.source,
             t_capture_ns=self.t_capture_ns or time.monotonic_ns(),
-            fields={"mode": self.mode, "deadline_ns": int(self.deadline_ns), "obs_seq": int(self.obs_seq)},
+            fields={"mode": str(self.mode), "deadline_ns": int(self.deadline_ns), "obs_seq": int(self.obs_seq)},
             arrays={"action": np.asarray(self.action, dtype=np.float64)},
         )
 

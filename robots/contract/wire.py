@@ -18,6 +18,8 @@ import cv2
 import msgpack
 import numpy as np
 
+from robots.contract.link import DEFAULT_LINK
+
 SCHEMA_VERSION = 1
 
 # Dtypes a raw buffer may carry, by name; on the wire they are always little-endian.
@@ -93,7 +95,7 @@ def encode(
     fields: Mapping[str, Any] | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
     jpeg: Mapping[str, np.ndarray] | None = None,
-    jpeg_quality: int = 90,
+    jpeg_quality: int = DEFAULT_LINK.jpeg_quality,
     limits: WireLimits = DEFAULT_LIMITS,
 ) -> list[bytes]:
     """Build the frames of one message; raises a `WireError` for anything `decode` would reject."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from robots.contract import messages as msg
+from robots.contract.link import DEFAULT_LINK
 from robots.servo import Command, CommandServo, Rejection, ServoConfig
 from robots.sim.physics import SimArm
 from robots.spec import ArmSpec
@@ -22,8 +23,8 @@ class SimCell:
         self,
         spec: ArmSpec,
         cameras: Sequence[str] | None = None,
-        period_s: float = 0.05,
-        command_timeout_ms: float = 200.0,
+        period_s: float = DEFAULT_LINK.period_s,
+        command_timeout_ms: float = DEFAULT_LINK.command_timeout_ms,
         now_ns: int = 0,
     ) -> None:
         self.spec = spec

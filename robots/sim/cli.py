@@ -6,7 +6,9 @@ import argparse
 import logging
 import signal
 import sys
+from dataclasses import replace
 
+from robots.contract.link import DEFAULT_LINK
 from robots.sim.driver import DriverConfig, SimDriver
 from robots.spec import ARMS, load_spec
 
@@ -25,16 +27,17 @@ def parse_cameras(text: str | None, robot: str) -> tuple[str, ...] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d, link = DriverConfig(), DEFAULT_LINK
     p = argparse.ArgumentParser(prog="pac-sim", description=__doc__)
-    p.add_argument("--robot", choices=ARMS, default="sawyer")
+    p.add_argument("--robot", choices=ARMS, default=d.robot)
     p.add_argument("--lockstep", action="store_true", help="advance one control period per command or tick")
     p.add_argument("--cameras", default=None, help="comma-separated camera names, or 'none' (default: all)")
-    p.add_argument("--pub", default="tcp://127.0.0.1:5555", help="endpoint for state, images and status")
-    p.add_argument("--cmd", default="tcp://127.0.0.1:5556", help="endpoint for commands")
-    p.add_argument("--command-timeout-ms", type=float, default=200.0)
-    p.add_argument("--state-rate", type=float, default=100.0, help="Hz, real-time mode")
-    p.add_argument("--camera-rate", type=float, default=20.0, help="Hz, real-time mode")
-    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--pub", default=link.pub_endpoint, help="endpoint for state, images and status")
+    p.add_argument("--cmd", default=link.cmd_endpoint, help="endpoint for commands")
+    p.add_argument("--command-timeout-ms", type=float, default=link.command_timeout_ms)
+    p.add_argument("--state-rate", type=float, default=d.state_rate_hz, help="Hz, real-time mode")
+    p.add_argument("--camera-rate", type=float, default=d.camera_rate_hz, help="Hz, real-time mode")
+    p.add_argument("--jpeg-quality", type=int, default=link.jpeg_quality)
     p.add_argument("--raw-images", action="store_true", help="send images uncompressed")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -49,12 +52,15 @@ def main(argv: list[str] | None = None) -> int:
             robot=args.robot,
             lockstep=args.lockstep,
             cameras=parse_cameras(args.cameras, args.robot),
-            pub_endpoint=args.pub,
-            cmd_endpoint=args.cmd,
-            command_timeout_ms=args.command_timeout_ms,
+            link=replace(
+                DEFAULT_LINK,
+                pub_endpoint=args.pub,
+                cmd_endpoint=args.cmd,
+                command_timeout_ms=args.command_timeout_ms,
+                jpeg_quality=args.jpeg_quality,
+            ),
             state_rate_hz=args.state_rate,
             camera_rate_hz=args.camera_rate,
-            jpeg_quality=args.jpeg_quality,
             raw_images=args.raw_images,
         )
         driver = SimDriver(config)

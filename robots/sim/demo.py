@@ -1,4 +1,4 @@
-"""`make demo` until `pac-run` lands: start `pac-sim` in lockstep and drive a square with the gripper cycling.
+"""`make demo-sim`, the driver alone: start `pac-sim` in lockstep and drive a square with the gripper cycling.
 
 Everything goes through the real contract (a separate driver process, ZeroMQ over loopback, JPEG frames),
 so the demo shows what a policy would drive. It prints a summary table and writes a PNG of the TCP path
@@ -18,13 +18,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from robots.contract.client import DriverClient
+from robots.contract.client import DriverClient  # noqa: E402
+from robots.contract.link import Mode  # noqa: E402
 from robots.sim.process import start_sim, stop_sim  # noqa: E402
 from robots.spec import ARMS, load_spec  # noqa: E402
 
 
 def square_actions(robot: str, side_periods: int = 20, speed: float = 0.05) -> list[np.ndarray]:
-    space = load_spec(robot).action_spaces["cartesian_velocity"]
+    space = load_spec(robot).action_spaces[Mode.CARTESIAN_VELOCITY]
     out = []
     for k, (vx, vy) in enumerate([(1, 0), (0, 1), (-1, 0), (0, -1)]):
         for _ in range(side_periods):
@@ -42,9 +43,9 @@ def run(robot: str, out_dir: Path) -> dict[str, float]:
         obs = client.reset()
         path = [obs.state.tcp_pose[:3].copy()]
         for action in tqdm(square_actions(robot), desc=f"{robot} square", unit="tick"):
-            obs = client.step("cartesian_velocity", action)
+            obs = client.step(Mode.CARTESIAN_VELOCITY, action)
             path.append(obs.state.tcp_pose[:3].copy())
-        obs = client.step("hold")
+        obs = client.step(Mode.HOLD)
         status = obs.status
         path = np.array(path)
         fig, axes = plt.subplots(1, 3, figsize=(12, 4))

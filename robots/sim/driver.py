@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 
 from robots.contract import messages as msg
+from robots.contract.link import DEFAULT_LINK, LinkConfig
 from robots.contract.wire import WireError, decode
 from robots.sim.cell import SimCell
 from robots.sim.layout import object_layout
@@ -33,14 +34,10 @@ class DriverConfig:
     robot: str = "sawyer"
     lockstep: bool = False
     cameras: tuple[str, ...] | None = None  # None: every camera of the spec; () for none
-    pub_endpoint: str = "tcp://127.0.0.1:5555"  # state, images, status
-    cmd_endpoint: str = "tcp://127.0.0.1:5556"  # command, tick, reset
-    period_s: float = 0.05  # control period (lockstep step)
+    link: LinkConfig = DEFAULT_LINK  # endpoints it binds, control period (the lockstep step), command timeout
     state_rate_hz: float = 100.0  # real-time mode
     camera_rate_hz: float = 20.0  # real-time mode; lockstep renders once per period
     status_rate_hz: float = 10.0
-    command_timeout_ms: float = 200.0
-    jpeg_quality: int = 90
     raw_images: bool = False  # send images uncompressed instead of JPEG
 
 
@@ -71,23 +68,24 @@ class SimDriver:
         self.config = config
         self.spec = load_spec(config.robot)
         self._t0_ns = time.monotonic_ns()
-        self.cell = SimCell(self.spec, config.cameras, config.period_s, config.command_timeout_ms, self._t0_ns)
+        link = config.link
+        self.cell = SimCell(self.spec, config.cameras, link.period_s, link.command_timeout_ms, self._t0_ns)
         self.sim, self.servo, self.substeps = self.cell.sim, self.cell.servo, self.cell.substeps
         self.source = f"sim/{config.robot}"
         self.counters = DriverCounters()
-        for endpoint in (config.pub_endpoint, config.cmd_endpoint):
+        for endpoint in (link.pub_endpoint, link.cmd_endpoint):
             check_bind_endpoint(endpoint)
         self.context = context or zmq.Context.instance()
         self.pub = self.context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, 1000)
-        self.pub.bind(config.pub_endpoint)
+        self.pub.bind(link.pub_endpoint)
         self.sub = self.context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, 1000 if config.lockstep else 16)
         for topic in (msg.COMMAND, msg.TICK, msg.RESET):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.sub.bind(config.cmd_endpoint)
+        self.sub.bind(link.cmd_endpoint)
         self._stop = False
 
     # ----------------------------------------------------------------- clock
@@ -155,7 +153,8 @@ class SimDriver:
             seq = self.counters.image_seq.get(camera, 0) + 1
             self.counters.image_seq[camera] = seq
             image = self.cell.image_msg(camera, seq, self.source, self.now_ns(), self.counters.steps)
-            self.pub.send_multipart(image.to_frames(jpeg=not self.config.raw_images, quality=self.config.jpeg_quality))
+            frames = image.to_frames(jpeg=not self.config.raw_images, quality=self.config.link.jpeg_quality)
+            self.pub.send_multipart(frames)
 
     def publish_status(self) -> None:
         st = self.servo.status
@@ -180,8 +179,8 @@ class SimDriver:
             commands_rejected=dict(st.rejected),
             messages_dropped=dict(self.counters.dropped),
             faults=faults,
-            period_s=self.config.period_s,
-            command_timeout_ms=self.config.command_timeout_ms,
+            period_s=self.config.link.period_s,
+            command_timeout_ms=self.config.link.command_timeout_ms,
             sim_time=self.sim.time,
         )
         self.pub.send_multipart(status.to_frames())

@@ -36,7 +36,9 @@ class SessionConfig:
     device: str = "auto"
     allow_cpu_fallback: bool = False
     threads: int = 0  # intra-op threads on the CPU; 0: one per core
-    allow_spinning: bool = True  # False costs ~6 ms median on S but removes rare long stalls and CPU burn
+    # Spinning threads cost ~6 ms less median inference on S, but steal the CPU the rest of the loop needs:
+    # with them pac-run's overhead p99 was 5.1 ms, without 3.1 ms (benchmarks/RESULTS.md). Off for serving.
+    allow_spinning: bool = False
     fp16: bool = False  # let TensorRT build fp16 engines from an fp32 graph
     trt_cache_dir: Path | None = None  # TensorRT engine cache; building an engine takes minutes
 

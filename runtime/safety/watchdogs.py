@@ -2,14 +2,16 @@
 
 Each check is a pure function of timestamps, so tests drive it with a fake clock. Ages are measured on
 the clock the driver stamps with: the host's monotonic clock in real time, sim time (the newest state's
-capture time) in lockstep. Any cause returned here puts the loop in HOLD for that tick (DESIGN §4); only
-`driver_lost` is a FAULT.
+capture time) in lockstep. Any cause these checks raise puts the loop in HOLD for that tick (DESIGN §4);
+only `driver_lost` is a FAULT.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+
+from runtime.safety.causes import Cause, stale
 
 MS = 1_000_000  # ns
 
@@ -24,13 +26,9 @@ class WatchdogConfig:
     driver_lost_ms: float = 1000.0  # no state and no status for this long: FAULT
 
 
-def stale_sources(now_ns: int, captures: dict[str, int | None], max_age_ms: dict[str, float]) -> set[str]:
-    """`stale:<source>` for every source never seen or older than its limit at `now_ns`."""
-    out = set()
-    for source, t in captures.items():
-        if t is None or now_ns - t > max_age_ms[source] * MS:
-            out.add(f"stale:{source}")
-    return out
+def stale_sources(now_ns: int, captures: dict[str, int | None], max_age_ms: dict[str, float]) -> set[Cause]:
+    """A STALE cause for every source never seen or older than its limit at `now_ns`."""
+    return {stale(source) for source, t in captures.items() if t is None or now_ns - t > max_age_ms[source] * MS}
 
 
 def heartbeat_lost(now_ns: int, status_capture_ns: int | None, config: WatchdogConfig) -> bool:
@@ -58,6 +56,3 @@ class AckTracker:
 
     def overdue(self, now_ns: int) -> bool:
         return bool(self._pending) and now_ns - self._pending[0][1] > self.timeout_ns
-
-    def clear(self) -> None:
-        self._pending.clear()

@@ -1,0 +1,54 @@
+"""The link between a driver and the runtime, as data: endpoints, control period, timeouts, image encoding.
+
+Every value a driver and the runtime must agree on is defined here once; `pac-sim`, the runtime config,
+the client, the servo and the task environments take their defaults from `LinkConfig`, never from a
+literal of their own. `Mode` is the command vocabulary the driver, the safety filter and the runtime share.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Mode(str, enum.Enum):
+    """What a command asks of the arm (DESIGN §2). A str enum: it compares and hashes as its wire value."""
+
+    CARTESIAN_VELOCITY = "cartesian_velocity"  # TCP twist in the base frame plus a gripper command
+    JOINT_POSITION = "joint_position"  # absolute joint targets plus a gripper command
+    HOLD = "hold"  # stop where the arm is; carries no action
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: object) -> Mode | None:
+        """The mode named by `value`, or None when it names none (a driver rejects such a command)."""
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+
+MOTION_MODES = (Mode.CARTESIAN_VELOCITY, Mode.JOINT_POSITION)  # the modes a policy can output
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """One driver link: where it is and the timing both ends assume."""
+
+    pub_endpoint: str = "tcp://127.0.0.1:5555"  # driver → runtime: state, images, status
+    cmd_endpoint: str = "tcp://127.0.0.1:5556"  # runtime → driver: commands (and, in the sim, tick and reset)
+    period_s: float = 0.05  # control period: 20 Hz (DESIGN §5)
+    command_timeout_ms: float = 200.0  # driver holds when no valid command came for this long (DESIGN §2)
+    jpeg_quality: int = 90  # camera frames on the wire; 128² frames at 90 decode in ~0.1 ms
+    # Messages a subscriber queues per connection. Small, because the runtime drains to the newest (DESIGN §2);
+    # large enough for two periods of a real-time driver's traffic (state 100 Hz + 2 cameras + status ≈ 150/s).
+    receive_hwm: int = 32
+
+    @property
+    def period_ns(self) -> int:
+        return round(self.period_s * 1e9)
+
+
+DEFAULT_LINK = LinkConfig()

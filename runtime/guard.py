@@ -1,0 +1,129 @@
+"""The guard: watchdogs, the safety filter and the state machine, deciding what each tick may send.
+
+`watch` turns a tick's inputs into hold causes (stale sources, heartbeat, acknowledgement, TCP outside its
+box) and latches FAULT/ESTOP on a lost driver or a pressed stop; `decide` filters the policy's action and
+returns a typed `Decision`: the action in the arm's mode when the state machine is RUNNING, else a hold.
+Nothing but a hold leaves the guard unless it passed `filter_action` and is finite (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robots.contract.link import Mode
+from runtime.link import NO_ACTION, Inputs
+from runtime.policy_step import PolicyOutput
+from runtime.safety.causes import Cause, CauseKind
+from runtime.safety.limits import SafetyLimits, filter_action, workspace_excess
+from runtime.safety.state_machine import LATCHED, SafetyStateMachine, State
+from runtime.safety.watchdogs import MS, AckTracker, WatchdogConfig, heartbeat_lost, stale_sources
+
+ESTOP_FAULT = "estop"  # a driver listing this fault (a pressed emergency stop) latches ESTOP
+WORKSPACE_TOLERANCE_M = 0.02  # TCP this far outside the box (tracking error, a push): hold, don't steer back
+# Filter rejections that mean a number is not finite: the policy or the driver is sick, so FAULT, not HOLD.
+NON_FINITE_REJECTIONS = {"non_finite": "action", "non_finite_state": "state", "non_finite_fk": "fk"}
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    mode: Mode  # the arm's mode, or HOLD
+    action: np.ndarray  # filtered action; empty for a hold
+    causes: frozenset[Cause]  # this tick's hold causes
+    state: State  # the safety state after this tick
+
+
+@dataclass
+class GuardCounts:
+    commands_sent: int = 0
+    holds_sent: int = 0
+    clipped: dict[str, int] = field(default_factory=dict)  # by limit that changed an action
+    rejected: dict[str, int] = field(default_factory=dict)  # by the filter's rejection
+
+
+class Guard:
+    def __init__(
+        self,
+        limits: SafetyLimits,
+        watchdogs: WatchdogConfig,
+        cameras: tuple[str, ...],
+        fk: Callable[[np.ndarray], np.ndarray] | None = None,
+    ):
+        self.limits, self.watchdogs, self.cameras = limits, watchdogs, cameras
+        self.fk = fk  # joint mode: TCP position of a joint target, for the filter's workspace check
+        self.safety = SafetyStateMachine()
+        self.acks = AckTracker(watchdogs.ack_timeout_ms)
+        self.counts = GuardCounts()
+        self._max_age = {"state": watchdogs.max_state_age_ms} | {
+            f"image/{c}": watchdogs.max_image_age_ms for c in cameras
+        }
+        self._previous: np.ndarray | None = None  # the last action sent (None after a hold)
+
+    def ready(self, t_ns: int) -> None:
+        self.safety.ready(0, t_ns)
+
+    def watch(self, inputs: Inputs, tick: int) -> frozenset[Cause]:
+        """This tick's hold causes from its inputs; latches ESTOP or FAULT when the driver says so or is lost."""
+        now = inputs.tick_ns
+        status, state = inputs.status, inputs.state
+        if status is not None and ESTOP_FAULT in status.faults:
+            self.safety.latch(Cause(CauseKind.ESTOP, "driver"), tick, now)
+        if inputs.silent_ns > self.watchdogs.driver_lost_ms * MS:
+            detail = f"nothing from the driver for {inputs.silent_ns / 1e6:.0f} ms"
+            self.safety.latch(Cause(CauseKind.DRIVER_LOST, detail=detail), tick, now)
+        causes = stale_sources(now, inputs.captures(self.cameras), self._max_age)
+        if heartbeat_lost(now, status.t_capture_ns if status is not None else None, self.watchdogs):
+            causes.add(Cause(CauseKind.HEARTBEAT))
+        if state is not None:
+            self.acks.acknowledged(state.last_cmd_seq)
+            excess = workspace_excess(state.tcp_pose[:3], self.limits.workspace_low, self.limits.workspace_high)
+            if np.max(excess) > WORKSPACE_TOLERANCE_M:
+                causes.add(Cause(CauseKind.WORKSPACE))
+        if self.acks.overdue(now):
+            causes.add(Cause(CauseKind.NO_ACK))
+        return frozenset(causes)
+
+    def may_infer(self, inputs: Inputs, causes: frozenset[Cause]) -> bool:
+        """Whether running the policy is worth it: a state, every input fresh, nothing latched."""
+        fresh = not any(c.kind is CauseKind.STALE for c in causes)
+        return inputs.state is not None and fresh and self.safety.state not in LATCHED
+
+    def decide(self, inputs: Inputs, causes: frozenset[Cause], output: PolicyOutput | None, tick: int) -> Decision:
+        """The command for this tick: the filtered action while RUNNING, otherwise a hold."""
+        action, more = self._filtered(inputs, output)
+        for cause in more:
+            if cause.latches:
+                self.safety.latch(cause, tick, inputs.tick_ns)
+        causes = causes | {c for c in more if not c.latches}
+        state = self.safety.update(causes, tick, inputs.tick_ns)
+        if action is None or not self.safety.may_move:
+            self._previous = None
+            self.counts.holds_sent += 1
+            return Decision(Mode.HOLD, NO_ACTION, causes, state)
+        self._previous = action
+        self.counts.commands_sent += 1
+        return Decision(self.limits.mode, action, causes, state)
+
+    def sent(self, seq: int, t_ns: int) -> None:
+        """A command left for the driver at `t_ns` (driver clock): it must be acknowledged in time."""
+        self.acks.sent(seq, t_ns)
+
+    def _filtered(self, inputs: Inputs, output: PolicyOutput | None) -> tuple[np.ndarray | None, set[Cause]]:
+        if output is None:
+            return None, set()
+        if output.action is None:
+            return None, {output.cause} if output.cause is not None else set()
+        state = inputs.state
+        result = filter_action(output.action, self._previous, state.tcp_pose[:3], self.limits, q=state.q, fk=self.fk)
+        for name in result.clipped:
+            self.counts.clipped[name] = self.counts.clipped.get(name, 0) + 1
+        if result.action is None:
+            self.counts.rejected[result.rejected] = self.counts.rejected.get(result.rejected, 0) + 1
+            if result.rejected in NON_FINITE_REJECTIONS:
+                return None, {Cause(CauseKind.NON_FINITE, NON_FINITE_REJECTIONS[result.rejected])}
+            return None, {Cause(CauseKind.FILTER, result.rejected)}
+        if not np.all(np.isfinite(result.action)):  # the filter guarantees this; never trust, check
+            return None, {Cause(CauseKind.NON_FINITE, "filtered_action")}
+        return result.action, set()
