@@ -24,7 +24,7 @@ class ObservationError(ValueError):
 
 
 @dataclass(frozen=True)
-class Observation:
+class ModelInputs:
     """One batch-1 observation, shaped and typed as the ONNX inputs."""
 
     proprio: np.ndarray  # float32 (1, P)
@@ -79,14 +79,14 @@ class ObservationTokenizer:
 
     def __call__(
         self, fields: Mapping[str, np.ndarray], frames: Mapping[str, np.ndarray], instruction: str
-    ) -> Observation:
-        return Observation(self.proprio(fields), self.images(frames), self.instruction(instruction))
+    ) -> ModelInputs:
+        return ModelInputs(self.proprio(fields), self.images(frames), self.instruction(instruction))
 
-    def from_messages(self, state: StateMsg, frames: Mapping[str, np.ndarray], instruction: str) -> Observation:
+    def from_messages(self, state: StateMsg, frames: Mapping[str, np.ndarray], instruction: str) -> ModelInputs:
         """What serving calls: the newest state message and the newest decoded frame per camera."""
         return self(state.proprio_fields(), frames, instruction)
 
-    def from_observation(self, observation: Mapping[str, Mapping[str, np.ndarray]], instruction: str) -> Observation:
+    def from_observation(self, observation: Mapping[str, Mapping[str, np.ndarray]], instruction: str) -> ModelInputs:
         """What training calls: a driver-shaped observation, {"proprio": named fields, "images": frame per
         camera}, as the task environments (robots/tasks/env.py) emit it."""
         return self(observation["proprio"], observation["images"], instruction)

@@ -19,7 +19,7 @@ import onnx
 
 from policies.export.metadata import PolicyFileError, PolicyMetadata
 from policies.spec import ActionSpec, ObservationSpec, SpecMismatch, check_matches
-from policies.tokenizer.observation import Observation, ObservationTokenizer
+from policies.tokenizer.observation import ModelInputs, ObservationTokenizer
 from runtime.inference.providers import CPU, SessionConfig, open_session
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ class LoadedPolicy:
         """The graph's one output for batch-1 feeds, without the batch axis."""
         return self._session.run([self._output], feeds)[0][0]
 
-    def infer(self, observation: Observation) -> np.ndarray:
+    def infer(self, inputs: ModelInputs) -> np.ndarray:
         """(A, K) action-bin logits for one observation (actor files)."""
-        return self.run(observation.feeds())
+        return self.run(inputs.feeds())
 
     def action(self, logits: np.ndarray, how: str = "argmax") -> np.ndarray:
         """Physical action (A,) from logits, with the model's own action spec."""
