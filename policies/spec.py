@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from robots.contract.link import Mode
 from robots.spec import ArmSpec, ProprioField
 
 DEFAULT_BINS = 101
@@ -60,7 +61,7 @@ class ObservationSpec:
 @dataclass(frozen=True)
 class ActionSpec:
     robot: str
-    mode: str
+    mode: str  # a Mode's value: the spec travels as JSON
     dims: tuple[str, ...]
     units: tuple[str, ...]
     low: tuple[float, ...]
@@ -139,7 +140,7 @@ def observation_spec(
     )
 
 
-def action_spec(arm: ArmSpec, mode: str = "cartesian_velocity", bins: int = DEFAULT_BINS) -> ActionSpec:
+def action_spec(arm: ArmSpec, mode: Mode | str = Mode.CARTESIAN_VELOCITY, bins: int = DEFAULT_BINS) -> ActionSpec:
     """The action a policy for `arm` outputs in `mode`, discretised into `bins` uniform bins per dimension."""
     if mode not in arm.action_spaces:
         raise ValueError(f"{arm.name} has no action space {mode!r}; it has {sorted(arm.action_spaces)}")
@@ -148,7 +149,7 @@ def action_spec(arm: ArmSpec, mode: str = "cartesian_velocity", bins: int = DEFA
     space = arm.action_spaces[mode]
     return ActionSpec(
         robot=arm.name,
-        mode=mode,
+        mode=str(mode),
         dims=space.dims,
         units=space.units,
         low=tuple(float(x) for x in space.low),

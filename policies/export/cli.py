@@ -19,6 +19,7 @@ from policies.model.flops import model_cost
 from policies.model.perceiver import build_model
 from policies.spec import action_spec, observation_spec
 from policies.tokenizer.language import InstructionTokenizer
+from robots.contract.link import MOTION_MODES, Mode
 from robots.spec import ARMS, load_spec
 
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--info", action="store_true", help="print parameters and FLOPs instead of exporting")
     parser.add_argument("--size", default=None, help=f"model size: {', '.join(SIZES)} (--info: all when omitted)")
     parser.add_argument("--robot", default="sawyer", choices=ARMS)
-    parser.add_argument("--mode", default="cartesian_velocity", help="action space of the robot spec")
+    modes = [m.value for m in MOTION_MODES]
+    parser.add_argument("--mode", default=Mode.CARTESIAN_VELOCITY.value, choices=modes, help="the action space")
     parser.add_argument("--cameras", default=None, help="comma-separated camera names (default: all of the arm's)")
     parser.add_argument("--out", type=Path, help="fp32 file; other variants are written beside it")
     parser.add_argument("--variants", default="fp32,int8", help="comma-separated: fp32, int8, fp16")
