@@ -4,7 +4,9 @@ This is the driver-side half of the safety contract and does not depend on MuJoC
 real-arm adapters share it: a command is refused after its deadline or when it is not finite; an accepted
 command is interpolated over one control period (twists ramp, joint targets move at bounded speed); when
 no valid command came for `command_timeout_s` the arm ramps to a hold. Every joint target stays inside the
-joint range less the margin, every joint speed below the published maximum times the speed fraction.
+joint range less the margin, every joint speed below the published maximum times the speed fraction, and
+every twist within the TCP speed norms by `robots.limits.limit_twist`, the function the runtime's filter
+applies too.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from enum import Enum
 
 import numpy as np
 
+from robots import limits as _limits
+from robots.contract.link import DEFAULT_LINK, Mode
 from robots.kinematics import dls_solve
 from robots.rotations import axis_angle_to_mat, rotation_error
-from robots.spec import ArmSpec
-
-MODES = ("cartesian_velocity", "joint_position", "hold")
+from robots.spec import GRIPPER, ArmSpec
 
 
 class Rejection(str, Enum):
@@ -33,9 +35,9 @@ class Rejection(str, Enum):
 
 @dataclass(frozen=True)
 class ServoConfig:
-    period_s: float = 0.05  # control period the commands are meant for
+    period_s: float = DEFAULT_LINK.period_s  # control period the commands are meant for
     dt: float = 0.002  # physics / interpolation step
-    command_timeout_s: float = 0.2  # no valid command for this long: ramp to hold
+    command_timeout_s: float = DEFAULT_LINK.command_timeout_ms / 1000  # no valid command for this long: ramp to hold
     ik_damping: float = 0.02
     ik_every: int = 5  # physics steps per IK solve (100 Hz); the joint targets still move every step
     stop_ramp_s: float = 0.02  # twist ramp to zero on a command timeout
@@ -47,7 +49,7 @@ class Command:
     """A command as the driver sees it (decoded from the wire)."""
 
     seq: int
-    mode: str
+    mode: Mode | str  # a Mode; a string off the wire that names none is refused (Rejection.BAD_MODE)
     action: np.ndarray
     deadline_ns: int
     obs_seq: int = -1
@@ -67,18 +69,15 @@ class ServoStatus:
 def twist_from_action(spec: ArmSpec, action: np.ndarray) -> tuple[np.ndarray, float]:
     """6-D base-frame twist and gripper command from a cartesian_velocity action, clipped to the limits.
 
-    Each axis is clipped to the action space, then the linear and angular parts are scaled down to the
-    arm's max TCP speeds, so the direction of motion is kept.
+    Each axis is clipped to the action space, then `limit_twist` scales the linear and angular parts down
+    to the arm's TCP speed norms, so the direction of motion is kept.
     """
-    space = spec.action_spaces["cartesian_velocity"]
+    space = spec.action_spaces[Mode.CARTESIAN_VELOCITY]
     a = np.clip(action, space.low, space.high)
-    named = dict(zip(space.dims, a, strict=True))
-    twist = np.array([named.get(k, 0.0) for k in ("vx", "vy", "vz", "wx", "wy", "wz")])
-    for part, limit in ((slice(0, 3), spec.limits.max_linear_speed), (slice(3, 6), spec.limits.max_angular_speed)):
-        norm = np.linalg.norm(twist[part])
-        if norm > limit:
-            twist[part] *= limit / norm
-    return twist, float(named["gripper"])
+    twist = _limits.limit_twist(
+        _limits.twist_of(space.dims, a), spec.limits.max_linear_speed, spec.limits.max_angular_speed
+    )
+    return twist, float(a[space.dims.index(GRIPPER)])
 
 
 class CommandServo:
@@ -117,7 +116,8 @@ class CommandServo:
     # ----------------------------------------------------------------- commands
     def submit(self, cmd: Command, now_ns: int) -> Rejection | None:
         """Accept a command (returns None) or refuse it with the reason; a refused command changes nothing."""
-        reason = self._check(cmd, now_ns)
+        mode = Mode.parse(cmd.mode)
+        reason = self._check(cmd, mode, now_ns)
         if reason is not None:
             self.status.last_rejected_seq = cmd.seq
             self.status.last_rejection = reason.value
@@ -128,12 +128,12 @@ class CommandServo:
         self.status.last_applied_seq = cmd.seq
         self.status.applied += 1
         steps = max(1, round(self.config.period_s / self.config.dt))
-        if cmd.mode == "cartesian_velocity":
+        if mode is Mode.CARTESIAN_VELOCITY:
             twist, self.gripper = twist_from_action(self.spec, cmd.action)
             self._ramp_twist_to(twist, steps)
             self.joint_goal = None
-        elif cmd.mode == "joint_position":
-            space = self.spec.action_spaces["joint_position"]
+        elif mode is Mode.JOINT_POSITION:
+            space = self.spec.action_spaces[Mode.JOINT_POSITION]
             a = np.clip(cmd.action, space.low, space.high)
             self.joint_goal, self.gripper = np.clip(a[:-1], self.q_low, self.q_high), float(a[-1])
             self.joint_speed = (self.joint_goal - self.q_des) / self.config.period_s
@@ -141,20 +141,19 @@ class CommandServo:
         else:  # hold: stop where we are, keep the gripper as it is
             self._ramp_twist_to(np.zeros(6), steps)
             self.joint_goal = None
-        self.status.holding = cmd.mode == "hold"
+        self.status.holding = mode is Mode.HOLD
         self.status.hold_cause = "hold_command" if self.status.holding else ""
         return None
 
-    def _check(self, cmd: Command, now_ns: int) -> Rejection | None:
+    def _check(self, cmd: Command, mode: Mode | None, now_ns: int) -> Rejection | None:
         if cmd.seq <= self.last_seq:
             return Rejection.OUT_OF_ORDER
         if now_ns > cmd.deadline_ns:
             return Rejection.LATE
-        if cmd.mode not in MODES:
+        if mode is None:
             return Rejection.BAD_MODE
-        expected = 0 if cmd.mode == "hold" else self.spec.action_spaces[cmd.mode].size
         action = np.asarray(cmd.action)
-        if cmd.mode != "hold" and action.shape != (expected,):
+        if mode is not Mode.HOLD and action.shape != (self.spec.action_spaces[mode].size,):
             return Rejection.BAD_SHAPE
         if not np.all(np.isfinite(action.astype(float, copy=False))):
             return Rejection.NON_FINITE

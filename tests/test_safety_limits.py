@@ -10,12 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from robots.contract.link import Mode
+from robots.limits import ANGULAR, LINEAR, twist_of
 from robots.spec import load_spec
 from runtime.safety.limits import (
     SafetyLimits,
     braking_speed,
     clamp_range,
     filter_action,
+    limit_speed,
     limit_step,
     limit_workspace,
     stopping_distance,
@@ -29,12 +32,12 @@ PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 
 @cache
 def velocity_limits(arm: str) -> SafetyLimits:
-    return SafetyLimits.from_arm(load_spec(arm), "cartesian_velocity")
+    return SafetyLimits.from_arm(load_spec(arm), Mode.CARTESIAN_VELOCITY)
 
 
 @cache
 def joint_limits(arm: str) -> SafetyLimits:
-    return SafetyLimits.from_arm(load_spec(arm), "joint_position")
+    return SafetyLimits.from_arm(load_spec(arm), Mode.JOINT_POSITION)
 
 
 def tcp_fk(arm: str):
@@ -54,20 +57,22 @@ def centre(lim: SafetyLimits) -> np.ndarray:
 
 
 @pytest.mark.parametrize("arm", ARMS)
-def test_from_arm_velocity_bounds_come_from_the_yaml(arm):
+def test_from_arm_velocity_limits_come_from_the_yaml(arm):
     spec, lim = load_spec(arm), velocity_limits(arm)
-    space = spec.action_spaces["cartesian_velocity"]
-    assert lim.mode == "cartesian_velocity" and lim.dims == space.dims and lim.dims[-1] == "gripper"
+    space, arm_limits = spec.action_spaces[Mode.CARTESIAN_VELOCITY], spec.limits
+    assert lim.mode is Mode.CARTESIAN_VELOCITY and lim.dims == space.dims and lim.dims[-1] == "gripper"
+    assert (arm_limits.max_linear_accel, arm_limits.max_angular_accel) == (1.0, 10.0)  # m/s², rad/s² (YAML)
+    assert lim.max_linear_speed == arm_limits.max_linear_speed
+    assert lim.max_angular_speed == arm_limits.max_angular_speed
     for i, dim in enumerate(lim.dims):
         if dim in ("vx", "vy", "vz"):
-            cap, step = spec.limits.max_linear_speed, 1.0 * 0.05
+            cap, step = arm_limits.max_linear_speed, arm_limits.max_linear_accel * 0.05
         elif dim == "gripper":
-            cap, step = 1.0, 1.0
+            cap, step = None, 1.0
         else:
-            cap, step = spec.limits.max_angular_speed, 10.0 * 0.05
-        expected_low = 0.0 if dim == "gripper" else max(space.low[i], -cap)
-        assert lim.low[i] == pytest.approx(expected_low)
-        assert lim.high[i] == pytest.approx(min(space.high[i], cap))
+            cap, step = arm_limits.max_angular_speed, arm_limits.max_angular_accel * 0.05
+        assert (lim.low[i], lim.high[i]) == ((0.0, 1.0) if cap is None else (-cap, cap))
+        assert (space.low[i], space.high[i]) == (lim.low[i], lim.high[i])  # the action space is derived, not restated
         assert lim.max_step[i] == pytest.approx(step)
     np.testing.assert_allclose(lim.workspace_low, spec.limits.workspace.low)
     np.testing.assert_allclose(lim.workspace_high, spec.limits.workspace.high)
@@ -81,40 +86,44 @@ def test_from_arm_joint_bounds_are_the_ranges_less_the_margin(arm):
     np.testing.assert_allclose(lim.low, [*(spec.joint_lower + margin), 0.0])
     np.testing.assert_allclose(lim.high, [*(spec.joint_upper - margin), 1.0])
     np.testing.assert_allclose(lim.max_step[:-1], spec.max_joint_speed * spec.limits.joint_speed_fraction * 0.05)
-    assert lim.max_step[-1] == 1.0 and lim.dims == spec.action_spaces["joint_position"].dims
+    assert lim.mode is Mode.JOINT_POSITION
+    assert lim.max_step[-1] == 1.0 and lim.dims == spec.action_spaces[Mode.JOINT_POSITION].dims
 
 
-def test_from_arm_scales_steps_with_period_and_accel():
-    lim = SafetyLimits.from_arm(
-        load_spec("panda"), "cartesian_velocity", 0.1, max_linear_accel=2.0, max_angular_accel=4.0
+def test_from_arm_scales_steps_with_period_and_the_arms_accel():
+    spec = load_spec("panda")
+    faster = dataclasses.replace(
+        spec, limits=dataclasses.replace(spec.limits, max_linear_accel=2.0, max_angular_accel=4.0)
     )
+    lim = SafetyLimits.from_arm(faster, "cartesian_velocity", 0.1)  # a wire string names a mode too
+    assert lim.mode is Mode.CARTESIAN_VELOCITY
     np.testing.assert_allclose(lim.max_step, [0.2, 0.2, 0.2, 0.4, 0.4, 0.4, 1.0])
 
 
 @pytest.mark.parametrize(
-    "mode, kwargs, match",
+    "mode, period_s, match",
     [
-        ("torque", {}, "unknown mode"),
-        ("cartesian_velocity", {"period_s": 0.0}, "period_s"),
-        ("cartesian_velocity", {"period_s": float("nan")}, "period_s"),
-        ("cartesian_velocity", {"max_linear_accel": -1.0}, "max_linear_accel"),
-        ("joint_position", {"max_angular_accel": 0.0}, "max_angular_accel"),
+        ("torque", 0.05, "unknown mode 'torque'"),
+        (Mode.HOLD, 0.05, "unknown mode"),  # a hold carries no action to filter
+        (Mode.CARTESIAN_VELOCITY, 0.0, "period_s"),
+        (Mode.JOINT_POSITION, float("nan"), "period_s"),
     ],
 )
-def test_from_arm_rejects_bad_arguments(mode, kwargs, match):
+def test_from_arm_rejects_bad_arguments(mode, period_s, match):
     with pytest.raises(ValueError, match=match):
-        SafetyLimits.from_arm(load_spec("sawyer"), mode, **kwargs)
+        SafetyLimits.from_arm(load_spec("sawyer"), mode, period_s)
 
 
 def test_from_arm_rejects_a_mode_the_arm_lacks_and_a_dim_without_a_limit():
     spec = load_spec("sawyer")
-    no_joint = dataclasses.replace(spec, action_spaces={"cartesian_velocity": spec.action_spaces["cartesian_velocity"]})
+    velocity = spec.action_spaces[Mode.CARTESIAN_VELOCITY]
+    no_joint = dataclasses.replace(spec, action_spaces={Mode.CARTESIAN_VELOCITY: velocity})
     with pytest.raises(ValueError, match="no 'joint_position' action space"):
-        SafetyLimits.from_arm(no_joint, "joint_position")
-    space = dataclasses.replace(spec.action_spaces["cartesian_velocity"], dims=("vx", "vy", "vz", "spin", "gripper"))
+        SafetyLimits.from_arm(no_joint, Mode.JOINT_POSITION)
+    space = dataclasses.replace(velocity, dims=("vx", "vy", "vz", "spin", "gripper"))
     with pytest.raises(ValueError, match="no speed limit for action dim 'spin'"):
         SafetyLimits.from_arm(
-            dataclasses.replace(spec, action_spaces={"cartesian_velocity": space}), "cartesian_velocity"
+            dataclasses.replace(spec, action_spaces={Mode.CARTESIAN_VELOCITY: space}), Mode.CARTESIAN_VELOCITY
         )
 
 
@@ -124,6 +133,15 @@ def test_limits_are_read_only_and_validated():
         lim.high[0] = 10.0
     with pytest.raises(ValueError, match="allow zero"):
         dataclasses.replace(lim, low=np.array([0.01, -0.07, -0.07, -1.0, 0.0]))
+    with pytest.raises(ValueError, match="max_linear_speed"):
+        dataclasses.replace(lim, max_linear_speed=0.0)
+    with pytest.raises(ValueError, match="max_angular_speed"):
+        dataclasses.replace(lim, max_angular_speed=float("inf"))
+    with pytest.raises(ValueError, match="unknown mode"):
+        dataclasses.replace(lim, mode="hold")
+    with pytest.raises(ValueError, match="twist parts"):
+        dataclasses.replace(lim, dims=("vx", "vy", "vz", "spin", "gripper"))
+    assert dataclasses.replace(lim, mode="cartesian_velocity").mode is Mode.CARTESIAN_VELOCITY
 
 
 # --- one table per limit -----------------------------------------------------------------------------------
@@ -159,6 +177,8 @@ def test_limit_step(action, previous, expected):
     np.testing.assert_allclose(out, expected)
 
 
+SQRT2, SQRT3 = np.sqrt(2.0), np.sqrt(3.0)
+TURN = list(0.07 / np.linalg.norm([0.02, 0.05, 0.05]) * np.array([0.02, 0.05, 0.05]))  # x 0.019 from 0.07
 S, DT = 0.05, 0.05  # max_step (m/s per period) and period (s): one "unit" of braking distance is S*DT = 2.5 mm
 
 
@@ -284,12 +304,55 @@ def test_joint_mode_without_previous_needs_the_joint_state():
         ([0.0, 0.0, -0.07, 0.0, 0.0], [0, 0, -0.07, 0, 0], [0, 0, -0.11], [0.0, 0.0, 0.0, 0.0, 0.0], ("workspace",)),
         # a previous command above the speed limit is not continued: the step starts from the range (0.07)
         ([-0.07, 0.0, 0.0, 0.0, 0.0], [0.3, 0, 0, 0, 0], [0, 0, 0], [0.02, 0.0, 0.0, 0.0, 0.0], ("step",)),
+        # ... nor above the speed norm: the step starts from (0.07, 0.07, 0) scaled to 0.07 m/s, one step from 0
+        ([0.0, 0.0, 0.0, 0.0, 0.0], [0.07, 0.07, 0, 0, 0], [0, 0, 0], [0.0, 0.0, 0.0, 0.0, 0.0], ()),
+        # the speed limit is a norm: 0.07 m/s on each axis is 0.12 m/s, scaled down to 0.07 m/s, direction kept
+        ([0.07, 0.07, 0.07, 0.0, 0.0], [0.05, 0.05, 0.05, 0, 0], [0, 0, 0], [0.07 / SQRT3] * 3 + [0, 0], ("speed",)),
+        (
+            [0.07, -0.07, 0.0, 1.0, 0.0],
+            [0.05, -0.05, 0, 1, 0],
+            [0, 0, 0],
+            [0.07 / SQRT2, -0.07 / SQRT2, 0, 1, 0],
+            ("speed",),
+        ),
+        # the speed norm wins over the step: turning from +x to (y, z) stretches the stepped twist (0.02, 0.05,
+        # 0.05) past 0.07 m/s; scaled, x drops 0.051 m/s in one period, braking harder than the step allows
+        ([0.02, 0.07, 0.07, 0.0, 0.0], [0.07, 0, 0, 0, 0], [0, 0, 0], [*TURN, 0.0, 0.0], ("step", "speed")),
+        # speed, then workspace: 1.25 mm from the +x wall, x is capped below its scaled speed
+        (
+            [0.07, 0.07, 0, 0, 0],
+            [0.07, 0.07, 0, 0, 0],
+            [0.12375, 0, 0],
+            [0.025, 0.07 / SQRT2, 0, 0, 0],
+            ("speed", "workspace"),
+        ),
     ],
 )
 def test_filter_velocity_table(action, previous, tcp_offset, expected, clipped):
-    lim = velocity_limits("sawyer")  # ±0.07 m/s, ±1 rad/s; steps 0.05 m/s, 0.5 rad/s; box half-size 0.125 m
+    lim = velocity_limits("sawyer")  # norms 0.07 m/s, 1 rad/s; steps 0.05 m/s, 0.5 rad/s; box half-size 0.125 m
     result = filter_action(np.array(action), previous, centre(lim) + tcp_offset, lim)
     assert result.rejected == ""
+    np.testing.assert_allclose(result.action, expected, atol=1e-12)
+    assert result.clipped == clipped
+
+
+@pytest.mark.parametrize(
+    "action, previous, expected, clipped",
+    [
+        ([0, 0, 0, 0.5, 0.5, 0.5, 0.0], [0, 0, 0, 0.5, 0.5, 0.5, 0], [0, 0, 0, 0.5, 0.5, 0.5, 0], ()),  # 0.87 rad/s
+        ([0, 0, 0, 1.0, 1.0, 1.0, 0.0], [0, 0, 0, 0.6, 0.6, 0.6, 0], [0, 0, 0, *[1 / SQRT3] * 3, 0], ("speed",)),
+        # linear and angular parts are limited separately, each keeping its direction
+        (
+            [0.1, 0.1, 0, 1.0, 0, 0, 1.0],
+            [0.1, 0.1, 0, 1, 0, 0, 0],
+            [0.1 / SQRT2, 0.1 / SQRT2, 0, 1, 0, 0, 1],
+            ("speed",),
+        ),
+    ],
+)
+def test_filter_speed_norm_table_panda(action, previous, expected, clipped):
+    lim = velocity_limits("panda")  # norms 0.1 m/s, 1 rad/s; steps 0.05 m/s, 0.5 rad/s
+    result = filter_action(np.array(action, dtype=float), np.array(previous, dtype=float), centre(lim), lim)
     np.testing.assert_allclose(result.action, expected, atol=1e-12)
     assert result.clipped == clipped
 
@@ -397,6 +460,32 @@ def actions(n: int, *, finite: bool = False) -> st.SearchStrategy[np.ndarray]:
     return st.lists(elem, min_size=n, max_size=n).map(np.array)
 
 
+def continued(previous: np.ndarray | None, lim: SafetyLimits) -> np.ndarray:
+    """The previous command as the filter continues it: zero after a hold, else inside the range and the norms."""
+    if previous is None:
+        return np.zeros(len(lim.dims))
+    return limit_speed(clamp_range(previous, lim.low, lim.high), lim.dims, lim.max_linear_speed, lim.max_angular_speed)
+
+
+def within_speed_norms(out: np.ndarray, lim: SafetyLimits) -> bool:
+    """Exactly, no tolerance: the servo rescales a twist whose norm is an ulp above its limit."""
+    twist = twist_of(lim.dims, out)
+    return bool(
+        np.linalg.norm(twist[LINEAR]) <= lim.max_linear_speed
+        and np.linalg.norm(twist[ANGULAR]) <= lim.max_angular_speed
+    )
+
+
+def check_step_or_braking(out: np.ndarray, base: np.ndarray, clipped: tuple[str, ...], lim: SafetyLimits) -> None:
+    """The precedence as written: an axis more than a step from `base` was slowed by a motion bound (speed or
+    workspace) and lies between zero and its previous value: it brakes harder than a step, never speeds up."""
+    beyond = np.abs(out - base) > lim.max_step + TOL
+    if np.any(beyond):
+        assert {"speed", "workspace"} & set(clipped), clipped
+        ratio = out[beyond] / base[beyond]
+        assert np.all((ratio >= 0) & (ratio < 1)), (out, base)
+
+
 def check_velocity_output(result, action, previous, tcp, lim) -> None:
     if not np.all(np.isfinite(action)):
         assert result.action is None and result.rejected == "non_finite"
@@ -404,10 +493,14 @@ def check_velocity_output(result, action, previous, tcp, lim) -> None:
     out = result.action
     assert out is not None and out.dtype == np.float64 and np.all(np.isfinite(out))
     assert np.all(out >= lim.low) and np.all(out <= lim.high)
+    assert within_speed_norms(out, lim)
     assert inside(tcp + out[:3] * lim.period_s, lim)
-    base = np.zeros_like(out) if previous is None else previous
-    if "workspace" not in result.clipped:
-        assert np.all(np.abs(out - base) <= lim.max_step + TOL)
+    base = continued(previous, lim)
+    stepped = limit_step(clamp_range(action, lim.low, lim.high), base, lim.max_step)
+    assert np.all((out * stepped >= 0) & (np.abs(out) <= np.abs(stepped))), "a motion bound sped an axis up"
+    if not {"speed", "workspace"} & set(result.clipped):
+        np.testing.assert_array_equal(out, stepped)
+    check_step_or_braking(out, base, result.clipped, lim)
 
 
 @pytest.mark.parametrize("arm", ARMS)
@@ -422,6 +515,22 @@ def test_velocity_filter_output_respects_every_limit(arm, data):
     check_velocity_output(result, action, previous, tcp, lim)
 
 
+@pytest.mark.parametrize("arm", ARMS)
+@given(data=st.data())
+@PROPERTY
+def test_velocity_filter_from_outside_the_box_never_moves_further_out(arm, data):
+    lim = velocity_limits(arm)
+    action = data.draw(actions(len(lim.dims), finite=True), "action")
+    previous = data.draw(st.none() | vectors(2 * lim.low, 2 * lim.high), "previous")
+    tcp = data.draw(vectors(lim.workspace_low - 0.05, lim.workspace_high + 0.05), "tcp")
+    result = filter_action(action, previous, tcp, lim)
+    out = result.action
+    assert np.all(out >= lim.low) and np.all(out <= lim.high) and within_speed_norms(out, lim)
+    after = workspace_excess(tcp + out[:3] * lim.period_s, lim.workspace_low, lim.workspace_high)
+    assert np.all(after <= workspace_excess(tcp, lim.workspace_low, lim.workspace_high) + TOL)
+    check_step_or_braking(out, continued(previous, lim), result.clipped, lim)
+
+
 near_walls = st.sampled_from([0.0, 1e-4, 0.5, 1 - 1e-4, 1.0])
 
 
@@ -429,7 +538,8 @@ near_walls = st.sampled_from([0.0, 1e-4, 0.5, 1 - 1e-4, 1.0])
 @given(data=st.data())
 @PROPERTY
 def test_closed_loop_never_leaves_the_box(arm, data):
-    """Perfect tracking: p += v*dt. The TCP stays in the box and every command respects range and step."""
+    """Perfect tracking: p += v*dt. The TCP stays in the box, every command respects range and speed norms, and
+    the step too, except where the speed norm brakes an axis harder (the box alone never needs to)."""
     lim = velocity_limits(arm)
     n = len(lim.dims)
     frac = data.draw(st.tuples(*(st.floats(0.0, 1.0) | near_walls for _ in range(3))).map(np.array), "start")
@@ -447,7 +557,10 @@ def test_closed_loop_never_leaves_the_box(arm, data):
         out = result.action
         base = np.zeros(n) if previous is None else previous
         assert np.all(out >= lim.low) and np.all(out <= lim.high)
-        assert np.all(np.abs(out - base) <= lim.max_step + TOL), result.clipped
+        assert within_speed_norms(out, lim)
+        check_step_or_braking(out, base, result.clipped, lim)
+        if np.any(np.abs(out - base) > lim.max_step + TOL):  # the braking model keeps the box within the step
+            assert "speed" in result.clipped, result.clipped
         p = p + out[:3] * lim.period_s
         assert inside(p, lim)
         previous = out

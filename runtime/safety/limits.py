@@ -4,22 +4,32 @@ A policy can emit anything: NaN, a jump to full speed, a velocity that carries t
 driver enforces its own limits, but the runtime should never send what the driver must refuse, so every action
 passes `filter_action` first. As in libfranka's rate limiting, each limit is a small pure function over numpy
 arrays and the limits are data (`SafetyLimits`, built from the arm's YAML), so each one is tested by a table
-and by "no output violates a limit, whatever the input" properties.
+and by "no output violates a limit, whatever the input" properties. The TCP speed limits are norms, applied
+by `robots.limits.limit_twist`, the function the driver's servo applies too: the servo never rescales what
+passes here.
+
+Precedence: where two limits conflict, the one that bounds the arm's motion wins over smoothness. Velocity
+mode applies range → step → speed → workspace: each axis into its range; each axis within max_step of the
+previous command (max acceleration × period); the linear and the angular part each scaled down to its speed
+norm; each linear axis capped at the speed from which it can still brake before the box's wall. The speed
+and workspace limits only slow an axis: every output component lies between zero and its step-limited
+value. So the range, the speed norms and the box always hold, and the step limit holds on every axis they
+left alone; an axis they slowed may differ from the previous command by more than a step, but then it lies
+between zero and the previous command's value: it brakes harder than the max acceleration, never speeds up
+or reverses. Joint mode: range → step, then a target whose TCP leaves the box is rejected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from robots.spec import ArmSpec
+from robots.contract.link import DEFAULT_LINK, MOTION_MODES, Mode
+from robots.limits import ANGULAR_DIMS, LINEAR_DIMS, TWIST_DIMS, limit_twist, twist_of
+from robots.spec import GRIPPER, ArmSpec
 
-MODES = ("cartesian_velocity", "joint_position")
-LINEAR_DIMS = ("vx", "vy", "vz")
-ANGULAR_DIMS = ("wx", "wy", "wz")
-GRIPPER = "gripper"
 UNLIMITED_GRIPPER_STEP = 1.0  # the gripper command spans [0, 1], so a step of 1 never binds
 
 
@@ -34,11 +44,18 @@ def _positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
+def _motion_mode(mode: object) -> Mode:
+    parsed = Mode.parse(mode)
+    if parsed not in MOTION_MODES:
+        raise ValueError(f"unknown mode {mode!r} for the filter; expected one of {[str(m) for m in MOTION_MODES]}")
+    return parsed
+
+
 @dataclass(frozen=True, eq=False)  # eq on numpy fields would raise; compare fields explicitly
 class SafetyLimits:
     """The filter's limits for one arm and one action mode; arrays are read-only copies."""
 
-    mode: str  # "cartesian_velocity" or "joint_position"
+    mode: Mode  # a motion mode (a str naming one is accepted and parsed)
     dims: tuple[str, ...]  # action dimension names, last one is "gripper"
     low: np.ndarray  # per-dim absolute bounds after margins: m/s, rad/s (velocity) or rad (joint); gripper 0
     high: np.ndarray  # gripper 1
@@ -46,18 +63,22 @@ class SafetyLimits:
     workspace_low: np.ndarray  # (3,) TCP box in the robot base frame, m
     workspace_high: np.ndarray
     period_s: float
+    max_linear_speed: float  # m/s, norm of the TCP's linear velocity (velocity mode)
+    max_angular_speed: float  # rad/s, norm of its angular velocity
 
     def __post_init__(self) -> None:
         for name in ("low", "high", "max_step", "workspace_low", "workspace_high"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "dims", tuple(self.dims))
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; expected one of {MODES}")
+        object.__setattr__(self, "mode", _motion_mode(self.mode))
         n = len(self.dims)
         if n < 2 or self.dims[-1] != GRIPPER:
             raise ValueError(f"dims must end with {GRIPPER!r}, got {self.dims}")
-        if self.mode == "cartesian_velocity" and not set(LINEAR_DIMS) <= set(self.dims):
-            raise ValueError(f"cartesian_velocity dims must include {LINEAR_DIMS}, got {self.dims}")
+        velocity = self.mode is Mode.CARTESIAN_VELOCITY
+        if velocity and not (set(LINEAR_DIMS) <= set(self.dims) and set(self.dims[:-1]) <= set(TWIST_DIMS)):
+            raise ValueError(
+                f"cartesian_velocity dims must include {LINEAR_DIMS} and name twist parts, got {self.dims}"
+            )
         for name in ("low", "high", "max_step"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
@@ -69,13 +90,14 @@ class SafetyLimits:
             raise ValueError("limits must be finite")
         if np.any(self.low > self.high):
             raise ValueError(f"low must not exceed high: {self.low} > {self.high}")
-        if self.mode == "cartesian_velocity" and not np.all((self.low[:-1] <= 0) & (self.high[:-1] >= 0)):
+        if velocity and not np.all((self.low[:-1] <= 0) & (self.high[:-1] >= 0)):
             raise ValueError("velocity bounds must allow zero: stopping is always permitted")
         if np.any(self.max_step <= 0):
             raise ValueError(f"max_step must be positive, got {self.max_step}")
         if np.any(self.workspace_low >= self.workspace_high):
             raise ValueError(f"empty workspace box: {self.workspace_low} .. {self.workspace_high}")
-        _positive("period_s", self.period_s)
+        for name in ("period_s", "max_linear_speed", "max_angular_speed"):
+            _positive(name, getattr(self, name))
 
     @property
     def linear(self) -> np.ndarray:
@@ -83,44 +105,35 @@ class SafetyLimits:
         return np.array([self.dims.index(d) for d in LINEAR_DIMS])
 
     @classmethod
-    def from_arm(
-        cls,
-        arm: ArmSpec,
-        mode: str,
-        period_s: float = 0.05,
-        *,
-        max_linear_accel: float = 1.0,
-        max_angular_accel: float = 10.0,
-    ) -> SafetyLimits:
-        """The limits for `arm` in `mode`, from its YAML: the action space narrowed by the driver's limits.
+    def from_arm(cls, arm: ArmSpec, mode: Mode | str, period_s: float = DEFAULT_LINK.period_s) -> SafetyLimits:
+        """The limits for `arm` in `mode`, all from its YAML (robots/specs/<arm>.yaml `limits`).
 
-        Velocity mode: the action space intersected with the TCP speed limits; max_step is the acceleration
-        times the period (m/s², rad/s²). Joint mode: the action space (joint ranges less the margin); max_step
-        is the published joint speed times joint_speed_fraction times the period. The gripper never steps.
+        Velocity mode: the action space (± each speed limit per axis), the speed norms, and max_step the TCP
+        acceleration times the period (m/s², rad/s²). Joint mode: the action space (joint ranges less the
+        margin); max_step is the published joint speed times joint_speed_fraction times the period. The
+        gripper never steps.
         """
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        mode = _motion_mode(mode)
         if mode not in arm.action_spaces:
-            raise ValueError(f"{arm.name} has no {mode!r} action space; it has {sorted(arm.action_spaces)}")
+            raise ValueError(
+                f"{arm.name} has no {str(mode)!r} action space; it has {sorted(map(str, arm.action_spaces))}"
+            )
         _positive("period_s", period_s)
-        _positive("max_linear_accel", max_linear_accel)
-        _positive("max_angular_accel", max_angular_accel)
         space, lim = arm.action_spaces[mode], arm.limits
         low, high = space.low.astype(np.float64), space.high.astype(np.float64)
-        if mode == "joint_position":
+        if mode is Mode.JOINT_POSITION:
             max_step = np.append(arm.max_joint_speed * lim.joint_speed_fraction * period_s, UNLIMITED_GRIPPER_STEP)
         else:
-            cap, max_step = np.empty(space.size), np.empty(space.size)
+            max_step = np.empty(space.size)
             for i, dim in enumerate(space.dims):
                 if dim in LINEAR_DIMS:
-                    cap[i], max_step[i] = lim.max_linear_speed, max_linear_accel * period_s
+                    max_step[i] = lim.max_linear_accel * period_s
                 elif dim in ANGULAR_DIMS:
-                    cap[i], max_step[i] = lim.max_angular_speed, max_angular_accel * period_s
+                    max_step[i] = lim.max_angular_accel * period_s
                 elif dim == GRIPPER:
-                    cap[i], max_step[i] = np.inf, UNLIMITED_GRIPPER_STEP
+                    max_step[i] = UNLIMITED_GRIPPER_STEP
                 else:
                     raise ValueError(f"{arm.name} {mode}: no speed limit for action dim {dim!r}")
-            low, high = np.maximum(low, -cap), np.minimum(high, cap)
         gripper = space.dims.index(GRIPPER)
         low[gripper], high[gripper] = max(low[gripper], 0.0), min(high[gripper], 1.0)
         return cls(
@@ -132,6 +145,8 @@ class SafetyLimits:
             workspace_low=np.asarray(lim.workspace.low, dtype=np.float64),
             workspace_high=np.asarray(lim.workspace.high, dtype=np.float64),
             period_s=float(period_s),
+            max_linear_speed=lim.max_linear_speed,
+            max_angular_speed=lim.max_angular_speed,
         )
 
 
@@ -141,7 +156,7 @@ class FilterResult:
 
     action: np.ndarray | None  # None: rejected, the caller must command a hold
     rejected: str  # "" when not rejected, else the cause, e.g. "non_finite", "bad_shape", "workspace"
-    clipped: tuple[str, ...]  # limits that changed the action, in order applied: of ("range", "step", "workspace")
+    clipped: tuple[str, ...]  # limits that changed the action, in order applied: "range", "step", "speed", "workspace"
 
 
 # --- the limits, one pure function each ------------------------------------------------------------------
@@ -155,6 +170,22 @@ def clamp_range(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.nda
 def limit_step(action: np.ndarray, previous: np.ndarray, max_step: np.ndarray) -> np.ndarray:
     """Each dim moved at most max_step away from the previous command (a bound on acceleration / speed)."""
     return np.clip(action, previous - max_step, previous + max_step)
+
+
+def limit_speed(
+    action: np.ndarray, dims: Sequence[str], max_linear_speed: float, max_angular_speed: float
+) -> np.ndarray:
+    """The action with its linear and angular parts each scaled down to its speed norm, direction kept.
+
+    The norms are `robots.limits.limit_twist`'s, the servo's own: an action this returns passes the servo
+    unscaled. Dims that are no twist part (the gripper) are left as they are.
+    """
+    twist = limit_twist(twist_of(dims, action), max_linear_speed, max_angular_speed)
+    out = np.array(action, dtype=np.float64)
+    for i, dim in enumerate(dims):
+        if dim in TWIST_DIMS:
+            out[i] = twist[TWIST_DIMS.index(dim)]
+    return out
 
 
 def stopping_distance(speed: np.ndarray, max_step: np.ndarray, period_s: float) -> np.ndarray:
@@ -238,11 +269,14 @@ def filter_action(
     """The command to send for the policy's `action`, or a rejection that the caller turns into a hold.
 
     `previous` is the last command actually sent (None after a hold: zero velocity, or the joint positions `q`).
-    Where two limits conflict, the one that bounds the arm's motion wins over smoothness:
-    Velocity mode: range → step → workspace (with braking). Should the step limit and the workspace conflict
-    (the previous command was already too fast to stop in time, or the TCP is past a wall), the workspace wins
-    and the step limit is exceeded. A previous command outside the range is clamped into it first, so the
-    output never exceeds the speed limit.
+    Where two limits conflict, the one that bounds the arm's motion wins over smoothness (module docstring):
+    Velocity mode: range → step → speed → workspace (with braking). The speed norms and the workspace only
+    slow an axis (each output component lies between zero and its step-limited value) and win over the step
+    limit, which an axis exceeds only by braking harder than a step toward zero: the previous command was too
+    fast to stop in time, the TCP is past a wall, or a change of direction made the stepped twist longer than
+    its norm. A
+    previous command outside the range or the speed norms is brought inside them first, so a speed above the
+    limit is never continued.
     Joint mode: range → step. Should `previous` (or `q`) lie more than one step outside the bounds, the step
     (the joint speed limit) wins and the output approaches the bounds at max_step. Then, given `fk`
     (q -> TCP position), a target whose TCP leaves the box (or, from outside, moves further out on any axis)
@@ -261,7 +295,7 @@ def filter_action(
     tcp = _state(tcp_pos, (3,))
     if isinstance(tcp, str):
         return _reject(tcp)
-    joint_mode = limits.mode == "joint_position"
+    joint_mode = limits.mode is Mode.JOINT_POSITION
     if q is not None:
         q = _state(q, (n - 1,) if joint_mode else None)  # unused in velocity mode, but a NaN means a sick driver
         if isinstance(q, str):
@@ -270,8 +304,13 @@ def filter_action(
         base = _state(previous, (n,))
         if isinstance(base, str):
             return _reject(base)
-        if not joint_mode:
-            base = clamp_range(base, limits.low, limits.high)  # never continue a speed above the limit
+        if not joint_mode:  # never continue a speed above the limits
+            base = limit_speed(
+                clamp_range(base, limits.low, limits.high),
+                limits.dims,
+                limits.max_linear_speed,
+                limits.max_angular_speed,
+            )
     elif not joint_mode:
         base = np.zeros(n)
     elif q is None:
@@ -283,6 +322,8 @@ def filter_action(
     out = _apply("range", out, clamp_range(out, limits.low, limits.high), clipped)
     out = _apply("step", out, limit_step(out, base, limits.max_step), clipped)
     if not joint_mode:
+        speed = limit_speed(out, limits.dims, limits.max_linear_speed, limits.max_angular_speed)
+        out = _apply("speed", out, speed, clipped)
         lin = limits.linear
         moved = out.copy()
         moved[lin] = limit_workspace(
