@@ -21,13 +21,14 @@ or reverses. Joint mode: range → step, then a target whose TCP leaves the box 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from robots.contract.link import DEFAULT_LINK, MOTION_MODES, Mode
-from robots.limits import ANGULAR_DIMS, LINEAR_DIMS, TWIST_DIMS, limit_twist, twist_of
+from robots.limits import ANGULAR_DIMS, LINEAR_DIMS, TWIST_DIMS, limit_twist, twist_index
 from robots.spec import GRIPPER, ArmSpec
 
 UNLIMITED_GRIPPER_STEP = 1.0  # the gripper command spans [0, 1], so a step of 1 never binds
@@ -99,10 +100,12 @@ class SafetyLimits:
         for name in ("period_s", "max_linear_speed", "max_angular_speed"):
             _positive(name, getattr(self, name))
 
-    @property
+    @functools.cached_property
     def linear(self) -> np.ndarray:
         """Indices of vx, vy, vz in the action (velocity mode)."""
-        return np.array([self.dims.index(d) for d in LINEAR_DIMS])
+        index = np.array([self.dims.index(d) for d in LINEAR_DIMS])
+        index.setflags(write=False)
+        return index
 
     @classmethod
     def from_arm(cls, arm: ArmSpec, mode: Mode | str, period_s: float = DEFAULT_LINK.period_s) -> SafetyLimits:
@@ -180,11 +183,11 @@ def limit_speed(
     The norms are `robots.limits.limit_twist`'s, the servo's own: an action this returns passes the servo
     unscaled. Dims that are no twist part (the gripper) are left as they are.
     """
-    twist = limit_twist(twist_of(dims, action), max_linear_speed, max_angular_speed)
+    in_action, in_twist = twist_index(tuple(dims))
+    twist = np.zeros(6)
+    twist[in_twist] = action[in_action]
     out = np.array(action, dtype=np.float64)
-    for i, dim in enumerate(dims):
-        if dim in TWIST_DIMS:
-            out[i] = twist[TWIST_DIMS.index(dim)]
+    out[in_action] = limit_twist(twist, max_linear_speed, max_angular_speed)[in_twist]
     return out
 
 
