@@ -19,7 +19,7 @@ from runtime.policy_step import PolicyOutput
 from runtime.safety.causes import Cause, CauseKind
 from runtime.safety.limits import SafetyLimits, filter_action, workspace_excess
 from runtime.safety.state_machine import LATCHED, SafetyStateMachine, State
-from runtime.safety.watchdogs import MS, AckTracker, WatchdogConfig, heartbeat_lost, stale_sources
+from runtime.safety.watchdogs import AckTracker, WatchdogConfig, driver_lost, heartbeat_lost, stale_sources
 
 ESTOP_FAULT = "estop"  # a driver listing this fault (a pressed emergency stop) latches ESTOP
 WORKSPACE_TOLERANCE_M = 0.02  # TCP this far outside the box (tracking error, a push): hold, don't steer back
@@ -70,7 +70,7 @@ class Guard:
         status, state = inputs.status, inputs.state
         if status is not None and ESTOP_FAULT in status.faults:
             self.safety.latch(Cause(CauseKind.ESTOP, "driver"), tick, now)
-        if inputs.silent_ns > self.watchdogs.driver_lost_ms * MS:
+        if driver_lost(inputs.silent_ns, self.watchdogs):
             detail = f"nothing from the driver for {inputs.silent_ns / 1e6:.0f} ms"
             self.safety.latch(Cause(CauseKind.DRIVER_LOST, detail=detail), tick, now)
         causes = stale_sources(now, inputs.captures(self.cameras), self._max_age)

@@ -214,3 +214,20 @@ def test_a_stale_camera_holds_within_one_period_and_running_resumes(virtual_cloc
     stats = loop.stats()
     assert stats.holds_by_cause == {"stale:image/front_right": 1}
     assert policy.inferences < 40  # no inference on stale inputs
+
+
+def test_a_silent_driver_holds_at_once_and_faults_after_driver_lost_ms(virtual_clock):
+    t0 = virtual_clock.now_ns()
+    driver = ScriptedDriver(virtual_clock, 1_000 * MS)  # publishes for 1 s, then nothing
+    policy = ScriptedPolicy(virtual_clock)
+    loop = run_loop(virtual_clock, driver, policy, ticks=200)
+    stats = loop.stats()
+    last_state = t0 + 990 * MS
+    lost_after = round(WatchdogConfig().driver_lost_ms * MS)
+    assert stats.final_state == "FAULT" and stats.fault_cause.startswith("driver_lost")
+    assert stats.stop_reason == "fault" and stats.ticks < 200 and not stats.final_hold_confirmed
+    stale = round(WatchdogConfig().max_state_age_ms * MS)
+    assert all(s.mode is Mode.HOLD for s in driver.sent if s.t_ns > last_state + stale)  # hold at once
+    fault = next(t for t in stats.transitions if t["to"] == "FAULT")
+    assert fault["tick"] == stats.ticks - 1  # the loop stopped on the tick that latched it
+    assert virtual_clock.now_ns() - (last_state + DELAY) <= lost_after + PERIOD + round(FRAME_WAIT_MS * MS)
