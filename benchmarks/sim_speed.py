@@ -18,17 +18,18 @@ import numpy as np
 from tqdm import tqdm
 
 from robots.contract.client import DriverClient
+from robots.contract.link import DEFAULT_LINK, Mode
 from robots.servo import Command, CommandServo, ServoConfig
 from robots.sim.physics import SimArm
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import load_spec
 
-PERIOD_S = 0.05
+PERIOD_S = DEFAULT_LINK.period_s
 
 
 def _actions(robot: str, periods: int) -> list[np.ndarray]:
     """A slow circle in the horizontal plane with the gripper opening and closing: keeps the IK busy."""
-    space = load_spec(robot).action_spaces["cartesian_velocity"]
+    space = load_spec(robot).action_spaces[Mode.CARTESIAN_VELOCITY]
     out = []
     for k in range(periods):
         a = np.zeros(space.size)
@@ -48,7 +49,7 @@ def in_process_baseline(robot: str, periods: int) -> np.ndarray:
     now = 0
     for k, action in enumerate(_actions(robot, periods)):
         t0 = time.perf_counter()
-        servo.submit(Command(k, "cartesian_velocity", action, now + 10**9), now)
+        servo.submit(Command(k, Mode.CARTESIAN_VELOCITY, action, now + 10**9), now)
         for _ in range(steps):
             q, qd, g = servo.step(now)
             sim.set_targets(q, qd, g)
@@ -65,11 +66,11 @@ def over_sockets(robot: str, periods: int, cameras: str) -> np.ndarray:
     try:
         client.wait_ready(timeout_s=60)
         client.reset()
-        client.step("hold")  # connection fully set up before timing
+        client.step(Mode.HOLD)  # connection fully set up before timing
         times = np.empty(periods)
         for k, action in enumerate(_actions(robot, periods)):
             t0 = time.perf_counter()
-            client.step("cartesian_velocity", action)
+            client.step(Mode.CARTESIAN_VELOCITY, action)
             times[k] = time.perf_counter() - t0
         return times
     finally:

@@ -143,7 +143,7 @@ def observation_spec(
 def action_spec(arm: ArmSpec, mode: Mode | str = Mode.CARTESIAN_VELOCITY, bins: int = DEFAULT_BINS) -> ActionSpec:
     """The action a policy for `arm` outputs in `mode`, discretised into `bins` uniform bins per dimension."""
     if mode not in arm.action_spaces:
-        raise ValueError(f"{arm.name} has no action space {mode!r}; it has {sorted(arm.action_spaces)}")
+        raise ValueError(f"{arm.name} has no action space {str(mode)!r}; it has {sorted(map(str, arm.action_spaces))}")
     if bins < 2:
         raise ValueError("an action dimension needs at least 2 bins")
     space = arm.action_spaces[mode]
