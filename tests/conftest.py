@@ -35,7 +35,10 @@ class SimProcess:
 
 @pytest.fixture
 def start_driver() -> Iterator[Callable[..., SimProcess]]:
-    """`start_driver(robot, *pac_sim_args)`: a `pac-sim` child on fresh loopback ports, stopped at teardown."""
+    """`start_driver(robot, *pac_sim_args)`: a `pac-sim` child on fresh loopback ports.
+
+    At teardown a driver still running is stopped with SIGTERM and must exit cleanly (0).
+    """
     started: list[SimProcess] = []
 
     def start(robot: str = "sawyer", *args: str) -> SimProcess:
@@ -46,7 +49,8 @@ def start_driver() -> Iterator[Callable[..., SimProcess]]:
     yield start
     for sim in started:
         if sim.proc.poll() is None:
-            stop_sim(sim.proc)
+            out = stop_sim(sim.proc)
+            assert sim.proc.returncode == 0, f"pac-sim did not stop cleanly: {out}"
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from robots.contract import messages as msg
 from robots.contract.client import DriverClient
 from robots.contract.link import Mode
 from robots.rotations import quat_to_mat
-from robots.sim.process import start_sim, stop_sim
 from robots.spec import load_spec
 
 
@@ -113,9 +112,9 @@ def test_malformed_messages_are_counted_and_the_driver_goes_on(lockstep_driver):
     assert obs.status.messages_dropped.get("malformed", 0) >= 2
 
 
-def test_cameras_publish_jpeg_frames_each_period():
-    proc, pub, cmd = start_sim("sawyer", "--lockstep", "--cameras", "front_left,front_right")
-    client = DriverClient(pub, cmd)
+def test_cameras_publish_jpeg_frames_each_period(start_driver):
+    sim = start_driver("sawyer", "--lockstep", "--cameras", "front_left,front_right")
+    client = DriverClient(sim.pub, sim.cmd)
     try:
         client.wait_ready(timeout_s=30)
         obs = client.step("hold")
@@ -127,18 +126,17 @@ def test_cameras_publish_jpeg_frames_each_period():
             assert image.image.std() > 5  # a scene, not a blank frame
     finally:
         client.close()
-        assert stop_sim(proc) is not None
 
 
-def test_binding_a_non_loopback_address_is_refused():
-    proc, _, _ = start_sim("sawyer", "--lockstep", "--cameras", "none", "--pub", "tcp://0.0.0.0:5599")
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "CURVE" in out
+def test_binding_a_non_loopback_address_is_refused(start_driver):
+    sim = start_driver("sawyer", "--lockstep", "--cameras", "none", "--pub", "tcp://0.0.0.0:5599")
+    out, _ = sim.proc.communicate(timeout=60)
+    assert sim.proc.returncode == 2 and "CURVE" in out
 
 
-def test_realtime_driver_applies_commands_then_holds_on_silence():
-    proc, pub, cmd = start_sim("panda", "--cameras", "none")
-    client = DriverClient(pub, cmd)
+def test_realtime_driver_applies_commands_then_holds_on_silence(start_driver):
+    sim = start_driver("panda", "--cameras", "none")
+    client = DriverClient(sim.pub, sim.cmd)
     try:
         status = client.wait_ready(timeout_s=30)
         assert status.mode == "realtime" and status.holding
@@ -161,4 +159,3 @@ def test_realtime_driver_applies_commands_then_holds_on_silence():
         assert client.latest.state.tcp_pose[0] > start[0]
     finally:
         client.close()
-        stop_sim(proc)

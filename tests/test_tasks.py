@@ -14,7 +14,6 @@ from policies.tokenizer.observation import ObservationTokenizer
 from robots.contract.client import DriverClient
 from robots.contract.link import Mode
 from robots.sim.layout import MIN_SEPARATION, object_layout
-from robots.sim.process import start_sim, stop_sim
 from robots.spec import load_spec
 from robots.tasks.env import PacTaskEnv
 from robots.tasks.experts import MIXED_TARGET, expert_rollout
@@ -93,12 +92,12 @@ def test_env_follows_the_gymnasium_api_with_driver_shaped_observations(robot):
         env.close()
 
 
-def test_env_observation_equals_what_pac_run_assembles_from_the_driver():
+def test_env_observation_equals_what_pac_run_assembles_from_the_driver(start_driver):
     """Same seed, same actions: the env emits what pac-sim publishes, and tokenizing either gives the same inputs."""
     env = PacTaskEnv("sawyer", "stack")
     tokenizer = ObservationTokenizer(observation_spec(env.arm, env.cameras), InstructionTokenizer.default())
-    proc, pub, cmd = start_sim("sawyer", "--lockstep")
-    client = DriverClient(pub, cmd)
+    sim = start_driver("sawyer", "--lockstep")
+    client = DriverClient(sim.pub, sim.cmd)
     try:
         client.wait_ready()
         env_obs, _ = env.reset(seed=11)
@@ -123,7 +122,6 @@ def test_env_observation_equals_what_pac_run_assembles_from_the_driver():
         assert np.abs(env_obs["proprio"]["joint_pos"] - load_spec("sawyer").home).max() > 1e-3  # the arm moved
     finally:
         client.close()
-        stop_sim(proc)
         env.close()
 
 
