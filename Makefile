@@ -34,8 +34,9 @@ demo-sim: setup  # the driver alone: a scripted square on both arms through the 
 bench: setup
 	$(BIN)/python -m benchmarks.sim_speed
 
-bench-runtime: setup demo
-	$(BIN)/pac-bench --robot sawyer --policy $(DEMO)/pac_S_sawyer.int8.onnx --duration 600
+BENCH_S ?= 600
+bench-runtime: setup demo  # make bench-runtime BENCH_S=60 for a minute
+	$(BIN)/pac-bench --robot sawyer --policy $(DEMO)/pac_S_sawyer.int8.onnx --duration $(BENCH_S)
 
 bench-model: setup
 	$(BIN)/python -m benchmarks.model_latency --sizes S,M,L
