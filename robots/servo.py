@@ -17,7 +17,7 @@ from enum import Enum
 import numpy as np
 
 from robots import limits as _limits
-from robots.contract.link import DEFAULT_LINK, Mode
+from robots.contract.link import DEFAULT_LINK, DriverFault, Mode
 from robots.kinematics import dls_solve
 from robots.rotations import axis_angle_to_mat, rotation_error
 from robots.spec import GRIPPER, ArmSpec
@@ -168,7 +168,7 @@ class CommandServo:
         """Advance one physics step; returns (joint target, joint target speed, gripper command 0..1)."""
         cfg = self.config
         if not self.status.holding and now_ns - self.last_valid_ns > cfg.command_timeout_s * 1e9:
-            self.status.holding, self.status.hold_cause = True, "command_timeout"
+            self.status.holding, self.status.hold_cause = True, DriverFault.COMMAND_TIMEOUT.value
             self._ramp_twist_to(np.zeros(6), max(1, round(cfg.stop_ramp_s / cfg.dt)))
             self.joint_goal = None
         if self.joint_goal is not None:

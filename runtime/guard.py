@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robots.contract.link import Mode
+from robots.contract.link import DriverFault, Mode
 from runtime.link import NO_ACTION, Inputs
 from runtime.policy_step import PolicyOutput
 from runtime.safety.causes import Cause, CauseKind
@@ -21,7 +21,6 @@ from runtime.safety.limits import SafetyLimits, filter_action, workspace_excess
 from runtime.safety.state_machine import LATCHED, SafetyStateMachine, State
 from runtime.safety.watchdogs import AckTracker, WatchdogConfig, driver_lost, heartbeat_lost, stale_sources
 
-ESTOP_FAULT = "estop"  # a driver listing this fault (a pressed emergency stop) latches ESTOP
 WORKSPACE_TOLERANCE_M = 0.02  # TCP this far outside the box (tracking error, a push): hold, don't steer back
 # Filter rejections that mean a number is not finite: the policy or the driver is sick, so FAULT, not HOLD.
 NON_FINITE_REJECTIONS = {"non_finite": "action", "non_finite_state": "state", "non_finite_fk": "fk"}
@@ -68,7 +67,7 @@ class Guard:
         """This tick's hold causes from its inputs; latches ESTOP or FAULT when the driver says so or is lost."""
         now = inputs.tick_ns
         status, state = inputs.status, inputs.state
-        if status is not None and ESTOP_FAULT in status.faults:
+        if status is not None and DriverFault.ESTOP in status.faults:
             self.safety.latch(Cause(CauseKind.ESTOP, "driver"), tick, now)
         if driver_lost(inputs.silent_ns, self.watchdogs):
             detail = f"nothing from the driver for {inputs.silent_ns / 1e6:.0f} ms"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from robots.contract.client import DriverClient, DriverUnavailable
-from robots.contract.link import LinkConfig, Mode
+from robots.contract.link import DriverMode, LinkConfig, Mode
 from robots.contract.messages import ImageMsg, StateMsg, StatusMsg
 from runtime.clock import Clock
 from runtime.timing import Pacer, StageTimer
@@ -50,7 +50,7 @@ class Inputs:
 
 @dataclass(frozen=True)
 class LinkStats:
-    kind: str  # "lockstep" or "realtime"
+    kind: DriverMode
     overruns: int
     overrun_late_ms: list[float]
     obs_age_ms: dict[str, float]  # p50, p99, n: oldest capture → command sent (real time)
@@ -138,7 +138,7 @@ class DriverLink(abc.ABC):
 class LockstepLink(DriverLink):
     """The sim steps one period per command; the acknowledging state starts the next tick."""
 
-    kind = "lockstep"
+    kind = DriverMode.LOCKSTEP
 
     def __init__(self, *args, step_timeout_s: float, **kwargs):
         super().__init__(*args, **kwargs)
@@ -180,7 +180,7 @@ class _Phase:
 class RealtimeLink(DriverLink):
     """Ticks on absolute deadlines, phase-locked just after the cameras' capture (DESIGN §5 budgets)."""
 
-    kind = "realtime"
+    kind = DriverMode.REALTIME
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

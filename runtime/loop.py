@@ -147,7 +147,7 @@ class ControlLoop:
             stages[s] = {"p50": p50, "p99": p99, "n": n}
         safety, counts, link = self.guard.safety, self.guard.counts, self.link.stats()
         return LoopStats(
-            link=link.kind,
+            link=link.kind.value,
             final_state=safety.state.value,
             stop_reason=self.stop_reason,
             ticks=self.ticks,

@@ -16,6 +16,7 @@ import yaml
 
 from policies.tokenizer.language import PAD_ID, InstructionTooLong
 from robots.contract.client import DriverClient, DriverUnavailable
+from robots.contract.link import DriverFault, DriverMode
 from runtime.config import RunConfig
 from runtime.inference.loader import LoadedPolicy
 
@@ -43,9 +44,9 @@ def check_driver(client: DriverClient, config: RunConfig, timeout_s: float = 10.
         raise PreflightFailed(f"the driver on {config.link.pub_endpoint} drives a {status.robot}, not a {config.robot}")
     if status.period_s != config.link.period_s:
         raise PreflightFailed(f"driver period {status.period_s} s differs from the config's {config.link.period_s} s")
-    if status.mode != "lockstep" and set(status.faults) - {"command_timeout"}:
+    lockstep = status.mode == DriverMode.LOCKSTEP
+    if not lockstep and set(status.faults) - {DriverFault.COMMAND_TIMEOUT}:
         raise PreflightFailed(f"the driver reports faults {status.faults}; clear them before running")
-    lockstep = status.mode == "lockstep"
     where = f"{status.robot} {status.mode} on {config.link.pub_endpoint} (source {status.source})"
     return Check("driver", where), lockstep
 

@@ -2,7 +2,8 @@
 
 Every value a driver and the runtime must agree on is defined here once; `pac-sim`, the runtime config,
 the client, the servo and the task environments take their defaults from `LinkConfig`, never from a
-literal of their own. `Mode` is the command vocabulary the driver, the safety filter and the runtime share.
+literal of their own. `Mode` is the command vocabulary the driver, the safety filter and the runtime share;
+`DriverMode` and `DriverFault` are what a driver reports about itself.
 """
 
 from __future__ import annotations
@@ -31,6 +32,27 @@ class Mode(str, enum.Enum):
 
 
 MOTION_MODES = (Mode.CARTESIAN_VELOCITY, Mode.JOINT_POSITION)  # the modes a policy can output
+
+
+class DriverMode(str, enum.Enum):
+    """How a driver advances: one period per command (sim, tests) or by the wall clock (`state.mode`)."""
+
+    LOCKSTEP = "lockstep"
+    REALTIME = "realtime"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class DriverFault(str, enum.Enum):
+    """What a driver lists in `status.faults`."""
+
+    COMMAND_TIMEOUT = "command_timeout"  # no valid command for command_timeout_ms: holding (not an error by itself)
+    REALTIME_OVERRUN = "realtime_overrun"  # physics or I/O fell behind the wall clock
+    ESTOP = "estop"  # an emergency stop is pressed: the runtime latches ESTOP
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)

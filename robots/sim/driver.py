@@ -18,7 +18,7 @@ import numpy as np
 import zmq
 
 from robots.contract import messages as msg
-from robots.contract.link import DEFAULT_LINK, LinkConfig
+from robots.contract.link import DEFAULT_LINK, DriverFault, DriverMode, LinkConfig
 from robots.contract.wire import WireError, decode
 from robots.sim.cell import SimCell
 from robots.sim.layout import object_layout
@@ -72,6 +72,7 @@ class SimDriver:
         self.cell = SimCell(self.spec, config.cameras, link.period_s, link.command_timeout_ms, self._t0_ns)
         self.sim, self.servo, self.substeps = self.cell.sim, self.cell.servo, self.cell.substeps
         self.source = f"sim/{config.robot}"
+        self.mode = (DriverMode.LOCKSTEP if config.lockstep else DriverMode.REALTIME).value
         self.counters = DriverCounters()
         for endpoint in (link.pub_endpoint, link.cmd_endpoint):
             check_bind_endpoint(endpoint)
@@ -142,7 +143,7 @@ class SimDriver:
             self.counters.state_seq,
             self.source,
             self.now_ns(),
-            "lockstep" if self.config.lockstep else "realtime",
+            self.mode,
             self.counters.last_rx_seq,
             self.counters.steps,
         )
@@ -160,16 +161,16 @@ class SimDriver:
         st = self.servo.status
         self.counters.status_seq += 1
         faults = []
-        if st.holding and st.hold_cause == "command_timeout":
-            faults.append("command_timeout")
+        if st.holding and st.hold_cause == DriverFault.COMMAND_TIMEOUT:
+            faults.append(DriverFault.COMMAND_TIMEOUT.value)
         if self.counters.overruns:
-            faults.append("realtime_overrun")
+            faults.append(DriverFault.REALTIME_OVERRUN.value)
         status = msg.StatusMsg(
             seq=self.counters.status_seq,
             source=self.source,
             t_capture_ns=self.now_ns(),
             robot=self.spec.name,
-            mode="lockstep" if self.config.lockstep else "realtime",
+            mode=self.mode,
             holding=st.holding,
             hold_cause=st.hold_cause,
             last_applied_seq=st.last_applied_seq,

@@ -15,7 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robots.contract.link import DEFAULT_LINK, Mode
+from robots.contract.link import DEFAULT_LINK, DriverMode, Mode
 from robots.contract.messages import CommandMsg
 from robots.contract.wire import decode
 from robots.sim.cell import SimCell
@@ -94,7 +94,8 @@ class PacTaskEnv(gym.Env):
 
     def observation(self) -> dict[str, dict[str, np.ndarray]]:
         """What a driver would publish now: the state message's proprio fields and the decoded frames."""
-        state = self.cell.state_msg(self._seq, f"sim/{self.robot}", self._t_ns, "lockstep", self._seq, self._step)
+        mode = DriverMode.LOCKSTEP.value
+        state = self.cell.state_msg(self._seq, f"sim/{self.robot}", self._t_ns, mode, self._seq, self._step)
         proprio = {name: value.copy() for name, value in state.proprio_fields().items()}
         images = {}
         for camera in self.cameras:
