@@ -1,2 +1,4 @@
-"""Offline datasets on the training side: collecting them from the task environments (`pac-collect`) and
-opening them for training, in the Minari format (DESIGN §6)."""
+"""Offline datasets on the training side, in the Minari format (DESIGN §6): collecting them from the task
+environments (`pac-collect`, collect.py), checking and opening them (dataset.py), camera frames stored as JPEG
+(frames.py), reading episodes for training (episodes.py), n-step targets (nstep.py), episodes split across DDP
+ranks (sharding.py), and batches of transitions for a DataLoader (transitions.py)."""

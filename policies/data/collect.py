@@ -5,7 +5,9 @@
 Each episode is stepped in a worker process (seed = --seed + episode index, which fixes both the object
 layout and the expert's knobs), then written with `minari.create_dataset_from_buffers` under
 OUT/<dataset id>. The environment emits driver-shaped observations; they are stored as the policy's
-inputs (proprio, images, instruction tokens) built by the one ObservationTokenizer that `pac-run` uses.
+inputs (proprio, images, instruction tokens) built by the one ObservationTokenizer that `pac-run` uses;
+camera frames as JPEG at the wire's quality, one dataset per camera (frames.py says why; --frames raw keeps
+the uncompressed (N_cam, 3, H, W) stack).
 Infos carry per-step success and shaped reward and the episode's quality label. A summary table and a
 return histogram (PNG) are written beside the dataset.
 """
@@ -24,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
+import h5py
 import numpy as np
 from tqdm import tqdm
 
+from policies.data.frames import FRAMES, image_space, write_frames
 from policies.spec import ObservationSpec, observation_spec
 from policies.tokenizer.language import InstructionTokenizer
 from policies.tokenizer.observation import ObservationTokenizer
@@ -56,14 +60,20 @@ def tokenizer(robot: str, cameras: tuple[str, ...] | None = None) -> Observation
     return ObservationTokenizer(observation_spec(load_spec(robot), cameras or None), InstructionTokenizer.default())
 
 
-def observation_space(spec: ObservationSpec, vocab_size: int, images: bool = True) -> gym.spaces.Dict:
-    """The space of the stored observations: the model inputs of one step, without the batch axis."""
+def observation_space(
+    spec: ObservationSpec, vocab_size: int, images: bool = True, frames: str = "jpeg"
+) -> gym.spaces.Dict:
+    """The space of the stored observations: the model inputs of one step, without the batch axis; JPEG
+    frames are one (H, W, 3) image per camera (Minari's image layout), raw frames the model's image stack."""
     spaces = {
         "proprio": gym.spaces.Box(-np.inf, np.inf, (spec.proprio_size,), np.float32),
-        "images": gym.spaces.Box(0, 255, spec.image_shape, np.uint8),
         "instruction": gym.spaces.Box(0, vocab_size - 1, (spec.instruction_length,), np.int64),
     }
-    return gym.spaces.Dict({k: v for k, v in spaces.items() if images or k != "images"})
+    if images and frames == "jpeg":
+        spaces["images"] = image_space(spec.cameras, spec.image_height, spec.image_width)
+    elif images:
+        spaces["images"] = gym.spaces.Box(0, 255, spec.image_shape, np.uint8)
+    return gym.spaces.Dict(spaces)
 
 
 _ENVS: dict[tuple, tuple[PacTaskEnv, ObservationTokenizer]] = {}  # per process: one env (and GL context) each
@@ -117,18 +127,31 @@ def dataset_id(robot: str, task: str, quality: str) -> str:
 
 
 def write_dataset(
-    episodes: list[Episode], out: Path, robot: str, task: str, quality: str, cameras: tuple[str, ...] | None = None
+    episodes: list[Episode],
+    out: Path,
+    robot: str,
+    task: str,
+    quality: str,
+    cameras: tuple[str, ...] | None = None,
+    frames: str = "jpeg",
 ):
-    """A Minari dataset under `out` (MINARI_DATASETS_PATH) from episodes collected with these arguments."""
+    """A Minari dataset under `out` (MINARI_DATASETS_PATH) from episodes collected with these arguments.
+
+    JPEG frames are written by `write_frames` after Minari has written the rest: Minari's own encoder has a
+    fixed quality (75), ours is the wire's."""
+    if frames not in FRAMES:
+        raise ValueError(f"frames must be one of {FRAMES}, got {frames!r}")
     os.environ["MINARI_DATASETS_PATH"] = str(out.resolve())
     import minari
     from minari.data_collector import EpisodeBuffer
 
+    images = "images" in episodes[0].observations
+    jpeg = images and frames == "jpeg"
     buffers = [
         EpisodeBuffer(
             id=i,
             seed=e.seed,
-            observations=e.observations,
+            observations={k: v for k, v in e.observations.items() if not (jpeg and k == "images")},
             actions=e.actions,
             rewards=list(e.rewards),
             terminations=list(e.terminations),
@@ -146,8 +169,8 @@ def write_dataset(
         minari.delete_dataset(did)
     warnings.filterwarnings("ignore", category=UserWarning, module="minari")  # optional-metadata nags
     tok = tokenizer(robot, cameras)
-    space = observation_space(tok.spec, tok.language.vocab_size, images="images" in episodes[0].observations)
-    return minari.create_dataset_from_buffers(
+    space = observation_space(tok.spec, tok.language.vocab_size, images=images, frames=frames)
+    dataset = minari.create_dataset_from_buffers(
         dataset_id=did,
         buffer=buffers,
         observation_space=space,
@@ -159,6 +182,12 @@ def write_dataset(
             f"infos.quality codes {json.dumps(QUALITY_CODES)}"
         ),
     )
+    if jpeg:
+        with h5py.File(Path(dataset.storage.data_path) / "main_data.hdf5", "a") as f:
+            for i, e in enumerate(episodes):
+                write_frames(f[f"episode_{i}/observations"], e.observations["images"], tok.spec.cameras)
+        dataset.storage.update_metadata({"dataset_size": dataset.storage.get_size()})
+    return dataset
 
 
 def _plot(returns: np.ndarray, successes: np.ndarray, path: Path, title: str) -> None:
@@ -204,12 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cameras", default=None, help="comma-separated camera names, or 'none' (default: all)")
+    p.add_argument("--frames", choices=FRAMES, default="jpeg", help="camera frames as JPEG (default) or raw")
     args = p.parse_args(argv)
     cameras = () if args.cameras == "none" else tuple(args.cameras.split(",")) if args.cameras else None
     started = time.perf_counter()
     eps = collect(args.robot, args.task, args.quality, args.episodes, args.workers, args.seed, cameras)
     elapsed = time.perf_counter() - started
-    dataset = write_dataset(eps, args.out, args.robot, args.task, args.quality, cameras)
+    dataset = write_dataset(eps, args.out, args.robot, args.task, args.quality, cameras, args.frames)
     successes = np.array([e.success for e in eps])
     returns = np.array([float(e.shaped.sum()) for e in eps])
     lengths = np.array([e.actions.shape[0] for e in eps])

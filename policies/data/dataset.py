@@ -2,8 +2,10 @@
 
 `minari.load_dataset` alone reports a missing or damaged file as a KeyError, an OSError from h5py or a
 shape error deep in training; `open_dataset` checks up front that the dataset exists, that its HDF5 file
-opens and holds every episode its metadata counts, and that its observations match the policy's
-observation spec (proprio size, cameras and resolution, instruction length).
+opens and holds every episode its metadata counts, that every episode stores the same observations (a
+write interrupted while adding JPEG frames leaves some without), and that its observations match the
+policy's observation spec (proprio size, cameras and resolution, instruction length). The training reader
+(episodes.py) runs the same checks through `check_dataset` without loading every episode through Minari.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from pathlib import Path
 
 import h5py
 
+from policies.data.errors import DatasetError
+from policies.data.frames import FrameError, FrameLayout
 from policies.spec import ObservationSpec
 
+__all__ = ["KEYS", "DatasetError", "check_dataset", "open_dataset"]
+
 KEYS = ("proprio", "instruction")  # always; "images" too unless collected with --cameras none
-
-
-class DatasetError(ValueError):
-    """A dataset is missing, truncated or of the wrong schema; the message names the file and the problem."""
 
 
 def _data_file(root: Path, dataset_id: str) -> Path:
@@ -29,6 +31,15 @@ def _data_file(root: Path, dataset_id: str) -> Path:
 
 def open_dataset(root: Path, dataset_id: str, spec: ObservationSpec | None = None):
     """The MinariDataset `dataset_id` under `root`, checked; raises DatasetError."""
+    check_dataset(root, dataset_id, spec)
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
+    import minari
+
+    return minari.load_dataset(dataset_id)
+
+
+def check_dataset(root: Path, dataset_id: str, spec: ObservationSpec | None = None) -> Path:
+    """The HDF5 file of dataset `dataset_id` under `root`, after the checks above; raises DatasetError."""
     root = Path(root)
     path = _data_file(root, dataset_id)
     meta_path = path.with_name("metadata.json")
@@ -49,16 +60,26 @@ def open_dataset(root: Path, dataset_id: str, spec: ObservationSpec | None = Non
                 missing = [k for k in KEYS if k not in obs]
                 if missing:
                     raise DatasetError(f"{path}: observations lack {missing}; a PAC dataset has {list(KEYS)}")
+                for name in episodes[1:]:
+                    if lacking := sorted(set(obs) - set(f[name]["observations"])):
+                        raise DatasetError(f"{path}: {name} lacks observations {lacking} (an interrupted write?)")
                 if spec is not None:
                     if "images" not in obs:
                         raise DatasetError(f"{path} has no images (collected with --cameras none); the spec needs them")
-                    _check_shapes(path, {k: obs[k].shape[1:] for k in (*KEYS, "images")}, spec)
+                    layout = _frame_layout(path, obs["images"])
+                    _check_shapes(path, {**{k: obs[k].shape[1:] for k in KEYS}, "images": layout.shape}, spec)
+                    if layout.cameras and layout.cameras != spec.cameras:
+                        raise DatasetError(f"{path}: cameras {layout.cameras}, the spec expects {spec.cameras}")
     except OSError as exc:
         raise DatasetError(f"{path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from exc
-    os.environ["MINARI_DATASETS_PATH"] = str(root.resolve())
-    import minari
+    return path
 
-    return minari.load_dataset(dataset_id)
+
+def _frame_layout(path: Path, node) -> FrameLayout:
+    try:
+        return FrameLayout.of(node)
+    except (FrameError, KeyError) as exc:
+        raise DatasetError(f"{path}: camera frames stored in an unknown layout: {exc}") from exc
 
 
 def _check_shapes(path: Path, shapes: dict[str, tuple[int, ...]], spec: ObservationSpec) -> None:

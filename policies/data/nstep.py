@@ -1,0 +1,46 @@
+"""n-step returns of one episode: the reward sum, the discount and the next observation of each transition.
+
+The critic's target for step t is R_t + D_t·Q(s_{t+k}), with k = min(n, T - t) the steps actually taken (the
+window is cut at the episode's end), R_t = Σ_{j<k} γ^j r_{t+j} and D_t = γ^k. A termination (the task done,
+or failed for good) ends the return: D_t = 0 for every window that reaches it. A time-limit truncation is not
+a property of the state, so it bootstraps: D_t = γ^k from the episode's last observation. Pure numpy over
+whole episodes, so the table of cases is tested without a dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NStepTargets:
+    """Per transition t of an episode of T steps (each array has T entries)."""
+
+    reward: np.ndarray  # float32: Σ_{j<k} γ^j r_{t+j}
+    discount: np.ndarray  # float32: γ^k, or 0 when the window ends at a termination
+    next_step: np.ndarray  # int64: t + k, the observation to bootstrap from (observations have T + 1 entries)
+
+
+def n_step_targets(rewards: np.ndarray, terminations: np.ndarray, n: int, gamma: float) -> NStepTargets:
+    """n-step targets of one episode; only its last step may be a termination (Minari's episodes end there)."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    terminations = np.asarray(terminations, dtype=bool)
+    steps = rewards.shape[0]
+    if rewards.ndim != 1 or terminations.shape != rewards.shape:
+        raise ValueError(f"rewards {rewards.shape} and terminations {terminations.shape} must be the same (T,)")
+    if terminations[:-1].any():
+        raise ValueError(f"a termination at step {int(np.argmax(terminations))} before the last ({steps - 1})")
+    if n < 1 or not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"n must be ≥ 1 and gamma in [0, 1]; got n={n}, gamma={gamma}")
+    t = np.arange(steps)
+    k = np.minimum(n, steps - t)
+    reward = np.zeros(steps)
+    for j in range(min(n, steps)):
+        taken = j < k
+        reward[taken] += gamma**j * rewards[t[taken] + j]
+    discount = np.power(float(gamma), k)
+    if steps and terminations[-1]:
+        discount[t + k == steps] = 0.0
+    return NStepTargets(reward.astype(np.float32), discount.astype(np.float32), (t + k).astype(np.int64))
