@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from robots.contract.link import Mode
 from robots.sim.layout import MIN_SEPARATION, object_layout
 from robots.spec import load_spec
 from robots.tasks.env import PacTaskEnv
-from robots.tasks.experts import MIXED_TARGET, expert_rollout
+from robots.tasks.experts import MIXED_TARGET, RL_LIKE_RANGE, expert_rollout, make_expert
 from robots.tasks.tasks import Scene, shaped_reward, success
 
 
@@ -143,3 +144,75 @@ def test_expert_stacks_at_least_90_percent(robot):
 @pytest.mark.parametrize("robot", ["sawyer", "panda"])
 def test_mixed_expert_is_within_5_points_of_its_target(robot):
     assert abs(_success_rate(robot, "mixed", range(30)) - MIXED_TARGET) <= 0.05
+
+
+@dataclass(frozen=True)
+class _Episode:
+    success: bool
+    events: list[str]  # what the expert went through, in order (ExpertStep.events)
+    held: list[str]  # the object between the fingers, whenever that changes ("" for none), from the env's info
+    near_goal: bool  # red held within 8 cm (in the table plane) of blue at some step: the drop zone
+
+
+@pytest.fixture(scope="module")
+def rl_like_episodes() -> list[_Episode]:
+    """Sawyer "rl_like" episodes, seeds 0-7 (~8 s), shared by the tests below."""
+    env = PacTaskEnv("sawyer", "stack", cameras=(), render_images=False)
+    episodes = []
+    try:
+        for seed in range(8):
+            steps = list(expert_rollout(env, "rl_like", seed))[1:]
+            held = [s.info["grasped"] for s in steps]
+            near = [
+                h == "red" and np.linalg.norm(s.info["objects"]["red"][:2] - s.info["objects"]["blue"][:2]) < 0.08
+                for h, s in zip(held, steps, strict=True)
+            ]
+            changes = [h for i, h in enumerate(held) if i == 0 or h != held[i - 1]]
+            episodes.append(_Episode(steps[-1].terminated, [e for s in steps for e in s.events], changes, any(near)))
+    finally:
+        env.close()
+    return episodes
+
+
+def test_rl_like_success_stays_near_its_range(rl_like_episodes):
+    """RL_LIKE_RANGE is measured on 200 seeds per arm (benchmarks/RESULTS.md, issue 11: Sawyer 28%, Panda
+    30%). Eight seeds (2 of 8 succeed today) have a binomial spread of ±16 points at 30%, so the band here is
+    wider than the range: 1 to 4 of 8, which a preset inside the range meets on ≥ 86% of seed sets. It
+    catches a change that makes the preset stop failing or stop succeeding, not a drift of a few points."""
+    assert RL_LIKE_RANGE == (0.25, 0.35)  # the range the band below was widened from
+    assert 1 <= sum(e.success for e in rl_like_episodes) <= 4
+
+
+def test_rl_like_mistakes_are_recovered_inside_episodes(rl_like_episodes):
+    """Successes and failures share states: a success that lost red near the goal and grasped it again, a
+    distractor grasp let go for red, and failures that had red within reach of the goal."""
+    for e in rl_like_episodes:  # every noticed mistake comes after the mistake and before the next grasp
+        for i, event in enumerate(e.events):
+            if event == "regrasp":
+                assert any(x.startswith("notice_") for x in e.events[:i]), e.events
+    recovered = [e for e in rl_like_episodes if e.success and e.held.count("red") >= 2]
+    assert any("notice_drop" in e.events or "notice_unstacked" in e.events for e in recovered)
+    corrected = [e for e in rl_like_episodes if "green" in e.held and "red" in e.held[e.held.index("green") :]]
+    assert corrected and all("notice_distractor" in e.events for e in corrected)
+    failures = [e for e in rl_like_episodes if not e.success]
+    assert sum(e.near_goal for e in failures) >= len(failures) // 2
+    assert all(e.near_goal for e in rl_like_episodes if e.success)
+
+
+def test_expert_knobs_draw_from_its_own_seeded_generator():
+    """The same seed gives the same actions and events whatever else draws from numpy's global state."""
+    scene = _scene((0.4, 0.1, 0.025), tcp=(0.4, 0.1, 0.2))
+    low, high = -np.ones(5), np.ones(5)
+
+    def run(seed: int):
+        expert = make_expert("stack", low, high, "rl_like", seed)
+        actions = []
+        for _ in range(200):
+            np.random.random()  # noqa: NPY002 (the legacy global generator must not matter)
+            actions.append(expert.act(scene))
+        return np.array(actions), expert.events, expert.episode_noise
+
+    (a, events_a, noise_a), (b, events_b, noise_b) = run(3), run(3)
+    np.testing.assert_array_equal(a, b)
+    assert events_a == events_b and noise_a == noise_b
+    assert not np.array_equal(a, run(4)[0])

@@ -3,9 +3,14 @@
 A phase machine over privileged sim state (object positions): approach above the red cube, descend,
 close, lift, carry above the blue cube (stack) and lower, open, retreat. The knobs make the sub-optimal
 data PAC needs (reference/pac.md: CHEF's mixed data succeeds ~28%): action noise, hesitation, grasping
-the wrong object, dropping early, giving up. Each knob draws from the expert's own seeded generator.
-`expert_rollout` is the one episode loop: `pac-collect` (policies/data/collect.py) and the success tests
-both step the environment through it.
+the wrong object, dropping early, giving up. "mixed" makes those whole-episode choices at the start, so its
+successful and failed episodes part early. "rl_like" is closer to data recorded by RL agents (issue 11):
+noise whose level varies across episodes and switches within them, late mistakes (a drop near the blue
+cube, a release off its centre), and an expert that notices a mistake after a while and goes back (lets go
+of green, re-grasps a dropped or misplaced red cube), so failures and successes pass through the same
+states and an offline critic has something to stitch. Each knob draws from the expert's own seeded
+generator. `expert_rollout` is the one episode loop: `pac-collect` (policies/data/collect.py) and the
+success tests both step the environment through it; each step carries the events the expert went through.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robots.tasks.tasks import Scene
+from robots.tasks.tasks import Scene, success
 
 if TYPE_CHECKING:
     from robots.tasks.env import PacTaskEnv
@@ -25,24 +30,49 @@ HOVER = 0.08  # m above the object top when approaching or carrying
 GAIN = 4.0  # 1/s, proportional gain of the TCP position servo
 CLOSE_STEPS = 8  # periods with the gripper closing before lifting
 OPEN_STEPS = 6
+MISPLACE_OFFSET = (0.022, 0.04)  # m off blue's centre: beyond STACK_XY (2 cm), up to 80% of a cube's width
+MISPLACE_LIFT = 0.015  # m above the stacking height: a misplaced cube must not wedge on blue's edge
+HOLDING = ("lift", "carry", "place", "hold")  # phases in which the gripper should hold red
 
 
 @dataclass(frozen=True)
 class ExpertQuality:
+    """An attempt is one grasp of red and what follows it; a noticed mistake starts the next. With
+    `noise_high` above `noise`, one draw per episode, its sloppiness s (uniform in [0, 1]), sets the noise
+    level to noise + s × (noise_high - noise) and scales the mistake chances (wrong_object, drop, misplace)
+    by 2s: a continuum of skill, as over an RL agent's training, whose mean chances are the knobs."""
+
     name: str = "expert"
     noise: float = 0.0  # linear-velocity noise, as a fraction of each dimension's half range
     hesitate: float = 0.0  # per-step chance of pausing for 5-20 periods
-    wrong_object: float = 0.0  # per-episode chance of grasping the green distractor instead
-    drop: float = 0.0  # per-episode chance of opening the gripper while carrying
+    wrong_object: float = 0.0  # per-episode chance of going for the green distractor (unless noticed)
+    drop: float = 0.0  # per-attempt chance of opening the gripper while carrying, near the blue cube
     give_up: float = 0.0  # per-episode chance of stopping for good at a random step
+    # Mistakes and recoveries inside an episode ("rl_like"); at 0 the knobs above act as they always did.
+    noise_high: float = 0.0  # the noisiest episode's level (see above)
+    noise_switch: float = 0.0  # per-step chance of a new noise segment, its level drawn in [0, 2 × the episode's]
+    misplace: float = 0.0  # per-attempt chance of releasing red MISPLACE_OFFSET off the blue cube's centre
+    notice: float = 0.0  # per-step chance of noticing a mistake (wrong or no object held, red not stacked)
 
 
 MIXED_TARGET = 0.28  # stacking success of the "mixed" setting: CHEF's sub-optimal data succeeds 28%
+RL_LIKE_RANGE = (0.25, 0.35)  # stacking success of "rl_like" (issue 11): around CHEF's 28%
 
 QUALITIES = {
     "expert": ExpertQuality(),
     "noisy": ExpertQuality("noisy", noise=0.3, hesitate=0.02),
     "mixed": ExpertQuality("mixed", noise=0.25, hesitate=0.02, wrong_object=0.35, drop=0.45, give_up=0.35),
+    "rl_like": ExpertQuality(
+        "rl_like",
+        noise=0.02,
+        noise_high=0.4,
+        noise_switch=0.03,
+        hesitate=0.01,
+        wrong_object=0.5,
+        drop=0.8,
+        misplace=0.6,
+        notice=0.08,
+    ),
 }
 
 
@@ -55,12 +85,22 @@ class ScriptedExpert:
 
     def reset(self) -> None:
         q, rng = self.quality, self.rng
+        spread = q.noise_high > q.noise  # the episode's place on the continuum of skill (ExpertQuality)
+        self.sloppiness = rng.random() if spread else 0.5  # 0.5: the knobs' own chances
+        self.episode_noise = q.noise + self.sloppiness * (q.noise_high - q.noise) if spread else q.noise
+        self.noise = self.episode_noise  # this segment's level
         self.phase, self.count, self.pause = "approach", 0, 0
-        self.target = "green" if rng.random() < q.wrong_object else "red"
-        self.drops = rng.random() < q.drop
+        self.target = "green" if rng.random() < self._chance(q.wrong_object) else "red"
+        self.drops = rng.random() < self._chance(q.drop)
         self.gives_up_at = int(rng.integers(20, 300)) if rng.random() < q.give_up else None
         self.steps = 0
         self.grip = 0.0
+        self.events: list[tuple[int, str]] = []  # (step, what): the mistakes made, noticed and recovered from
+        self.attempt = 0  # grasps of red started after the first
+        self.held = False  # whether the last close ended with an object between the fingers
+        self.place_offset = self._misplacement()
+        if self.target == "green":
+            self.events.append((0, "target_distractor"))
 
     def _move(self, tcp: np.ndarray, goal: np.ndarray) -> np.ndarray:
         a = np.zeros(self.low.size)
@@ -68,13 +108,48 @@ class ScriptedExpert:
         a[-1] = self.grip
         return a
 
+    def _chance(self, knob: float) -> float:
+        """This episode's chance of a mistake whose preset chance is `knob`."""
+        return min(1.0, knob * 2 * self.sloppiness)
+
+    def _misplacement(self) -> np.ndarray:
+        """This attempt's release point relative to the stacking point: zero, or off blue's centre."""
+        q, rng = self.quality, self.rng
+        if not (q.misplace and rng.random() < self._chance(q.misplace)):
+            return np.zeros(3)
+        angle, radius = rng.uniform(0, 2 * np.pi), rng.uniform(*MISPLACE_OFFSET)
+        return np.array([radius * np.cos(angle), radius * np.sin(angle), MISPLACE_LIFT])
+
+    def _event(self, what: str) -> None:
+        self.events.append((self.steps, what))
+
+    def _mistake(self, s: Scene) -> str | None:
+        """What is wrong now that the expert could notice, if anything."""
+        if self.phase in HOLDING and s.grasped != "red":
+            if s.grasped is not None:
+                return "distractor"
+            return "drop" if self.held else "miss"
+        if self.phase == "retreat" and not success(self.task, s):
+            return "unstacked"
+        return None
+
+    def _watch(self, s: Scene) -> None:
+        """Notice a mistake after a geometric delay, then let go, back off upwards and go for red again."""
+        mistake = self._mistake(s)
+        if mistake is not None and self.rng.random() < self.quality.notice:
+            self._event(f"notice_{mistake}")
+            self.phase, self.grip, self.target = "back_off", 0.0, "red"
+
     def act(self, s: Scene) -> np.ndarray:
         """The next action for scene `s`; phases advance on what the scene shows."""
         self.steps += 1
-        obj = s.objects[self.target]
-        top = obj[2] + s.half_size
         if self.gives_up_at is not None and self.steps >= self.gives_up_at:
             self.phase = "gave_up"
+        if self.quality.notice:
+            self._watch(s)
+        obj = s.objects[self.target]
+        top = obj[2] + s.half_size
+        carry_z = s.table_z + 2 * s.half_size + HOVER + 0.03
         if self.phase == "approach":
             goal = np.array([obj[0], obj[1], top + HOVER])
             if np.linalg.norm(goal - s.tcp) < 0.01:
@@ -83,28 +158,34 @@ class ScriptedExpert:
             goal = obj.copy()
             if np.linalg.norm(goal - s.tcp) < 0.006:
                 self.phase, self.count = "close", 0
+                if self.attempt:
+                    self._event("regrasp")
         elif self.phase == "close":
             goal, self.grip = obj.copy(), 1.0
             self.count += 1
             if self.count >= CLOSE_STEPS:
-                self.phase = "lift"
+                self.phase, self.held = "lift", s.grasped is not None
         elif self.phase == "lift":
             goal = s.tcp.copy()
-            goal[2] = s.table_z + 2 * s.half_size + HOVER + 0.03
+            goal[2] = carry_z
             if s.tcp[2] > goal[2] - 0.01:
                 self.phase = "carry" if self.task == "stack" else "hold"
         elif self.phase == "carry":
             blue = s.objects["blue"]
             goal = np.array([blue[0], blue[1], s.tcp[2]])
             if self.drops and np.linalg.norm(goal[:2] - s.tcp[:2]) < 0.08:
+                if self.grip:
+                    self._event("drop")
                 self.grip = 0.0
             if np.linalg.norm(goal[:2] - s.tcp[:2]) < 0.005:
                 self.phase = "place"
         elif self.phase == "place":
             blue = s.objects["blue"]
-            goal = np.array([blue[0], blue[1], blue[2] + 2 * s.half_size + 0.004])
+            goal = np.array([blue[0], blue[1], blue[2] + 2 * s.half_size + 0.004]) + self.place_offset
             if abs(goal[2] - s.tcp[2]) < 0.004:
                 self.phase, self.count = "release", 0
+                if self.place_offset.any():
+                    self._event("misplace")
         elif self.phase == "release":
             goal, self.grip = s.tcp.copy(), 0.0
             self.count += 1
@@ -112,6 +193,12 @@ class ScriptedExpert:
                 self.phase = "retreat"
         elif self.phase == "retreat":
             goal = s.tcp + np.array([0.0, 0.0, 0.05])
+        elif self.phase == "back_off":  # open, rise clear of the cubes, then a new attempt at red
+            goal = np.array([s.tcp[0], s.tcp[1], carry_z])
+            if s.tcp[2] > carry_z - 0.01:
+                self.phase, self.attempt = "approach", self.attempt + 1
+                self.drops = self.rng.random() < self._chance(self.quality.drop)
+                self.place_offset = self._misplacement()
         else:  # hold (lift done) or gave up
             goal = s.tcp.copy()
         action = self._move(s.tcp, goal)
@@ -121,8 +208,11 @@ class ScriptedExpert:
             action[:-1] = 0.0
         elif q.hesitate and self.rng.random() < q.hesitate:
             self.pause = int(self.rng.integers(5, 20))
-        if q.noise:  # on the TCP's linear velocity only: rotation noise random-walks the grasp orientation
-            action[:3] += self.rng.normal(0.0, q.noise, 3) * (self.high - self.low)[:3] / 2
+            self._event("hesitate")
+        if q.noise_switch and self.rng.random() < q.noise_switch:
+            self.noise = self.rng.uniform(0.0, 2 * self.episode_noise)
+        if self.noise:  # on the TCP's linear velocity only: rotation noise random-walks the grasp orientation
+            action[:3] += self.rng.normal(0.0, self.noise, 3) * (self.high - self.low)[:3] / 2
         return np.clip(action, self.low, self.high)
 
 
@@ -141,6 +231,7 @@ class ExpertStep:
     reward: float = 0.0
     terminated: bool = False
     truncated: bool = False
+    events: tuple[str, ...] = ()  # what the expert did or noticed while choosing `action` (ScriptedExpert.events)
 
 
 def expert_rollout(env: PacTaskEnv, quality: str | ExpertQuality, seed: int) -> Iterator[ExpertStep]:
@@ -150,9 +241,11 @@ def expert_rollout(env: PacTaskEnv, quality: str | ExpertQuality, seed: int) -> 
     observation, info = env.reset(seed=seed)
     yield ExpertStep(observation, info)
     expert = make_expert(env.task.name, env.action_space.low, env.action_space.high, quality, seed)
+    seen = 0
     while True:
         action = expert.act(env.scene()).astype(np.float32)
+        events, seen = tuple(what for _, what in expert.events[seen:]), len(expert.events)
         observation, reward, terminated, truncated, info = env.step(action)
-        yield ExpertStep(observation, info, action, reward, terminated, truncated)
+        yield ExpertStep(observation, info, action, reward, terminated, truncated, events)
         if terminated or truncated:
             return
