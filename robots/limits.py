@@ -33,8 +33,13 @@ def twist_index(dims: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 def twist_of(dims: Sequence[str], action: np.ndarray) -> np.ndarray:
     """The 6-D twist (vx, vy, vz, wx, wy, wz) named by an action's `dims`; a part the action lacks is 0."""
-    named = dict(zip(dims, np.asarray(action, dtype=np.float64), strict=True))
-    return np.array([named.get(d, 0.0) for d in TWIST_DIMS])
+    action = np.asarray(action, dtype=np.float64)
+    if action.shape != (len(dims),):
+        raise ValueError(f"an action for dims {tuple(dims)} has shape ({len(dims)},), got {action.shape}")
+    in_action, in_twist = twist_index(tuple(dims))
+    twist = np.zeros(6)
+    twist[in_twist] = action[in_action]
+    return twist
 
 
 def _norm(v: np.ndarray) -> float:

@@ -59,7 +59,7 @@ class LinkStats:
 
 
 class DriverLink(abc.ABC):
-    kind: str
+    kind: DriverMode
 
     def __init__(
         self, client: DriverClient, cameras: tuple[str, ...], link: LinkConfig, timer: StageTimer, clock: Clock

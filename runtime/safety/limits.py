@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robots.contract.link import DEFAULT_LINK, MOTION_MODES, Mode
-from robots.limits import ANGULAR_DIMS, LINEAR_DIMS, TWIST_DIMS, limit_twist, twist_index
+from robots.limits import ANGULAR_DIMS, LINEAR_DIMS, TWIST_DIMS, limit_twist, twist_index, twist_of
 from robots.spec import GRIPPER, ArmSpec
 
 UNLIMITED_GRIPPER_STEP = 1.0  # the gripper command spans [0, 1], so a step of 1 never binds
@@ -184,10 +184,8 @@ def limit_speed(
     unscaled. Dims that are no twist part (the gripper) are left as they are.
     """
     in_action, in_twist = twist_index(tuple(dims))
-    twist = np.zeros(6)
-    twist[in_twist] = action[in_action]
     out = np.array(action, dtype=np.float64)
-    out[in_action] = limit_twist(twist, max_linear_speed, max_angular_speed)[in_twist]
+    out[in_action] = limit_twist(twist_of(dims, out), max_linear_speed, max_angular_speed)[in_twist]
     return out
 
 
