@@ -19,6 +19,7 @@ from robots.spec import ArmSpec, ProprioField
 
 DEFAULT_BINS = 101
 DEFAULT_INSTRUCTION_LENGTH = 16
+POSE_SIZE = 7  # an object pose: position (3) + quaternion (w, x, y, z), in the robot base frame
 
 
 class SpecMismatch(ValueError):
@@ -30,13 +31,39 @@ class ObservationSpec:
     robot: str
     proprio: tuple[ProprioField, ...]
     cameras: tuple[str, ...]
-    image_height: int
+    image_height: int  # 0 when the policy uses no camera
     image_width: int
     instruction_length: int
+    objects: tuple[str, ...] = ()  # tracked objects whose poses the policy reads (the `objects` topic)
 
     @property
     def proprio_size(self) -> int:
         return sum(f.size for f in self.proprio)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The model's inputs, in graph order: proprio, images (if cameras), objects (if any), instruction."""
+        return (
+            ("proprio",)
+            + (("images",) if self.cameras else ())
+            + (("objects",) if self.objects else ())
+            + ("instruction",)
+        )
+
+    @property
+    def objects_shape(self) -> tuple[int, int]:
+        """(N_obj, 7) of one observation's object poses."""
+        return (len(self.objects), POSE_SIZE)
+
+    def input_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """Each model input of a batch-1 observation: name → (numpy dtype name, shape), in graph order."""
+        shapes = {
+            "proprio": ("float32", (1, self.proprio_size)),
+            "images": ("uint8", (1, *self.image_shape)),
+            "objects": ("float32", (1, *self.objects_shape)),
+            "instruction": ("int64", (1, self.instruction_length)),
+        }
+        return {name: shapes[name] for name in self.modalities}
 
     @property
     def image_shape(self) -> tuple[int, int, int, int]:
@@ -55,6 +82,7 @@ class ObservationSpec:
             image_height=int(d["image_height"]),
             image_width=int(d["image_width"]),
             instruction_length=int(d["instruction_length"]),
+            objects=tuple(str(o) for o in d.get("objects", ())),  # files exported before the modality: none
         )
 
 
@@ -119,17 +147,27 @@ class ActionSpec:
 
 
 def observation_spec(
-    arm: ArmSpec, cameras: tuple[str, ...] | None = None, instruction_length: int = DEFAULT_INSTRUCTION_LENGTH
+    arm: ArmSpec,
+    cameras: tuple[str, ...] | None = None,
+    instruction_length: int = DEFAULT_INSTRUCTION_LENGTH,
+    objects: tuple[str, ...] = (),
 ) -> ObservationSpec:
-    """The observation a policy for `arm` takes: the arm's proprio fields and the named cameras (all by default)."""
+    """What a policy for `arm` observes: the arm's proprio fields, the named cameras (None: all of them, ():
+    none) and the poses of the named scene objects (none by default). A policy needs a camera or an object:
+    proprioception alone cannot say where the objects are."""
     names = tuple(c.name for c in arm.cameras) if cameras is None else tuple(cameras)
-    if not names:
-        raise ValueError("a PAC policy needs at least one camera")
+    objects = tuple(objects)
+    if not names and not objects:
+        raise ValueError("a PAC policy needs at least one camera or one tracked object")
+    scene = scene_objects(arm)
+    unknown = [o for o in objects if o not in scene]
+    if unknown or len(set(objects)) != len(objects):
+        raise ValueError(f"objects {list(objects)}: {arm.name}'s cell tracks {list(scene)}, each at most once")
     specs = [arm.camera(n) for n in names]  # raises for an unknown camera
     sizes = {(c.height, c.width) for c in specs}
-    if len(sizes) != 1:
+    if len(sizes) > 1:
         raise ValueError(f"cameras {names} differ in resolution {sorted(sizes)}: one model takes one resolution")
-    (height, width) = sizes.pop()
+    (height, width) = sizes.pop() if sizes else (0, 0)
     return ObservationSpec(
         robot=arm.name,
         proprio=tuple(arm.proprio),
@@ -137,7 +175,13 @@ def observation_spec(
         image_height=height,
         image_width=width,
         instruction_length=instruction_length,
+        objects=objects,
     )
+
+
+def scene_objects(arm: ArmSpec) -> tuple[str, ...]:
+    """The names of the objects in `arm`'s cell, in the spec's order (what `--objects all` means)."""
+    return tuple(str(o["name"]) for o in arm.scene.get("objects", []))
 
 
 def action_spec(arm: ArmSpec, mode: Mode | str = Mode.CARTESIAN_VELOCITY, bins: int = DEFAULT_BINS) -> ActionSpec:
@@ -185,10 +229,10 @@ def check_matches(model: ObservationSpec | ActionSpec, expected: ObservationSpec
     name = "observation_spec" if isinstance(expected, ObservationSpec) else "action_spec"
     # Robot and the sizes first: "wrong robot" reads better than "wrong joint name".
     got, want = model.to_dict(), expected.to_dict()
-    order = ["robot", "mode", "cameras", "dims", "proprio"]
+    order = ["robot", "mode", "cameras", "objects", "dims", "proprio"]
     for key in [k for k in order if k in want] + [k for k in want if k not in order]:
         g, w = got.get(key), want[key]
-        if key in ("cameras", "dims", "proprio") and isinstance(g, list | tuple) and len(g) != len(w):
+        if key in ("cameras", "objects", "dims", "proprio") and isinstance(g, list | tuple) and len(g) != len(w):
             raise SpecMismatch(f"{name}.{key}: model has {len(g)} ({_names(g)}), robot expects {len(w)} ({_names(w)})")
         diff = _first_difference(f"{name}.{key}", g, w)
         if diff:

@@ -71,7 +71,7 @@ def _random_observations(n: int, seed: int = 7) -> list[dict[str, np.ndarray]]:
 
 def _torch_logits(model, feeds: dict[str, np.ndarray]) -> np.ndarray:
     with torch.no_grad():
-        return model(*(torch.from_numpy(v) for v in feeds.values()))[0].numpy()
+        return model({k: torch.from_numpy(v) for k, v in feeds.items()})[0].numpy()
 
 
 @pytest.mark.parametrize("size", ["XS", "S"])
@@ -112,7 +112,7 @@ def test_critic_export_scores_candidates_like_torch(exported):
     model = exported["XS"]
     with torch.no_grad():
         t = {k: torch.from_numpy(v) for k, v in feeds.items()}
-        ref = model.q_logits(model.encode(t["proprio"], t["images"], t["instruction"]), t["actions"])[0].numpy()
+        ref = model.q_logits(model.encode(t), t["actions"])[0].numpy()
     np.testing.assert_allclose(policy.run(feeds), ref, atol=1e-4, rtol=0)
 
 
@@ -287,3 +287,24 @@ def test_pac_export_cli_info_and_export(tmp_path, capsys):
     panda = load_spec("panda")
     policy = load_policy(tmp_path / "p.int8.onnx", observation_spec(panda), action_spec(panda), CPU_ONLY)
     assert policy.metadata.action.size == 7 and policy.metadata.provenance["weights"] == "untrained (seed 0)"
+
+
+def test_a_state_policy_exports_with_object_poses_instead_of_images(tmp_path):
+    obs = observation_spec(SAWYER, cameras=(), objects=("red", "green", "blue"))
+    model = build_model(size_config("XS"), obs, ACT, seed=2).eval()
+    (actor,) = export_policy(model, tmp_path / "state.onnx", TOKENIZER)
+    (critic,) = export_policy(model, tmp_path / "state_critic.onnx", TOKENIZER, graph="critic", candidates=4)
+    policy = load_policy(actor.path, obs, ACT, CPU_ONLY)
+    assert [i.name for i in onnx.load(str(actor.path)).graph.input] == ["proprio", "objects", "instruction"]
+    rng = np.random.default_rng(0)
+    feeds = {
+        "proprio": rng.normal(0, 1, (1, obs.proprio_size)).astype(np.float32),
+        "objects": rng.normal(0, 0.3, (1, 3, 7)).astype(np.float32),
+        "instruction": TOKENIZER.encode("stack the red object on the blue object", obs.instruction_length)[None, :],
+    }
+    np.testing.assert_allclose(policy.run(feeds), _torch_logits(model, feeds), atol=1e-4, rtol=0)
+    scorer = load_policy(critic.path, obs, ACT, CPU_ONLY, graph="critic")
+    assert scorer.run({**feeds, "actions": np.zeros((1, 4, ACT.size), np.float32)}).shape == (4, model.config.q_bins)
+    # a robot whose model would read cameras is not this model's robot
+    with pytest.raises(PolicyRefused, match="cameras"):
+        load_policy(actor.path, OBS, ACT, CPU_ONLY)

@@ -51,7 +51,7 @@ def test_analytic_flops_equal_torch_flop_counter(size, arm):
         instruction = torch.zeros(1, obs.instruction_length, dtype=torch.int64)
         actions = torch.zeros(1, 16, act.size)
         with FlopCounterMode(display=False) as actor:
-            model(proprio, images, instruction)
+            model({"proprio": proprio, "images": images, "instruction": instruction})
         with FlopCounterMode(display=False) as critic:
             CriticGraph(model)(proprio, images, instruction, actions)
     assert actor.get_total_flops() == actor_flops(SIZES[size], obs, act)
@@ -61,8 +61,10 @@ def test_analytic_flops_equal_torch_flop_counter(size, arm):
 def test_actor_and_critic_output_shapes(xs):
     proprio, images, instruction = _inputs(batch=3)
     with torch.no_grad():
-        logits = xs(proprio, images, instruction)
-        q = xs.q_logits(xs.encode(proprio, images, instruction), torch.zeros(3, 7, ACT.size))
+        logits = xs({"proprio": proprio, "images": images, "instruction": instruction})
+        q = xs.q_logits(
+            xs.encode({"proprio": proprio, "images": images, "instruction": instruction}), torch.zeros(3, 7, ACT.size)
+        )
     assert logits.shape == (3, ACT.size, ACT.bins)
     assert q.shape == (3, 7, xs.config.q_bins)
     assert torch.isfinite(logits).all() and torch.isfinite(q).all()
@@ -73,10 +75,10 @@ def test_absent_images_are_masked_not_zero_filled(xs):
     other = torch.randint(0, 256, images.shape, dtype=torch.uint8)
     absent = {"images": torch.tensor([False, False])}
     with torch.no_grad():
-        a = xs.encode(proprio, images, instruction, present=absent)
-        b = xs.encode(proprio, other, instruction, present=absent)
-        zero_filled = xs.encode(proprio, torch.zeros_like(images), instruction)
-        present = xs.encode(proprio, images, instruction)
+        a = xs.encode({"proprio": proprio, "images": images, "instruction": instruction}, present=absent)
+        b = xs.encode({"proprio": proprio, "images": other, "instruction": instruction}, present=absent)
+        zero_filled = xs.encode({"proprio": proprio, "images": torch.zeros_like(images), "instruction": instruction})
+        present = xs.encode({"proprio": proprio, "images": images, "instruction": instruction})
     torch.testing.assert_close(a, b)  # image content cannot leak in when the modality is absent
     assert not torch.allclose(a, zero_filled, atol=1e-4)  # and absent is not the same as a black image
     assert not torch.allclose(a, present, atol=1e-4)
@@ -85,9 +87,9 @@ def test_absent_images_are_masked_not_zero_filled(xs):
 def test_padded_instruction_positions_are_ignored(xs):
     proprio, images, instruction = _inputs()
     with torch.no_grad():
-        before = xs(proprio, images, instruction)
+        before = xs({"proprio": proprio, "images": images, "instruction": instruction})
         xs.instruction_encoder.embedding.weight[0].add_(10.0)  # the pad id's embedding
-        after = xs(proprio, images, instruction)
+        after = xs({"proprio": proprio, "images": images, "instruction": instruction})
         xs.instruction_encoder.embedding.weight[0].sub_(10.0)
     torch.testing.assert_close(before, after)
 
@@ -97,14 +99,18 @@ def test_instruction_changes_the_action_distribution(xs):
     other = instruction.clone()
     other[0, 0] = (other[0, 0] + 1) % 30 + 2
     with torch.no_grad():
-        assert not torch.allclose(xs(proprio, images, instruction), xs(proprio, images, other), atol=1e-5)
+        assert not torch.allclose(
+            xs({"proprio": proprio, "images": images, "instruction": instruction}),
+            xs({"proprio": proprio, "images": images, "instruction": other}),
+            atol=1e-5,
+        )
 
 
 def test_critic_scores_many_candidates_in_one_call_as_if_one_at_a_time(xs):
     proprio, images, instruction = _inputs()
     actions = torch.from_numpy(np.random.default_rng(1).uniform(ACT.low, ACT.high, (1, 6, ACT.size))).float()
     with torch.no_grad():
-        latents = xs.encode(proprio, images, instruction)
+        latents = xs.encode({"proprio": proprio, "images": images, "instruction": instruction})
         together = xs.q_logits(latents, actions)
         alone = torch.cat([xs.q_logits(latents, actions[:, i : i + 1]) for i in range(6)], dim=1)
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
@@ -114,8 +120,8 @@ def test_critic_scores_many_candidates_in_one_call_as_if_one_at_a_time(xs):
 def test_batch_elements_do_not_interact(xs):
     proprio, images, instruction = _inputs(batch=3)
     with torch.no_grad():
-        batched = xs(proprio, images, instruction)
-        single = xs(proprio[1:2], images[1:2], instruction[1:2])
+        batched = xs({"proprio": proprio, "images": images, "instruction": instruction})
+        single = xs({"proprio": proprio[1:2], "images": images[1:2], "instruction": instruction[1:2]})
     torch.testing.assert_close(batched[1:2], single, atol=1e-5, rtol=1e-5)
 
 
@@ -163,3 +169,47 @@ def test_from_logits_decodes_argmax_and_mean():
     np.testing.assert_allclose(ACT.from_logits(logits, "mean"), expected, atol=1e-12)
     uniform = ACT.from_logits(np.zeros((ACT.size, ACT.bins)), "mean")
     np.testing.assert_allclose(uniform, (np.asarray(ACT.low) + np.asarray(ACT.high)) / 2, atol=1e-12)
+
+
+STATE_OBS = observation_spec(ARM, cameras=(), objects=("red", "green", "blue"))
+
+
+def _state_inputs(batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "proprio": torch.randn(batch, STATE_OBS.proprio_size, generator=g),
+        "objects": torch.randn(batch, *STATE_OBS.objects_shape, generator=g),
+        "instruction": torch.randint(2, 30, (batch, STATE_OBS.instruction_length), generator=g),
+    }
+
+
+def test_state_policy_reads_object_poses_and_has_no_image_stem():
+    assert STATE_OBS.modalities == ("proprio", "objects", "instruction")
+    model = build_model(size_config("XS"), STATE_OBS, ACT).eval()
+    assert model.image_encoder is None and model.object_encoder is not None
+    inputs = _state_inputs(batch=2)
+    moved = {**inputs, "objects": inputs["objects"].clone()}
+    moved["objects"][:, 0, 0] += 0.1  # the red cube 10 cm further
+    with torch.no_grad():
+        assert model(inputs).shape == (2, ACT.size, ACT.bins)
+        assert not torch.allclose(model(inputs), model(moved), atol=1e-5)
+        # masked out, the poses cannot matter
+        absent = {"objects": torch.tensor([False, False])}
+        torch.testing.assert_close(model.encode(inputs, present=absent), model.encode(moved, present=absent))
+
+
+@pytest.mark.parametrize("size", ["XS", "S"])
+def test_analytic_flops_of_a_state_policy_equal_torch_flop_counter(size):
+    with torch.device("meta"):
+        model = PerceiverActorCritic(SIZES[size], STATE_OBS, ACT)
+        inputs = {k: v.to("meta") for k, v in _state_inputs().items()}
+        with FlopCounterMode(display=False) as actor:
+            model(inputs)
+    assert actor.get_total_flops() == actor_flops(SIZES[size], STATE_OBS, ACT)
+
+
+def test_an_object_outside_the_cell_or_no_observation_at_all_is_refused():
+    with pytest.raises(ValueError, match="tracks"):
+        observation_spec(ARM, cameras=(), objects=("purple",))
+    with pytest.raises(ValueError, match="at least one camera or one tracked object"):
+        observation_spec(ARM, cameras=())

@@ -78,11 +78,7 @@ class PolicyMetadata:
     def signature(self) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, tuple[str, tuple[int, ...]]]]:
         """(inputs, outputs) of the graph: name → (numpy dtype name, static shape), batch 1."""
         obs, act = self.observation, self.action
-        inputs = {
-            "proprio": ("float32", (1, obs.proprio_size)),
-            "images": ("uint8", (1, *obs.image_shape)),
-            "instruction": ("int64", (1, obs.instruction_length)),
-        }
+        inputs = obs.input_shapes()
         if self.graph == "actor":
             return inputs, {"action_logits": ("float32", (1, act.size, act.bins))}
         inputs["actions"] = ("float32", (1, self.candidates, act.size))

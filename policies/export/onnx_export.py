@@ -32,7 +32,7 @@ from torch import nn
 
 from policies.export.metadata import Golden, PolicyMetadata
 from policies.model.flops import model_cost
-from policies.model.perceiver import CriticGraph, PerceiverActorCritic
+from policies.model.perceiver import ActorGraph, CriticGraph, PerceiverActorCritic
 from policies.tokenizer.language import InstructionTokenizer
 from robots.tasks.tasks import TASK_INSTRUCTIONS
 
@@ -52,37 +52,19 @@ class ExportedFile:
     max_abs_error: float  # against torch fp32 on the golden inputs, on ORT's CPU provider (nan if not run)
 
 
-class ActorGraph(nn.Module):
-    """The exported actor: raw observation → (1, A, K) fp32 logits, whatever the weights' dtype."""
-
-    def __init__(self, model: PerceiverActorCritic):
-        super().__init__()
-        self.model = model
-
-    def forward(self, proprio: torch.Tensor, images: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
-        return self.model(proprio, images, instruction).float()
-
-
-class _FloatOutput(nn.Module):
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.inner(*args).float()
-
-
 def golden_inputs(
     model: PerceiverActorCritic, tokenizer: InstructionTokenizer, seed: int = 0, candidates: int = 0
 ) -> dict[str, np.ndarray]:
     """A reproducible observation (and candidate actions for the critic) exercising every input."""
     obs, act = model.obs_spec, model.action_spec
     rng = np.random.default_rng(seed)
-    inputs = {
-        "proprio": rng.normal(0.0, 0.5, (1, obs.proprio_size)).astype(np.float32),
-        "images": rng.integers(0, 256, (1, *obs.image_shape), dtype=np.uint8),
-        "instruction": tokenizer.encode(TASK_INSTRUCTIONS["stack"], obs.instruction_length)[None, :],
+    values = {
+        "proprio": lambda: rng.normal(0.0, 0.5, (1, obs.proprio_size)).astype(np.float32),
+        "images": lambda: rng.integers(0, 256, (1, *obs.image_shape), dtype=np.uint8),
+        "objects": lambda: rng.normal(0.0, 0.3, (1, *obs.objects_shape)).astype(np.float32),
+        "instruction": lambda: tokenizer.encode(TASK_INSTRUCTIONS["stack"], obs.instruction_length)[None, :],
     }
+    inputs = {name: values[name]() for name in obs.modalities}
     if candidates:
         low, high = np.asarray(act.low), np.asarray(act.high)
         inputs["actions"] = rng.uniform(low, high, (1, candidates, act.size)).astype(np.float32)
@@ -90,7 +72,7 @@ def golden_inputs(
 
 
 def _graph_module(model: PerceiverActorCritic, graph: str) -> nn.Module:
-    return ActorGraph(model) if graph == "actor" else _FloatOutput(CriticGraph(model))
+    return ActorGraph(model) if graph == "actor" else CriticGraph(model)
 
 
 def torch_outputs(model: PerceiverActorCritic, graph: str, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,6 +1,8 @@
 """One encoder per modality, each turning its raw input into width-D tokens (reference/pac.md).
 
 Proprioception: one token per dimension (a learned vector scaled by the value, plus a learned offset).
+Objects: one token per tracked object, its 7-D pose through a small MLP plus a learned per-object embedding
+(a pose's position and orientation belong together; the trunk relates objects to the TCP by attention).
 Images: a small ResNet-style conv stem to 1/8 resolution, then non-overlapping patches, plus learned camera
 and position embeddings. Instruction: a learned embedding of the SentencePiece ids plus positions.
 Inputs arrive already normalised (the model does that, see perceiver.py).
@@ -20,6 +22,16 @@ class ProprioEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, P) → (B, P, D)
         return x[:, :, None] * self.scale + self.offset
+
+
+class ObjectEncoder(nn.Module):
+    def __init__(self, objects: int, pose_size: int, dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(pose_size, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.embedding = nn.Parameter(torch.randn(objects, dim) * 0.02)
+
+    def forward(self, poses: torch.Tensor) -> torch.Tensor:  # (B, N_obj, 7) → (B, N_obj, D)
+        return self.mlp(poses) + self.embedding
 
 
 class ResBlock(nn.Module):

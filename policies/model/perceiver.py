@@ -6,23 +6,27 @@ Critic (late fusion): each candidate action becomes A+1 query tokens (one per di
 that cross-attend to the same latents, so S candidates are scored without re-encoding the state.
 
 The model takes raw inputs (proprio in physical units, uint8 images, token ids) and normalises inside, so
-the exported graph carries the normalisation and training and serving cannot drift apart. Missing
-modalities are masked out of the cross-attention, never zero-filled: padded instruction ids always, and
-whole modalities per sample through `present` (modality dropout in training).
+the exported graph carries the normalisation and training and serving cannot drift apart. Which inputs a
+model has is its observation spec's `modalities` (images only with cameras, objects only with tracked
+objects); every method takes them as one mapping, name → tensor. Missing modalities are masked out of the
+cross-attention, never zero-filled: padded instruction ids always, and whole modalities per sample through
+`present` (modality dropout in training).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from policies.model.config import PACConfig
-from policies.model.encoders import ImageEncoder, InstructionEncoder, ProprioEncoder
+from policies.model.encoders import ImageEncoder, InstructionEncoder, ObjectEncoder, ProprioEncoder
 from policies.model.layers import Block
-from policies.spec import ActionSpec, ObservationSpec
+from policies.spec import POSE_SIZE, ActionSpec, ObservationSpec
 from policies.tokenizer.language import PAD_ID
 
-MODALITIES = ("proprio", "images", "instruction")
+Inputs = Mapping[str, torch.Tensor]
 
 
 class PerceiverActorCritic(nn.Module):
@@ -31,9 +35,12 @@ class PerceiverActorCritic(nn.Module):
         self.config, self.obs_spec, self.action_spec = config, obs, act
         d, p, a = config.width, obs.proprio_size, act.size
         self.proprio_encoder = ProprioEncoder(p, d)
-        self.image_encoder = ImageEncoder(
-            len(obs.cameras), obs.image_height, obs.image_width, config.stem_channels, config.patch, d
+        self.image_encoder = (
+            ImageEncoder(len(obs.cameras), obs.image_height, obs.image_width, config.stem_channels, config.patch, d)
+            if obs.cameras
+            else None
         )
+        self.object_encoder = ObjectEncoder(len(obs.objects), POSE_SIZE, d) if obs.objects else None
         self.instruction_encoder = InstructionEncoder(config.vocab_size, obs.instruction_length, d)
         self.latents = nn.Parameter(torch.randn(config.latents, d) * 0.02)
         self.encoder = Block(d, config.heads, config.mlp_ratio, cross=True)
@@ -57,39 +64,39 @@ class PerceiverActorCritic(nn.Module):
         self.register_buffer("proprio_std", torch.ones(p))
         self.register_buffer("image_mean", torch.tensor([0.485, 0.456, 0.406]).reshape(1, 1, 3, 1, 1) * 255)
         self.register_buffer("image_std", torch.tensor([0.229, 0.224, 0.225]).reshape(1, 1, 3, 1, 1) * 255)
+        if obs.objects:
+            self.register_buffer("objects_mean", torch.zeros(len(obs.objects), POSE_SIZE))
+            self.register_buffer("objects_std", torch.ones(len(obs.objects), POSE_SIZE))
         self.register_buffer("action_low", torch.tensor(act.low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(act.high, dtype=torch.float32))
 
-    def encode(
-        self,
-        proprio: torch.Tensor,
-        images: torch.Tensor,
-        instruction: torch.Tensor,
-        present: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """(B, P) float, (B, N, 3, H, W) uint8, (B, L) int64 → latents (B, N_lat, D).
+    def encode(self, inputs: Inputs, present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The spec's modalities → latents (B, N_lat, D). Inputs: proprio (B, P) float, images
+        (B, N, 3, H, W) uint8, objects (B, N_obj, 7) float, instruction (B, L) int64.
 
         `present` maps a modality name to a (B,) bool tensor; a modality that is absent for a sample is
         masked out of the cross-attention for that sample. Proprioception must be present.
         """
+        proprio, instruction = inputs["proprio"], inputs["instruction"]
         b, dtype = proprio.shape[0], self.latents.dtype  # float32, or float16 for the GPU export
-        x_p = self.proprio_encoder((proprio.to(dtype) - self.proprio_mean) / self.proprio_std)
-        x_i = self.image_encoder((images.to(dtype) - self.image_mean) / self.image_std)
-        x_l = self.instruction_encoder(instruction)
-        tokens = torch.cat([x_p, x_i, x_l], dim=1)
         ones = torch.ones(b, 1, dtype=torch.bool, device=proprio.device)
-        mask_p = ones.expand(b, x_p.shape[1])
-        mask_i = ones.expand(b, x_i.shape[1])
-        mask_l = instruction != PAD_ID
+        tokens = [self.proprio_encoder((proprio.to(dtype) - self.proprio_mean) / self.proprio_std)]
+        masks = [ones.expand(b, tokens[0].shape[1])]
+        if present is not None and "proprio" in present and not bool(present["proprio"].all()):
+            raise ValueError("proprioception must be present for every sample")
+        if self.image_encoder is not None:
+            tokens.append(self.image_encoder((inputs["images"].to(dtype) - self.image_mean) / self.image_std))
+            masks.append(ones.expand(b, tokens[-1].shape[1]))
+        if self.object_encoder is not None:
+            tokens.append(self.object_encoder((inputs["objects"].to(dtype) - self.objects_mean) / self.objects_std))
+            masks.append(ones.expand(b, tokens[-1].shape[1]))
+        tokens.append(self.instruction_encoder(instruction))
+        masks.append(instruction != PAD_ID)
         if present is not None:
-            if "proprio" in present and not bool(present["proprio"].all()):
-                raise ValueError("proprioception must be present for every sample")
-            if "images" in present:
-                mask_i = mask_i & present["images"][:, None]
-            if "instruction" in present:
-                mask_l = mask_l & present["instruction"][:, None]
-        key_mask = torch.cat([mask_p, mask_i, mask_l], dim=1)
-        z = self.encoder(self.latents.expand(b, -1, -1), tokens, key_mask)
+            for i, name in enumerate(self.obs_spec.modalities):
+                if name != "proprio" and name in present:
+                    masks[i] = masks[i] & present[name][:, None]
+        z = self.encoder(self.latents.expand(b, -1, -1), torch.cat(tokens, dim=1), torch.cat(masks, dim=1))
         for block in self.trunk:
             z = block(z)
         return self.trunk_norm(z)
@@ -116,22 +123,34 @@ class PerceiverActorCritic(nn.Module):
         tokens = self.q_mixer(tokens.reshape(b * s, a + 1, d))
         return self.q_head(self.q_norm(tokens[:, 0])).reshape(b, s, -1)
 
-    def forward(self, proprio: torch.Tensor, images: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: Inputs) -> torch.Tensor:
         """The actor: raw observation → (B, A, K) action-bin logits."""
-        return self.policy_logits(self.encode(proprio, images, instruction))
+        return self.policy_logits(self.encode(inputs))
 
 
-class CriticGraph(nn.Module):
-    """The exported critic: raw observation and S candidate actions → (B, S, N_q) logits."""
+class ActorGraph(nn.Module):
+    """The exported actor: the spec's modalities as positional inputs (graph order) → (B, A, K) fp32 logits,
+    whatever the weights' dtype."""
 
     def __init__(self, model: PerceiverActorCritic):
         super().__init__()
-        self.model = model
+        self.model, self.names = model, model.obs_spec.modalities
 
-    def forward(
-        self, proprio: torch.Tensor, images: torch.Tensor, instruction: torch.Tensor, actions: torch.Tensor
-    ) -> torch.Tensor:
-        return self.model.q_logits(self.model.encode(proprio, images, instruction), actions)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(dict(zip(self.names, inputs, strict=True))).float()
+
+
+class CriticGraph(nn.Module):
+    """The exported critic: the modalities then S candidate actions (B, S, A) → (B, S, N_q) fp32 logits."""
+
+    def __init__(self, model: PerceiverActorCritic):
+        super().__init__()
+        self.model, self.names = model, model.obs_spec.modalities
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        *observation, actions = inputs
+        latents = self.model.encode(dict(zip(self.names, observation, strict=True)))
+        return self.model.q_logits(latents, actions).float()
 
 
 def build_model(config: PACConfig, obs: ObservationSpec, act: ActionSpec, seed: int | None = 0) -> PerceiverActorCritic:

@@ -1,9 +1,10 @@
-"""Sensor readings → the three model inputs `proprio`, `images`, `instruction` (DESIGN §3).
+"""Sensor readings → the model inputs `proprio`, `images`, `objects`, `instruction` (DESIGN §3).
 
 Training (from the task environments' driver-shaped observations or recorded episodes) and serving (from
 the driver's wire messages) both call `ObservationTokenizer`, so the arrays a policy sees are assembled by
-one piece of code. Normalisation is not done here: it lives inside the model graph. This module only
-orders, shapes and type-checks.
+one piece of code. A policy takes the inputs its spec's `modalities` name: `images` only with cameras,
+`objects` (tracked poses in the base frame) only when the spec lists objects. Normalisation is not done
+here: it lives inside the model graph. This module only orders, shapes and type-checks.
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ class ObservationError(ValueError):
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """One batch-1 observation, shaped and typed as the ONNX inputs."""
+    """One batch-1 observation, shaped and typed as the ONNX inputs; absent modalities are None."""
 
     proprio: np.ndarray  # float32 (1, P)
-    images: np.ndarray  # uint8 (1, N_cam, 3, H, W), RGB
+    images: np.ndarray | None  # uint8 (1, N_cam, 3, H, W), RGB
     instruction: np.ndarray  # int64 (1, L)
+    objects: np.ndarray | None = None  # float32 (1, N_obj, 7): position + quaternion (w, x, y, z), base frame
 
     def feeds(self) -> dict[str, np.ndarray]:
-        return {"proprio": self.proprio, "images": self.images, "instruction": self.instruction}
+        """The graph's inputs, in graph order (ObservationSpec.modalities)."""
+        feeds = {"proprio": self.proprio}
+        if self.images is not None:
+            feeds["images"] = self.images
+        if self.objects is not None:
+            feeds["objects"] = self.objects
+        feeds["instruction"] = self.instruction
+        return feeds
 
 
 class ObservationTokenizer:
@@ -73,20 +82,50 @@ class ObservationTokenizer:
             self._images[0, i] = frame.transpose(2, 0, 1)
         return self._images
 
+    def objects(self, poses: Mapping[str, np.ndarray]) -> np.ndarray:
+        """float32 (1, N_obj, 7): the spec's objects' poses in the spec's order."""
+        out = np.empty((1, *self.spec.objects_shape), np.float32)
+        for i, name in enumerate(self.spec.objects):
+            pose = poses.get(name)
+            if pose is None:
+                raise ObservationError(f"no pose of object {name!r} (the tracker sees {sorted(poses)})")
+            pose = np.asarray(pose, dtype=np.float32).ravel()
+            if pose.size != out.shape[2] or not np.isfinite(pose).all():
+                raise ObservationError(f"object {name!r}: expected 7 finite values, got {pose.size}")
+            out[0, i] = pose
+        return out
+
     def instruction(self, text: str) -> np.ndarray:
         """int64 (1, L) token ids, padded."""
         return self.language.encode(text, self.spec.instruction_length)[None, :]
 
     def __call__(
-        self, fields: Mapping[str, np.ndarray], frames: Mapping[str, np.ndarray], instruction: str
+        self,
+        fields: Mapping[str, np.ndarray],
+        frames: Mapping[str, np.ndarray],
+        instruction: str,
+        poses: Mapping[str, np.ndarray] | None = None,
     ) -> ModelInputs:
-        return ModelInputs(self.proprio(fields), self.images(frames), self.instruction(instruction))
+        """Model inputs from named proprio fields, frames per camera and object poses per name (each only
+        read when the spec uses that modality)."""
+        return ModelInputs(
+            proprio=self.proprio(fields),
+            images=self.images(frames) if self.spec.cameras else None,
+            instruction=self.instruction(instruction),
+            objects=self.objects(poses or {}) if self.spec.objects else None,
+        )
 
-    def from_messages(self, state: StateMsg, frames: Mapping[str, np.ndarray], instruction: str) -> ModelInputs:
-        """What serving calls: the newest state message and the newest decoded frame per camera."""
-        return self(state.proprio_fields(), frames, instruction)
+    def from_messages(
+        self,
+        state: StateMsg,
+        frames: Mapping[str, np.ndarray],
+        instruction: str,
+        poses: Mapping[str, np.ndarray] | None = None,
+    ) -> ModelInputs:
+        """What serving calls: the newest state message, decoded frame per camera and object poses."""
+        return self(state.proprio_fields(), frames, instruction, poses)
 
     def from_observation(self, observation: Mapping[str, Mapping[str, np.ndarray]], instruction: str) -> ModelInputs:
         """What training calls: a driver-shaped observation, {"proprio": named fields, "images": frame per
-        camera}, as the task environments (robots/tasks/env.py) emit it."""
-        return self(observation["proprio"], observation["images"], instruction)
+        camera, "objects": pose per name}, as the task environments (robots/tasks/env.py) emit it."""
+        return self(observation["proprio"], observation.get("images", {}), instruction, observation.get("objects"))
