@@ -1,11 +1,13 @@
 """`pac-collect`: run a scripted expert in a task environment and write a Minari dataset (HDF5).
 
     pac-collect --robot sawyer --task stack --episodes 100 --quality mixed --out data/ [--workers 2]
+                [--cameras none] [--objects all|none]
 
 Each episode is stepped in a worker process (seed = --seed + episode index, which fixes both the object
 layout and the expert's knobs), then written with `minari.create_dataset_from_buffers` under
 OUT/<dataset id>. The environment emits driver-shaped observations; they are stored as the policy's
-inputs (proprio, images, instruction tokens) built by the one ObservationTokenizer that `pac-run` uses;
+inputs (proprio, images, object poses, instruction tokens) built by the one ObservationTokenizer that
+`pac-run` uses;
 camera frames as JPEG at the wire's quality, one dataset per camera (frames.py says why; --frames raw keeps
 the uncompressed (N_cam, 3, H, W) stack).
 Infos carry per-step success and shaped reward and the episode's quality label. A summary table and a
@@ -31,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from policies.data.frames import FRAMES, image_space, write_frames
-from policies.spec import ObservationSpec, observation_spec
+from policies.spec import ObservationSpec, observation_spec, scene_objects
 from policies.tokenizer.language import InstructionTokenizer
 from policies.tokenizer.observation import ObservationTokenizer
 from robots.spec import ARMS, load_spec
@@ -55,9 +57,12 @@ class Episode:
     quality: str
 
 
-def tokenizer(robot: str, cameras: tuple[str, ...] | None = None) -> ObservationTokenizer:
-    """The tokenizer of a policy for `robot` over `cameras` (None or (): all of the arm's cameras)."""
-    return ObservationTokenizer(observation_spec(load_spec(robot), cameras or None), InstructionTokenizer.default())
+def tokenizer(robot: str, cameras: tuple[str, ...] | None = None, objects: bool = True) -> ObservationTokenizer:
+    """The tokenizer of a policy for `robot` over `cameras` (None: all of the arm's cameras, (): none) and,
+    with `objects`, the poses of every object in the cell."""
+    arm = load_spec(robot)
+    spec = observation_spec(arm, cameras, objects=scene_objects(arm) if objects else ())
+    return ObservationTokenizer(spec, InstructionTokenizer.default())
 
 
 def observation_space(
@@ -69,6 +74,9 @@ def observation_space(
         "proprio": gym.spaces.Box(-np.inf, np.inf, (spec.proprio_size,), np.float32),
         "instruction": gym.spaces.Box(0, vocab_size - 1, (spec.instruction_length,), np.int64),
     }
+    if spec.objects:
+        spaces["objects"] = gym.spaces.Box(-np.inf, np.inf, spec.objects_shape, np.float32)
+    images = images and bool(spec.cameras)
     if images and frames == "jpeg":
         spaces["images"] = image_space(spec.cameras, spec.image_height, spec.image_width)
     elif images:
@@ -79,19 +87,28 @@ def observation_space(
 _ENVS: dict[tuple, tuple[PacTaskEnv, ObservationTokenizer]] = {}  # per process: one env (and GL context) each
 
 
-def _env(robot: str, task: str, cameras: tuple[str, ...] | None) -> tuple[PacTaskEnv, ObservationTokenizer]:
+def _env(
+    robot: str, task: str, cameras: tuple[str, ...] | None, objects: bool
+) -> tuple[PacTaskEnv, ObservationTokenizer]:
     """The process's environment and tokenizer for these arguments; cameras () means no images."""
-    key = (robot, task, cameras)
+    key = (robot, task, cameras, objects)
     if key not in _ENVS:
         env = PacTaskEnv(robot, task, cameras or None, render_images=cameras != ())
         atexit.register(env.close)  # a renderer left to the GC at exit prints EGL tracebacks
-        _ENVS[key] = env, tokenizer(robot, cameras)
+        _ENVS[key] = env, tokenizer(robot, cameras, objects)
     return _ENVS[key]
 
 
-def run_episode(robot: str, task: str, quality: str, seed: int, cameras: tuple[str, ...] | None = None) -> Episode:
-    env, tok = _env(robot, task, cameras)
-    keep = ("proprio", "images", "instruction") if env.render_images else ("proprio", "instruction")
+def run_episode(
+    robot: str,
+    task: str,
+    quality: str,
+    seed: int,
+    cameras: tuple[str, ...] | None = None,
+    objects: bool = True,
+) -> Episode:
+    env, tok = _env(robot, task, cameras, objects)
+    keep = tok.spec.modalities
     observations: dict[str, list[np.ndarray]] = {k: [] for k in keep}
     actions, rewards, terms, truncs, shaped = [], [], [], [], []
     for step in expert_rollout(env, quality, seed):
@@ -134,6 +151,7 @@ def write_dataset(
     quality: str,
     cameras: tuple[str, ...] | None = None,
     frames: str = "jpeg",
+    objects: bool = True,
 ):
     """A Minari dataset under `out` (MINARI_DATASETS_PATH) from episodes collected with these arguments.
 
@@ -168,7 +186,7 @@ def write_dataset(
     if did in minari.list_local_datasets():
         minari.delete_dataset(did)
     warnings.filterwarnings("ignore", category=UserWarning, module="minari")  # optional-metadata nags
-    tok = tokenizer(robot, cameras)
+    tok = tokenizer(robot, cameras, objects)
     space = observation_space(tok.spec, tok.language.vocab_size, images=images, frames=frames)
     dataset = minari.create_dataset_from_buffers(
         dataset_id=did,
@@ -215,8 +233,9 @@ def collect(
     workers: int = 1,
     seed: int = 0,
     cameras: tuple[str, ...] | None = None,
+    objects: bool = True,
 ) -> list[Episode]:
-    jobs = [(robot, task, quality, seed + i, cameras) for i in range(episodes)]
+    jobs = [(robot, task, quality, seed + i, cameras, objects) for i in range(episodes)]
     if workers <= 1:
         return [run_episode(*j) for j in tqdm(jobs, desc=f"{robot} {task} {quality}", unit="ep")]
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -234,12 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cameras", default=None, help="comma-separated camera names, or 'none' (default: all)")
     p.add_argument("--frames", choices=FRAMES, default="jpeg", help="camera frames as JPEG (default) or raw")
+    p.add_argument("--objects", choices=("all", "none"), default="all", help="store the cell's object poses")
     args = p.parse_args(argv)
     cameras = () if args.cameras == "none" else tuple(args.cameras.split(",")) if args.cameras else None
+    objects = args.objects == "all"
     started = time.perf_counter()
-    eps = collect(args.robot, args.task, args.quality, args.episodes, args.workers, args.seed, cameras)
+    eps = collect(args.robot, args.task, args.quality, args.episodes, args.workers, args.seed, cameras, objects)
     elapsed = time.perf_counter() - started
-    dataset = write_dataset(eps, args.out, args.robot, args.task, args.quality, cameras, args.frames)
+    dataset = write_dataset(eps, args.out, args.robot, args.task, args.quality, cameras, args.frames, objects)
     successes = np.array([e.success for e in eps])
     returns = np.array([float(e.shaped.sum()) for e in eps])
     lengths = np.array([e.actions.shape[0] for e in eps])

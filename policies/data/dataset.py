@@ -22,7 +22,7 @@ from policies.spec import ObservationSpec
 
 __all__ = ["KEYS", "DatasetError", "check_dataset", "open_dataset"]
 
-KEYS = ("proprio", "instruction")  # always; "images" too unless collected with --cameras none
+KEYS = ("proprio", "instruction")  # always; "images" unless --cameras none, "objects" unless --objects none
 
 
 def _data_file(root: Path, dataset_id: str) -> Path:
@@ -64,12 +64,7 @@ def check_dataset(root: Path, dataset_id: str, spec: ObservationSpec | None = No
                     if lacking := sorted(set(obs) - set(f[name]["observations"])):
                         raise DatasetError(f"{path}: {name} lacks observations {lacking} (an interrupted write?)")
                 if spec is not None:
-                    if "images" not in obs:
-                        raise DatasetError(f"{path} has no images (collected with --cameras none); the spec needs them")
-                    layout = _frame_layout(path, obs["images"])
-                    _check_shapes(path, {**{k: obs[k].shape[1:] for k in KEYS}, "images": layout.shape}, spec)
-                    if layout.cameras and layout.cameras != spec.cameras:
-                        raise DatasetError(f"{path}: cameras {layout.cameras}, the spec expects {spec.cameras}")
+                    _check_spec(path, obs, spec)
     except OSError as exc:
         raise DatasetError(f"{path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from exc
     return path
@@ -82,8 +77,18 @@ def _frame_layout(path: Path, node) -> FrameLayout:
         raise DatasetError(f"{path}: camera frames stored in an unknown layout: {exc}") from exc
 
 
-def _check_shapes(path: Path, shapes: dict[str, tuple[int, ...]], spec: ObservationSpec) -> None:
-    want = {"proprio": (spec.proprio_size,), "images": spec.image_shape, "instruction": (spec.instruction_length,)}
-    for key, shape in want.items():
-        if tuple(shapes[key]) != tuple(shape):
-            raise DatasetError(f"{path}: observation {key!r} has shape {tuple(shapes[key])}, the spec expects {shape}")
+def _check_spec(path: Path, obs, spec: ObservationSpec) -> None:
+    """The first episode's observations hold every modality of `spec`, in its shapes."""
+    if spec.cameras and "images" not in obs:
+        raise DatasetError(f"{path} has no images (collected with --cameras none); the spec needs them")
+    if spec.objects and "objects" not in obs:
+        raise DatasetError(f"{path} has no object poses (collected with --objects none); the spec needs them")
+    shapes = {k: tuple(obs[k].shape[1:]) for k in spec.modalities if k != "images"}
+    if spec.cameras:
+        layout = _frame_layout(path, obs["images"])
+        shapes["images"] = layout.shape
+        if layout.cameras and layout.cameras != spec.cameras:
+            raise DatasetError(f"{path}: cameras {layout.cameras}, the spec expects {spec.cameras}")
+    for key, (_, shape) in spec.input_shapes().items():
+        if shapes[key] != shape[1:]:
+            raise DatasetError(f"{path}: observation {key!r} has shape {shapes[key]}, the spec expects {shape[1:]}")
