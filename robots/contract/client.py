@@ -25,11 +25,14 @@ class DriverUnavailable(RuntimeError):
 
 @dataclass
 class LatestMessages:
-    """The newest state, images and status seen from a driver (not yet a model's observation)."""
+    """The newest state, images, status, object poses and (sim only) task outcome seen from a driver (not yet
+    a model's observation). `objects` and `task` stay None from a driver that does not publish them."""
 
     state: msg.StateMsg | None = None
     status: msg.StatusMsg | None = None
     images: dict[str, msg.ImageMsg] = field(default_factory=dict)
+    objects: msg.ObjectsMsg | None = None
+    task: msg.TaskMsg | None = None
 
 
 class DriverClient:
@@ -67,7 +70,7 @@ class DriverClient:
         return bool(self._sub.poll(max(0, int(timeout_ms)), zmq.POLLIN))
 
     def poll(self, timeout_ms: int = 0) -> LatestMessages:
-        """Take everything queued; keep the newest state, status and image per camera."""
+        """Take everything queued; keep the newest state, status, image per camera, objects and task."""
         for topic, env in self.receiver.poll(timeout_ms).items():
             try:
                 if topic == msg.STATE:
@@ -77,6 +80,10 @@ class DriverClient:
                 elif topic.startswith(msg.IMAGE_PREFIX):
                     image = msg.ImageMsg.from_envelope(env)
                     self.latest.images[image.camera] = image
+                elif topic == msg.OBJECTS:
+                    self.latest.objects = msg.ObjectsMsg.from_envelope(env)
+                elif topic == msg.TASK:
+                    self.latest.task = msg.TaskMsg.from_envelope(env)
             except WireError as err:
                 self.receiver.drops.add(err.reason)
         return self.latest

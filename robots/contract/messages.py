@@ -20,6 +20,8 @@ STATE = "state"
 STATUS = "status"
 COMMAND = "command"
 IMAGE_PREFIX = "image/"
+OBJECTS = "objects"  # optional: poses of the scene's objects in the base frame (sim ground truth, or a tracker)
+TASK = "task"  # sim only: the episode's outcome, from a task-aware sim driver (robots/tasks/driver.py)
 TICK = "tick"  # lockstep only: advance one control period without a new command
 RESET = "reset"  # sim only: arm to home, objects to their places
 
@@ -156,6 +158,122 @@ class ImageMsg:
             source=env.source,
             t_capture_ns=env.t_capture_ns,
             image=image,
+            step=_field(env, "step", int),
+        )
+
+
+POSE_SIZE = 7  # position (3) + quaternion (w, x, y, z)
+
+
+def _check_objects(topic: str, names: object, poses: object) -> None:
+    """Names distinct strings, one finite (7,) pose each: what both ends of the `objects` topic insist on."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise MalformedMessage(f"{topic}: 'names' must be a list of str, got {names!r}")
+    if len(set(names)) != len(names):
+        raise MalformedMessage(f"{topic}: duplicate object names in {list(names)}")
+    if not isinstance(poses, np.ndarray) or poses.shape != (len(names), POSE_SIZE):
+        shape = getattr(poses, "shape", type(poses).__name__)
+        raise MalformedMessage(f"{topic}: 'poses' must be of shape ({len(names)}, {POSE_SIZE}), got {shape}")
+    if not np.all(np.isfinite(poses)):
+        raise MalformedMessage(f"{topic}: non-finite pose in {list(names)}")
+
+
+@dataclass
+class ObjectsMsg:
+    """Poses of the scene's objects in the robot base frame: sim ground truth, or a real cell's tracker.
+
+    An object the tracker does not see is left out (fewer names), never sent as NaN.
+    """
+
+    seq: int
+    source: str
+    t_capture_ns: int
+    names: tuple[str, ...]
+    poses: np.ndarray  # (N, 7) float64: position (3) + quaternion (w, x, y, z), one row per name
+    frame: str = "base"
+    step: int = 0
+
+    def to_frames(self) -> list[bytes]:
+        poses = np.asarray(self.poses, dtype=np.float64)
+        _check_objects(OBJECTS, self.names, poses)
+        return encode(
+            OBJECTS,
+            seq=self.seq,
+            source=self.source,
+            t_capture_ns=self.t_capture_ns,
+            fields={"names": list(self.names), "frame": self.frame, "step": int(self.step)},
+            arrays={"poses": poses},
+        )
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> ObjectsMsg:
+        _check_topic(env, OBJECTS)
+        names = env.fields.get("names")
+        if not isinstance(names, list):
+            raise MalformedMessage(f"{env.topic}: field 'names' missing or not a list")
+        poses = _array(env, "poses", (len(names), POSE_SIZE))
+        _check_objects(env.topic, names, poses)
+        return cls(
+            seq=env.seq,
+            source=env.source,
+            t_capture_ns=env.t_capture_ns,
+            names=tuple(names),
+            poses=poses,
+            frame=_field(env, "frame", str),
+            step=_field(env, "step", int),
+        )
+
+    def pose(self, name: str) -> np.ndarray:
+        """(7,) pose of one object; KeyError naming the objects this message has."""
+        try:
+            return self.poses[self.names.index(name)]
+        except ValueError:
+            raise KeyError(f"no object {name!r} in this message; it has {list(self.names)}") from None
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """name → (7,) float64 pose (copies), in the message's order."""
+        return {name: np.array(pose, dtype=np.float64) for name, pose in zip(self.names, self.poses, strict=True)}
+
+
+@dataclass
+class TaskMsg:
+    """Sim only: how the current episode stands, computed from privileged sim state after each period."""
+
+    seq: int
+    source: str
+    t_capture_ns: int
+    task: str
+    success: bool
+    reward: float  # sparse: 1.0 on a success step, else 0.0
+    shaped_reward: float  # staged dense reward in [0, 1] (robots/tasks/tasks.py)
+    step: int  # control periods since the last reset, as in the state message
+
+    def to_frames(self) -> list[bytes]:
+        return encode(
+            TASK,
+            seq=self.seq,
+            source=self.source,
+            t_capture_ns=self.t_capture_ns,
+            fields={
+                "task": self.task,
+                "success": bool(self.success),
+                "reward": float(self.reward),
+                "shaped_reward": float(self.shaped_reward),
+                "step": int(self.step),
+            },
+        )
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> TaskMsg:
+        _check_topic(env, TASK)
+        return cls(
+            seq=env.seq,
+            source=env.source,
+            t_capture_ns=env.t_capture_ns,
+            task=_field(env, "task", str),
+            success=_field(env, "success", bool),
+            reward=float(_field(env, "reward", (int, float))),
+            shaped_reward=float(_field(env, "shaped_reward", (int, float))),
             step=_field(env, "step", int),
         )
 

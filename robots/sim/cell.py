@@ -1,8 +1,8 @@
 """One simulated arm with its command servo, stepped by physics substeps: the sim without any sockets.
 
 `pac-sim` (driver.py) puts it behind the ZeroMQ contract; the Gymnasium task environments (robots/tasks/)
-step it in-process. Both build their state messages here, so an environment's observation is made from
-exactly what a driver would publish.
+step it in-process. Both build their state, image and object messages here, so an environment's observation
+is made from exactly what a driver would publish.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class SimCell:
         now_ns: int = 0,
     ) -> None:
         self.spec = spec
+        self.object_names = tuple(str(o["name"]) for o in spec.scene.get("objects", ()))
         self.sim = SimArm(spec, cameras)
         for camera in self.sim.camera_names:  # create the GL context now, not inside the first paced step
             self.sim.render(camera)
@@ -79,6 +80,11 @@ class SimCell:
 
     def image_msg(self, camera: str, seq: int, source: str, t_ns: int, step: int) -> msg.ImageMsg:
         return msg.ImageMsg(camera, seq, source, t_ns, self.sim.render(camera), step)
+
+    def objects_msg(self, seq: int, source: str, t_ns: int, step: int) -> msg.ObjectsMsg:
+        """Ground-truth poses of every object of the spec's scene; the sim's world frame is the base frame."""
+        poses = np.array([self.sim.object_pose(name) for name in self.object_names], dtype=np.float64)
+        return msg.ObjectsMsg(seq, source, t_ns, self.object_names, poses.reshape(-1, msg.POSE_SIZE), step=step)
 
     def close(self) -> None:
         self.sim.close()

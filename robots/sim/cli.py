@@ -1,4 +1,8 @@
-"""`pac-sim`: run the simulated Sawyer or Panda driver on loopback until SIGINT/SIGTERM (or --duration)."""
+"""`pac-sim`: run the simulated Sawyer or Panda driver on loopback until SIGINT/SIGTERM (or --duration).
+
+`build_parser`, `build_config` and `run_driver` are shared with the task-aware driver (`pac-sim-task`,
+robots/tasks/driver.py), which takes the same flags plus `--task`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from dataclasses import replace
 from robots.contract.link import DEFAULT_LINK
 from robots.sim.driver import DriverConfig, SimDriver
 from robots.spec import ARMS, load_spec
+
+log = logging.getLogger("pac-sim")
 
 
 def parse_cameras(text: str | None, robot: str) -> tuple[str, ...] | None:
@@ -26,12 +32,18 @@ def parse_cameras(text: str | None, robot: str) -> tuple[str, ...] | None:
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "pac-sim", description: str | None = __doc__) -> argparse.ArgumentParser:
     d, link = DriverConfig(), DEFAULT_LINK
-    p = argparse.ArgumentParser(prog="pac-sim", description=__doc__)
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--robot", choices=ARMS, default=d.robot)
     p.add_argument("--lockstep", action="store_true", help="advance one control period per command or tick")
     p.add_argument("--cameras", default=None, help="comma-separated camera names, or 'none' (default: all)")
+    p.add_argument(
+        "--objects",
+        choices=("all", "none"),
+        default="all" if d.objects else "none",
+        help="publish the scene objects' poses ('none': a cell without a tracker)",
+    )
     p.add_argument("--pub", default=link.pub_endpoint, help="endpoint for state, images and status")
     p.add_argument("--cmd", default=link.cmd_endpoint, help="endpoint for commands")
     p.add_argument("--command-timeout-ms", type=float, default=link.command_timeout_ms)
@@ -44,43 +56,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def build_config(args: argparse.Namespace) -> DriverConfig:
+    """The driver's config from parsed flags; raises KeyError or ValueError for a bad one (e.g. a camera)."""
+    return DriverConfig(
+        robot=args.robot,
+        lockstep=args.lockstep,
+        cameras=parse_cameras(args.cameras, args.robot),
+        link=replace(
+            DEFAULT_LINK,
+            pub_endpoint=args.pub,
+            cmd_endpoint=args.cmd,
+            command_timeout_ms=args.command_timeout_ms,
+            jpeg_quality=args.jpeg_quality,
+        ),
+        state_rate_hz=args.state_rate,
+        camera_rate_hz=args.camera_rate,
+        raw_images=args.raw_images,
+        objects=args.objects == "all",
+    )
+
+
+def setup_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(name)s: %(message)s")
-    try:
-        config = DriverConfig(
-            robot=args.robot,
-            lockstep=args.lockstep,
-            cameras=parse_cameras(args.cameras, args.robot),
-            link=replace(
-                DEFAULT_LINK,
-                pub_endpoint=args.pub,
-                cmd_endpoint=args.cmd,
-                command_timeout_ms=args.command_timeout_ms,
-                jpeg_quality=args.jpeg_quality,
-            ),
-            state_rate_hz=args.state_rate,
-            camera_rate_hz=args.camera_rate,
-            raw_images=args.raw_images,
-        )
-        driver = SimDriver(config)
-    except (KeyError, ValueError) as err:
-        print(f"pac-sim: {err}", file=sys.stderr)
-        return 2
+
+
+def run_driver(driver: SimDriver, args: argparse.Namespace) -> int:
+    """Run `driver` until SIGINT/SIGTERM or --duration, logging what it publishes where; returns the exit code."""
     signal.signal(signal.SIGINT, lambda *_: driver.stop())
     signal.signal(signal.SIGTERM, lambda *_: driver.stop())
-    logging.getLogger("pac-sim").info(
-        "%s driver (%s) ready: state/images/status on %s, commands on %s, cameras %s",
+    log.info(
+        "%s driver (%s) ready: %s on %s, commands on %s, cameras %s, objects %s",
         args.robot,
         "lockstep" if args.lockstep else "real time",
+        ", ".join(driver.topics()),
         args.pub,
         args.cmd,
         ",".join(driver.sim.camera_names) or "none",
+        "published" if driver.config.objects else "not published",
     )
     driver.run(args.duration)
     if driver.counters.overruns:
-        logging.getLogger("pac-sim").warning("physics fell behind real time %d times", driver.counters.overruns)
+        log.warning("physics fell behind real time %d times", driver.counters.overruns)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    try:
+        driver = SimDriver(build_config(args))
+    except (KeyError, ValueError) as err:
+        print(f"pac-sim: {err}", file=sys.stderr)
+        return 2
+    return run_driver(driver, args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The simulated arm behind the ZeroMQ driver contract: what `pac-sim` runs.
 
-It publishes `state`, `image/<camera>` and `status` on one PUB socket and takes `command` (plus the
-sim-only `tick` and `reset`) on a SUB socket, both bound by the driver. Real-time mode paces physics by
-the wall clock (absolute deadlines, overruns counted); lockstep mode advances exactly one control period
-per command or tick, so closed-loop tests are deterministic whatever the machine's speed.
+It publishes `state`, `image/<camera>`, `objects` (ground-truth object poses; off to model a cell without a
+tracker) and `status` on one PUB socket and takes `command` (plus the sim-only `tick` and `reset`) on a SUB
+socket, both bound by the driver. A subclass adds topics through `publish_extra` (robots/tasks/driver.py:
+`task`). Real-time mode paces physics by the wall clock (absolute deadlines, overruns counted); lockstep mode
+advances exactly one control period per command or tick, so closed-loop tests are deterministic whatever the
+machine's speed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class DriverConfig:
     camera_rate_hz: float = 20.0  # real-time mode; lockstep renders once per period
     status_rate_hz: float = 10.0
     raw_images: bool = False  # send images uncompressed instead of JPEG
+    objects: bool = True  # publish the `objects` topic (at the camera rate); False models a cell without a tracker
 
 
 def check_bind_endpoint(endpoint: str) -> None:
@@ -55,6 +58,7 @@ class DriverCounters:
     state_seq: int = 0
     status_seq: int = 0
     image_seq: dict[str, int] = field(default_factory=dict)
+    objects_seq: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     overruns: int = 0  # real-time mode: physics fell behind the wall clock
     last_rx_seq: int = -1
@@ -117,7 +121,8 @@ class SimDriver:
         self.counters.last_rx_seq = max(self.counters.last_rx_seq, env.seq)
         if env.topic == msg.RESET:
             seed = env.fields.get("seed")
-            self.reset(seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
+            valid = isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0  # a negative one would raise
+            self.reset(seed if valid else None)
         elif env.topic == msg.COMMAND:
             rejection = self.cell.submit(cmd, self.now_ns())
             if rejection is not None:
@@ -157,6 +162,27 @@ class SimDriver:
             frames = image.to_frames(jpeg=not self.config.raw_images, quality=self.config.link.jpeg_quality)
             self.pub.send_multipart(frames)
 
+    def publish_objects(self) -> None:
+        if not self.config.objects:
+            return
+        self.counters.objects_seq += 1
+        objects = self.cell.objects_msg(self.counters.objects_seq, self.source, self.now_ns(), self.counters.steps)
+        self.pub.send_multipart(objects.to_frames())
+
+    def publish_extra(self) -> None:
+        """Hook for a subclass's own topics, published with the images (lockstep: each period, before state)."""
+
+    def publish_frame(self) -> None:
+        """What goes out at the camera rate: images, objects, and a subclass's extra topics."""
+        self.publish_images()
+        self.publish_objects()
+        self.publish_extra()
+
+    def topics(self) -> list[str]:
+        """The topics this driver publishes, for its start-up log line."""
+        images = [msg.IMAGE_PREFIX + camera for camera in self.sim.camera_names]
+        return [msg.STATE, *images, *([msg.OBJECTS] if self.config.objects else []), msg.STATUS]
+
     def publish_status(self) -> None:
         st = self.servo.status
         self.counters.status_seq += 1
@@ -187,8 +213,9 @@ class SimDriver:
         self.pub.send_multipart(status.to_frames())
 
     def publish_all(self) -> None:
-        """State last: a client that sees the state acknowledging its command has that period's images and status."""
-        self.publish_images()
+        """State last: a client that sees the state acknowledging its command has that period's images, objects,
+        extra topics and status."""
+        self.publish_frame()
         self.publish_status()
         self.publish_state()
 
@@ -231,7 +258,7 @@ class SimDriver:
                 self.handle(self.sub.recv_multipart(copy=False))
             self.advance(chunk)
             if n % camera_every == 0:
-                self.publish_images()
+                self.publish_frame()
             self.publish_state()
             if n % status_every == 0:
                 self.publish_status()

@@ -1,9 +1,10 @@
 """Gymnasium environments of the reference tasks, over the project's own sim (robots/sim/cell.py).
 
 Observations are driver-shaped: the arm's named proprio fields from the state message a driver would
-publish now, and each camera's frame after the same JPEG encode and decode as on the wire. Turning them
-into model inputs is the policy side's job (policies/tokenizer/observation.py), exactly as in `pac-run`, so
-this package never imports `policies`. Actions are the arm's Cartesian velocity action space, applied
+publish now, each camera's frame after the same JPEG encode and decode as on the wire, and the scene objects'
+poses in the base frame from the `objects` message a driver would publish. Turning them into model inputs is
+the policy side's job (policies/tokenizer/observation.py), exactly as in `pac-run`, so this package never
+imports `policies`. Actions are the arm's Cartesian velocity action space, applied
 through the driver's command servo for one control period per step.
 """
 
@@ -16,10 +17,11 @@ import gymnasium as gym
 import numpy as np
 
 from robots.contract.link import DEFAULT_LINK, DriverMode, Mode
-from robots.contract.messages import CommandMsg
+from robots.contract.messages import POSE_SIZE, CommandMsg
 from robots.contract.wire import decode
 from robots.sim.cell import SimCell
 from robots.sim.layout import object_layout
+from robots.sim.physics import SimArm
 from robots.spec import ArmSpec, load_spec
 from robots.tasks.tasks import TASKS, Scene, shaped_reward, success
 
@@ -35,13 +37,30 @@ def action_space(arm: ArmSpec) -> gym.spaces.Box:
 
 def observation_space(arm: ArmSpec, cameras: Sequence[str]) -> gym.spaces.Dict:
     """{"proprio": the arm's named proprio fields (float64, as the state message carries them),
-    "images": camera → (H, W, 3) uint8 RGB}."""
+    "images": camera → (H, W, 3) uint8 RGB, "objects": scene object → (7,) float64 pose in the base frame}."""
     proprio = {f.name: gym.spaces.Box(-np.inf, np.inf, (f.size,), np.float64) for f in arm.proprio}
     images = {}
     for name in cameras:
         cam = arm.camera(name)  # raises for an unknown camera
         images[name] = gym.spaces.Box(0, 255, (cam.height, cam.width, 3), np.uint8)
-    return gym.spaces.Dict({"proprio": gym.spaces.Dict(proprio), "images": gym.spaces.Dict(images)})
+    objects = {
+        str(o["name"]): gym.spaces.Box(-np.inf, np.inf, (POSE_SIZE,), np.float64) for o in arm.scene.get("objects", ())
+    }
+    return gym.spaces.Dict(
+        {"proprio": gym.spaces.Dict(proprio), "images": gym.spaces.Dict(images), "objects": gym.spaces.Dict(objects)}
+    )
+
+
+def scene_of(sim: SimArm, arm: ArmSpec) -> Scene:
+    """The privileged scene the task rewards and experts read, from the sim's state: the one way to build it,
+    shared by the environment and the task-aware driver (robots/tasks/driver.py)."""
+    return Scene(
+        tcp=sim.state().tcp_pose[:3].copy(),
+        objects={o["name"]: sim.object_pose(o["name"])[:3].copy() for o in arm.scene["objects"]},
+        half_size=float(arm.scene["objects"][0]["size"]),
+        table_z=float(arm.scene["table"]["height"]),
+        grasped=sim.grasped_object(),
+    )
 
 
 def _scene_info(scene: Scene) -> dict[str, Any]:
@@ -75,25 +94,17 @@ class PacTaskEnv(gym.Env):
         self.render_images = render_images
         self.max_steps = max_steps or self.task.episode_steps
         self.instruction = self.task.instruction
-        self.half_size = float(self.arm.scene["objects"][0]["size"])
-        self.table_z = float(self.arm.scene["table"]["height"])
         self._t_ns = 0
         self._step = 0
         self._seq = 0
 
     # ----------------------------------------------------------------- helpers
     def scene(self) -> Scene:
-        sim = self.cell.sim
-        return Scene(
-            tcp=sim.state().tcp_pose[:3].copy(),
-            objects={o["name"]: sim.object_pose(o["name"])[:3].copy() for o in self.arm.scene["objects"]},
-            half_size=self.half_size,
-            table_z=self.table_z,
-            grasped=sim.grasped_object(),
-        )
+        return scene_of(self.cell.sim, self.arm)
 
     def observation(self) -> dict[str, dict[str, np.ndarray]]:
-        """What a driver would publish now: the state message's proprio fields and the decoded frames."""
+        """What a driver would publish now: the state message's proprio fields, the decoded frames and the
+        objects message's poses."""
         mode = DriverMode.LOCKSTEP.value
         state = self.cell.state_msg(self._seq, f"sim/{self.robot}", self._t_ns, mode, self._seq, self._step)
         proprio = {name: value.copy() for name, value in state.proprio_fields().items()}
@@ -104,7 +115,8 @@ class PacTaskEnv(gym.Env):
                 images[camera] = decode(image.to_frames(quality=self.jpeg_quality)).arrays["image"]
             else:
                 images[camera] = np.zeros(self.observation_space["images"][camera].shape, np.uint8)
-        return {"proprio": proprio, "images": images}
+        objects = self.cell.objects_msg(self._seq, state.source, self._t_ns, self._step).as_dict()
+        return {"proprio": proprio, "images": images, "objects": objects}
 
     # --------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
