@@ -143,6 +143,15 @@ def dataset_id(robot: str, task: str, quality: str) -> str:
     return f"pac/{robot}-{task}-{quality}-v0"
 
 
+def parse_dataset_id(did: str) -> tuple[str, str, str]:
+    """(robot, task, quality) of a dataset id made by `dataset_id`; ValueError for any other id."""
+    name = did.removeprefix("pac/").removesuffix("-v0")
+    parts = name.split("-")
+    if not did.startswith("pac/") or len(parts) != 3 or parts[0] not in ARMS or parts[1] not in TASKS:
+        raise ValueError(f"{did!r} is not a pac-collect dataset id (pac/<robot>-<task>-<quality>-v0)")
+    return parts[0], parts[1], parts[2]
+
+
 def write_dataset(
     episodes: list[Episode],
     out: Path,

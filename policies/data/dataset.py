@@ -20,9 +20,28 @@ from policies.data.errors import DatasetError
 from policies.data.frames import FrameError, FrameLayout
 from policies.spec import ObservationSpec
 
-__all__ = ["KEYS", "DatasetError", "check_dataset", "open_dataset"]
+__all__ = ["KEYS", "DatasetError", "check_dataset", "locate_dataset", "open_dataset"]
 
 KEYS = ("proprio", "instruction")  # always; "images" unless --cameras none, "objects" unless --objects none
+
+
+def locate_dataset(directory: Path) -> tuple[Path, str]:
+    """(root, dataset id) of the dataset stored in `directory` (ROOT/<namespace>/<name>, as pac-collect
+    writes it), from its metadata; DatasetError when `directory` is not a dataset."""
+    directory = Path(directory)
+    meta_path = directory / "data" / "metadata.json"
+    if not meta_path.is_file():
+        raise DatasetError(f"{directory} is not a dataset directory: no data/metadata.json (made by pac-collect)")
+    try:
+        dataset_id = str(json.loads(meta_path.read_text())["dataset_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{meta_path} is not a Minari metadata file: {exc!r}") from exc
+    root = directory
+    for _ in dataset_id.split("/"):
+        root = root.parent
+    if _data_file(root, dataset_id).parent.resolve() != (directory / "data").resolve():
+        raise DatasetError(f"{directory} holds dataset {dataset_id!r}, but not at ROOT/{dataset_id}")
+    return root, dataset_id
 
 
 def _data_file(root: Path, dataset_id: str) -> Path:

@@ -162,26 +162,26 @@ class TransitionSampler(Sampler[np.ndarray]):
     """The batches of an epoch on this rank: `dataset.num_batches` of them, drawn without replacement.
 
     Call `set_epoch(e)` before each epoch (as with DistributedSampler): the order is a function of
-    (seed, epoch, rank) only."""
+    (seed, epoch, rank) only. `set_epoch(e, start=b)` skips the epoch's first b batches (a resumed run)."""
 
     def __init__(self, dataset: TransitionDataset, shuffle: bool = True):
         self.size, self.num_batches = len(dataset), dataset.num_batches
         self.batch_size, self.shuffle = dataset.config.batch_size, shuffle
         self.seed, self.rank = dataset.config.seed, dataset.shard.rank
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_batches - self.start
 
     def __iter__(self):
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(self.size)
         else:
             order = np.arange(self.size)
-        for b in range(self.num_batches):
+        for b in range(self.start, self.num_batches):
             yield order[b * self.batch_size : (b + 1) * self.batch_size]
 
 

@@ -1,0 +1,1 @@
+"""Offline training of PAC and its baselines (pac-train) and what it writes (checkpoints, metrics)."""

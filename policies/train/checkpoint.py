@@ -1,0 +1,107 @@
+"""A training run's directory: its config, its checkpoints as safetensors, and how to find the latest.
+
+    RUN/run.json                     TrainConfig, model config, observation and action specs, the dataset's
+                                     sha256, the command line, git commit, versions, world size
+    RUN/checkpoints/step_0001000/    model.safetensors (what pac-export reads), target.safetensors,
+                                     optimizer.safetensors, rng.safetensors, scaler.safetensors,
+                                     progress.json (step, epoch, batch within the epoch)
+    RUN/checkpoints/latest           the name of the newest complete checkpoint
+
+A checkpoint is written to a temporary directory and renamed into place, and `latest` is replaced after
+it, so a run killed mid-write leaves the previous checkpoint as the latest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+GROUPS = ("model", "target", "optimizer", "rng", "scaler")
+RUN_FILE = "run.json"
+
+
+class CheckpointError(ValueError):
+    """A run directory or checkpoint is missing or incomplete; the message names what."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int  # optimiser steps taken
+    epoch: int  # the epoch the next batch comes from
+    batch: int  # index within that epoch of the next batch
+
+    def to_dict(self) -> dict[str, int]:
+        return {"step": self.step, "epoch": self.epoch, "batch": self.batch}
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_run(run: Path, info: dict[str, Any]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / RUN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def read_run(run: Path) -> dict[str, Any]:
+    path = Path(run) / RUN_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run} is not a training run: no {RUN_FILE} (made by pac-train --out)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not JSON: {exc}") from exc
+
+
+def save_checkpoint(run: Path, groups: dict[str, dict[str, torch.Tensor]], progress: Progress) -> Path:
+    """Write one checkpoint atomically and point `latest` at it; returns its directory."""
+    root = Path(run) / "checkpoints"
+    name = f"step_{progress.step:07d}"
+    final, staging = root / name, root / f".{name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for group in GROUPS:
+        save_file(groups.get(group, {}), str(staging / f"{group}.safetensors"), metadata={"group": group})
+    (staging / "progress.json").write_text(json.dumps(progress.to_dict()) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    latest = root / "latest.tmp"
+    latest.write_text(name + "\n")
+    os.replace(latest, root / "latest")
+    return final
+
+
+def latest_checkpoint(run: Path) -> Path:
+    """The newest complete checkpoint of `run`, or CheckpointError."""
+    root = Path(run) / "checkpoints"
+    pointer = root / "latest"
+    if not pointer.is_file():
+        raise CheckpointError(f"{run} has no checkpoint yet (no {pointer})")
+    path = root / pointer.read_text().strip()
+    missing = [g for g in GROUPS if not (path / f"{g}.safetensors").is_file()]
+    if missing or not (path / "progress.json").is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete: missing {missing or ['progress.json']}")
+    return path
+
+
+def load_checkpoint(
+    path: Path, groups: tuple[str, ...] = GROUPS
+) -> tuple[dict[str, dict[str, torch.Tensor]], Progress]:
+    try:
+        tensors = {g: load_file(str(Path(path) / f"{g}.safetensors")) for g in groups}
+        progress = Progress(**json.loads((Path(path) / "progress.json").read_text()))
+    except (OSError, ValueError, TypeError) as exc:  # safetensors raises its own error types, subclasses of these
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
+    return tensors, progress

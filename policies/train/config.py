@@ -1,0 +1,104 @@
+"""What a training run is: the algorithm's constants, the optimiser's schedule and the data's shape, as one
+typed config that goes into every checkpoint (so a run is reproducible from its directory alone).
+
+The four algorithms differ only in three numbers and one data filter (reference/pac.md):
+
+    algo         α (BC share of the policy loss)   β (TD loss weight)   data
+    pac          0.75                              38                   all episodes
+    bc_q         1.0                               38                   all episodes (critic trained, unused)
+    bc           1.0                               0                    all episodes
+    filtered_bc  1.0                               0                    successful episodes only
+
+Values the paper leaves open (η, N sampled actions, target period, learning rates, batch) are ours, set
+here with the reason beside each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    alpha: float  # policy loss = α · BC + (1 − α) · (Q-weighted improvement)
+    beta: float  # total loss = policy loss + β · distributional TD loss
+    successes_only: bool = False
+
+    @property
+    def critic(self) -> bool:
+        return self.beta > 0.0
+
+
+ALGORITHMS = {
+    a.name: a
+    for a in (
+        Algorithm("pac", alpha=0.75, beta=38.0),
+        Algorithm("bc_q", alpha=1.0, beta=38.0),
+        Algorithm("bc", alpha=1.0, beta=0.0),
+        Algorithm("filtered_bc", alpha=1.0, beta=0.0, successes_only=True),
+    )
+}
+OBSERVATIONS = ("state", "vision")  # state: proprio + object poses; vision: proprio + cameras
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str  # the dataset's directory (ROOT/<namespace>/<name>), as given to pac-train
+    size: str = "XS"
+    algo: str = "pac"
+    observation: str = "state"
+    steps: int = 10_000
+    seed: int = 0
+    # data (policies/data/transitions.py)
+    batch_size: int = 256  # per process; the global batch is this × world size
+    n_step: int = 5
+    gamma: float = 0.99
+    reward: str = "sparse"  # 1 on success: returns lie in [0, 1], the critic's support (RESULTS.md says why)
+    holdout: float = 0.05  # fraction of episodes kept out of training for the held-out losses
+    workers: int = 0  # DataLoader processes decoding frames (0: in the training process)
+    # optimiser: AdamW, linear warm-up from lr_init to lr_peak, then cosine to lr_end at `steps`
+    lr_init: float = 1e-5
+    lr_peak: float = 3e-4
+    lr_end: float = 1e-5
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    # actor-critic (open in the paper: our choices)
+    eta: float = 0.1  # temperature of softmax(Q/η) over the sampled actions, on the critic's [0, 1] scale
+    improvement_samples: int = 16  # N actions sampled from the target policy per state for the improvement
+    target_samples: int = 8  # actions sampled from the target policy at the next state for the TD target
+    target_period: int = 100  # steps between copies of the online network into the target network
+    # bookkeeping
+    log_every: int = 50
+    eval_every: int = 500  # held-out losses
+    checkpoint_every: int = 1000
+    amp: str = "auto"  # auto: bf16 autocast on a GPU, none on the CPU; or "none", "bf16", "fp16"
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo must be one of {list(ALGORITHMS)}, got {self.algo!r}")
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {self.observation!r}")
+        if self.amp not in ("auto", "none", "bf16", "fp16"):
+            raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
+        if self.steps < 1 or self.warmup_steps < 0 or not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"need steps ≥ 1, warmup_steps ≥ 0 and holdout in [0, 1): {self}")
+        if self.eta <= 0 or self.improvement_samples < 1 or self.target_samples < 1 or self.target_period < 1:
+            raise ValueError("eta must be > 0 and the sample counts and target period ≥ 1")
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return ALGORITHMS[self.algo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)

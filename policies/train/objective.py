@@ -1,0 +1,155 @@
+"""The PAC objective and its baselines, as loss terms over one batch (reference/pac.md).
+
+    policy loss  = α · BC + (1 − α) · improvement
+    BC           = −log π(a_data | s)                     (the factorised categorical: a sum over dimensions)
+    improvement  = −Σ_i w_i log π(a_i | s),  a_i ~ π_target(· | s),  w = softmax(E[Z_target(s, a_i)] / η)
+    TD           = cross-entropy(Φ(R + D·Z_target(s', a')), Z(s, a_data)),  a' ~ π_target(· | s')
+    total        = policy loss + β · TD
+
+Z is the categorical critic over `q_bins` returns on [q_low, q_high]; Φ projects the n-step distributional
+Bellman target back onto that support (C51's projection). The target network, an older copy of the online
+one, gives the reference policy and the bootstrap, as in MPO. Everything the target network computes is
+done by `targets()` without gradients; `PolicyCriticLoss.forward` is the part gradients flow through, kept
+as one module call so DDP's hooks see the whole backward pass. The pure tensor functions are tested alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policies.model.perceiver import PerceiverActorCritic
+
+
+# ------------------------------------------------------------------ pure tensor functions
+def support(model: PerceiverActorCritic) -> torch.Tensor:
+    """(N_q,) the return value of each critic bin."""
+    c = model.config
+    return torch.linspace(c.q_low, c.q_high, c.q_bins)
+
+
+def action_bins(actions: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins: int) -> torch.Tensor:
+    """Nearest bin index of physical actions (..., A); out-of-range values go to the end bins (as ActionSpec)."""
+    t = (actions - low) / (high - low)
+    return torch.round(t * (bins - 1)).clamp(0, bins - 1).long()
+
+
+def bin_values(indices: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins: int) -> torch.Tensor:
+    """Physical actions (..., A) of bin indices (..., A): the bins' centres, ends exactly on low and high."""
+    return low + (high - low) * indices.to(low.dtype) / (bins - 1)
+
+
+def log_likelihood(logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """log π(a | s) of the factorised policy: logits (B, A, K), indices (B, S, A) → (B, S)."""
+    log_p = F.log_softmax(logits.float(), dim=-1)  # (B, A, K)
+    gathered = torch.gather(log_p[:, None].expand(-1, indices.shape[1], -1, -1), 3, indices[..., None])
+    return gathered[..., 0].sum(dim=-1)
+
+
+def sample_bins(logits: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n actions per state from the factorised policy: logits (B, A, K) → bin indices (B, n, A)."""
+    b, a, k = logits.shape
+    probs = F.softmax(logits.float(), dim=-1).reshape(b * a, k)
+    draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # (B·A, n)
+    return draws.reshape(b, a, n).transpose(1, 2)
+
+
+def project_distribution(
+    probs: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Φ(r + d·Z): next-state bin probabilities (B, N) on `values` (N,) shifted and shrunk, then split
+    between the two neighbouring bins of each atom (mass conserved; atoms beyond the ends go to them)."""
+    v_min, v_max, n = values[0], values[-1], values.shape[0]
+    delta = (v_max - v_min) / (n - 1)
+    atoms = (reward[:, None] + discount[:, None] * values[None, :]).clamp(v_min, v_max)
+    position = (atoms - v_min) / delta  # fractional bin index in [0, n − 1]
+    lower = position.floor().long().clamp(0, n - 1)
+    upper = (lower + 1).clamp(max=n - 1)
+    upper_share = position - lower.to(position.dtype)  # 0 when the atom sits on a bin
+    out = torch.zeros_like(probs)
+    out.scatter_add_(1, lower, probs * (1.0 - upper_share))
+    out.scatter_add_(1, upper, probs * upper_share)
+    return out
+
+
+def expected_value(q_logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """E[Z] of categorical critics: logits (..., N) → (...)."""
+    return (F.softmax(q_logits.float(), dim=-1) * values).sum(dim=-1)
+
+
+# ------------------------------------------------------------------ the target network's part
+@dataclass
+class Targets:
+    """What the target network says about a batch (no gradients)."""
+
+    td_target: torch.Tensor | None  # (B, N_q) projected bin probabilities, None without a critic
+    improve_bins: torch.Tensor | None  # (B, N, A) actions sampled from the target policy at s
+    improve_weights: torch.Tensor | None  # (B, N) softmax(E[Z_target(s, a_i)] / η)
+
+
+@torch.no_grad()
+def targets(
+    target: PerceiverActorCritic,
+    observation: dict[str, torch.Tensor],
+    next_observation: dict[str, torch.Tensor],
+    reward: torch.Tensor,
+    discount: torch.Tensor,
+    *,
+    critic: bool,
+    improve: bool,
+    eta: float,
+    improvement_samples: int,
+    target_samples: int,
+    generator: torch.Generator | None,
+) -> Targets:
+    if not critic:
+        return Targets(None, None, None)
+    values = support(target).to(reward.device)
+    low, high, bins = target.action_low, target.action_high, target.action_spec.bins
+    z_next = target.encode(next_observation)
+    next_bins = sample_bins(target.policy_logits(z_next), target_samples, generator)
+    next_q = target.q_logits(z_next, bin_values(next_bins, low, high, bins))  # (B, M, N_q)
+    next_probs = F.softmax(next_q.float(), dim=-1).mean(dim=1)  # the next state's return under π_target
+    td_target = project_distribution(next_probs, reward.float(), discount.float(), values)
+    if not improve:
+        return Targets(td_target, None, None)
+    z = target.encode(observation)
+    sampled = sample_bins(target.policy_logits(z), improvement_samples, generator)
+    q = expected_value(target.q_logits(z, bin_values(sampled, low, high, bins)), values)  # (B, N)
+    return Targets(td_target, sampled, F.softmax(q / eta, dim=-1))
+
+
+# ------------------------------------------------------------------ the online network's part
+class PolicyCriticLoss(nn.Module):
+    """The online network's losses for one batch; `model` is the one set of trained weights."""
+
+    def __init__(self, model: PerceiverActorCritic, alpha: float, beta: float):
+        super().__init__()
+        self.model, self.alpha, self.beta = model, alpha, beta
+
+    def forward(
+        self, observation: dict[str, torch.Tensor], action: torch.Tensor, t: Targets
+    ) -> dict[str, torch.Tensor]:
+        m = self.model
+        z = m.encode(observation)
+        logits = m.policy_logits(z)
+        data_bins = action_bins(action, m.action_low, m.action_high, m.action_spec.bins)  # (B, A)
+        bc = -log_likelihood(logits, data_bins[:, None]).mean()
+        losses = {"bc": bc}
+        policy = bc
+        if t.improve_bins is not None and self.alpha < 1.0:
+            improve = -(t.improve_weights * log_likelihood(logits, t.improve_bins)).sum(dim=-1).mean()
+            losses["improve"] = improve
+            policy = self.alpha * bc + (1.0 - self.alpha) * improve
+        total = policy
+        if t.td_target is not None and self.beta > 0.0:
+            q = m.q_logits(z, bin_values(data_bins, m.action_low, m.action_high, m.action_spec.bins)[:, None])[:, 0]
+            td = -(t.td_target * F.log_softmax(q.float(), dim=-1)).sum(dim=-1).mean()
+            losses["td"] = td
+            losses["q"] = expected_value(q.detach(), support(m).to(q.device)).mean()
+            total = policy + self.beta * td
+        losses["total"] = total
+        return losses
