@@ -1,9 +1,10 @@
 """The guard: watchdogs, the safety filter and the state machine, deciding what each tick may send.
 
-`watch` turns a tick's inputs into hold causes (stale sources, heartbeat, acknowledgement, TCP outside its
-box) and latches FAULT/ESTOP on a lost driver or a pressed stop; `decide` filters the policy's action and
-returns a typed `Decision`: the action in the arm's mode when the state machine is RUNNING, else a hold.
-Nothing but a hold leaves the guard unless it passed `filter_action` and is finite (DESIGN §4).
+`watch` turns a tick's inputs into hold causes (stale sources: state, cameras, object poses; heartbeat;
+acknowledgement; TCP outside its box) and latches FAULT/ESTOP on a lost driver or a pressed stop; `decide`
+filters the policy's action and returns a typed `Decision`: the action in the arm's mode when the state
+machine is RUNNING, else a hold. Nothing but a hold leaves the guard unless it passed `filter_action` and is
+finite (DESIGN §4).
 """
 
 from __future__ import annotations
@@ -49,15 +50,20 @@ class Guard:
         watchdogs: WatchdogConfig,
         cameras: tuple[str, ...],
         fk: Callable[[np.ndarray], np.ndarray] | None = None,
+        *,
+        objects: bool = False,
     ):
         self.limits, self.watchdogs, self.cameras = limits, watchdogs, cameras
+        self.objects = objects  # the policy reads object poses: the `objects` topic's age is watched too
         self.fk = fk  # joint mode: TCP position of a joint target, for the filter's workspace check
         self.safety = SafetyStateMachine()
         self.acks = AckTracker(watchdogs.ack_timeout_ms)
         self.counts = GuardCounts()
-        self._max_age = {"state": watchdogs.max_state_age_ms} | {
-            f"image/{c}": watchdogs.max_image_age_ms for c in cameras
-        }
+        self._max_age = (
+            {"state": watchdogs.max_state_age_ms}
+            | {f"image/{c}": watchdogs.max_image_age_ms for c in cameras}
+            | ({"objects": watchdogs.max_objects_age_ms} if objects else {})
+        )
         self._previous: np.ndarray | None = None  # the last action sent (None after a hold)
 
     def ready(self, t_ns: int) -> None:
@@ -72,7 +78,7 @@ class Guard:
         if driver_lost(inputs.silent_ns, self.watchdogs):
             detail = f"nothing from the driver for {inputs.silent_ns / 1e6:.0f} ms"
             self.safety.latch(Cause(CauseKind.DRIVER_LOST, detail=detail), tick, now)
-        causes = stale_sources(now, inputs.captures(self.cameras), self._max_age)
+        causes = stale_sources(now, inputs.captures(self.cameras, self.objects), self._max_age)
         if heartbeat_lost(now, status.t_capture_ns if status is not None else None, self.watchdogs):
             causes.add(Cause(CauseKind.HEARTBEAT))
         if state is not None:

@@ -2,9 +2,10 @@
 
 One small ABC, one implementation per way of running (openpi-client's Environment, done with time in mind):
 `LockstepLink` (the sim advances one period per command: deterministic tests), `RealtimeLink` (ticks on
-absolute deadlines, phase-locked just after the cameras capture, arrivals decoded while idle). A replay
-link will feed a recording through the same loop in virtual time. Links own waiting, phase alignment and
-deadlines; they read the driver only through `DriverClient`'s public methods and the injected clock.
+absolute deadlines, phase-locked just after the cameras (or the object tracker) capture, arrivals decoded
+while idle). A replay link will feed a recording through the same loop in virtual time. Links own waiting,
+phase alignment and deadlines; they read the driver only through `DriverClient`'s public methods and the
+injected clock.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from robots.contract.client import DriverClient, DriverUnavailable
 from robots.contract.link import DriverMode, LinkConfig, Mode
-from robots.contract.messages import ImageMsg, StateMsg, StatusMsg
+from robots.contract.messages import ImageMsg, ObjectsMsg, StateMsg, StatusMsg
 from runtime.clock import Clock
 from runtime.timing import Pacer, StageTimer
 
@@ -38,13 +39,17 @@ class Inputs:
     status: StatusMsg | None
     frames: Mapping[str, ImageMsg]  # the policy's cameras that have sent a frame
     silent_ns: int  # local time since anything new came from the driver
+    objects: ObjectsMsg | None = None  # the newest object poses; None from a driver (or cell) without a tracker
 
-    def captures(self, cameras: tuple[str, ...]) -> dict[str, int | None]:
-        """Capture time per source ("state", "image/<camera>"), None for a source never heard."""
+    def captures(self, cameras: tuple[str, ...], objects: bool = False) -> dict[str, int | None]:
+        """Capture time per source ("state", "image/<camera>", and "objects" when the policy reads object
+        poses), None for a source never heard."""
         out: dict[str, int | None] = {"state": self.state.t_capture_ns if self.state is not None else None}
         for camera in cameras:
             frame = self.frames.get(camera)
             out[f"image/{camera}"] = frame.t_capture_ns if frame is not None else None
+        if objects:
+            out["objects"] = self.objects.t_capture_ns if self.objects is not None else None
         return out
 
 
@@ -62,9 +67,17 @@ class DriverLink(abc.ABC):
     kind: DriverMode
 
     def __init__(
-        self, client: DriverClient, cameras: tuple[str, ...], link: LinkConfig, timer: StageTimer, clock: Clock
+        self,
+        client: DriverClient,
+        cameras: tuple[str, ...],
+        link: LinkConfig,
+        timer: StageTimer,
+        clock: Clock,
+        *,
+        objects: bool = False,
     ):
         self.client, self.cameras, self.link, self.timer, self.clock = client, cameras, link, timer, clock
+        self.objects = objects  # the policy reads the `objects` topic: a frame-rate source like a camera
         self._heard = (-1, -1)  # (state seq, status seq) last seen
         self._heard_ns = clock.now_ns()
         self._obs_age = StageTimer(("obs_age",), clock=clock)
@@ -132,7 +145,8 @@ class DriverLink(abc.ABC):
     def _inputs(self) -> Inputs:
         latest = self.client.latest
         frames = {c: latest.images[c] for c in self.cameras if c in latest.images}
-        return Inputs(self.now_ns(), latest.state, latest.status, frames, self.clock.now_ns() - self._heard_ns)
+        silent_ns = self.clock.now_ns() - self._heard_ns
+        return Inputs(self.now_ns(), latest.state, latest.status, frames, silent_ns, latest.objects)
 
 
 class LockstepLink(DriverLink):
@@ -205,7 +219,8 @@ class RealtimeLink(DriverLink):
         with self.timer.section("send"):
             seq = self.client.send_command(mode, action, self.clock.now_ns() + self.link.period_ns, _obs_seq(inputs))
         if mode is not Mode.HOLD and inputs.state is not None:
-            oldest = min([inputs.state.t_capture_ns] + [f.t_capture_ns for f in inputs.frames.values()])
+            captures = inputs.captures(self.cameras, self.objects).values()
+            oldest = min(t for t in captures if t is not None)
             self._obs_age.record("obs_age", (self.clock.now_ns() - oldest) / 1e6)
             self._obs_age.next_tick()
         return seq
@@ -218,13 +233,16 @@ class RealtimeLink(DriverLink):
 
     # ------------------------------------------------------------------ waiting
     def _frame_captures(self) -> list[int] | None:
-        images = self.client.latest.images
-        if not all(c in images for c in self.cameras):
+        """Capture times of the frame-rate sources the policy reads (its cameras, the objects topic if it
+        reads poses); None until each has been heard."""
+        latest = self.client.latest
+        if not all(c in latest.images for c in self.cameras) or (self.objects and latest.objects is None):
             return None
-        return [images[c].t_capture_ns for c in self.cameras]
+        captures = [latest.images[c].t_capture_ns for c in self.cameras]
+        return captures + [latest.objects.t_capture_ns] if self.objects else captures
 
     def _track_phase(self) -> None:
-        """Tick just after the cameras' frames arrive, so observations are as young as they can be.
+        """Tick just after the cameras' frames (and object poses) arrive, so observations are as young as they can be.
 
         Aligned on the first frames, and again when the frames come later than expected three ticks running
         (the driver re-phased, e.g. after its own overrun).

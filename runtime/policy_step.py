@@ -28,15 +28,18 @@ class PolicyStep:
     def __init__(self, policy: LoadedPolicy, instruction: str, decode: str, deadline_ms: float, timer: StageTimer):
         self.policy, self.instruction, self.decode, self.deadline_ms = policy, instruction, decode, deadline_ms
         self.cameras = policy.metadata.observation.cameras
+        self.objects = bool(policy.metadata.observation.objects)  # the policy reads object poses
         self.timer = timer
         self.inferences = 0
 
     def __call__(self, inputs: Inputs) -> PolicyOutput:
-        """The action for `inputs` (which hold a state and a frame per camera: the guard checked)."""
+        """The action for `inputs` (which hold a state, a frame per camera and, for a policy reading object
+        poses, an objects message: the guard checked; an object the tracker does not see is a BAD_OBSERVATION)."""
         frames = {c: inputs.frames[c].image for c in self.cameras}
         with self.timer.section("tokenize"):
+            poses = inputs.objects.as_dict() if self.objects and inputs.objects is not None else None
             try:
-                obs = self.policy.tokenizer.from_messages(inputs.state, frames, self.instruction)
+                obs = self.policy.tokenizer.from_messages(inputs.state, frames, self.instruction, poses)
             except ObservationError as exc:
                 return PolicyOutput(None, Cause(CauseKind.BAD_OBSERVATION, detail=str(exc)))
         with self.timer.section("infer"):

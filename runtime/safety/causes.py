@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 class CauseKind(enum.Enum):
     # HOLD: active while the condition lasts
-    STALE = "stale"  # an input older than its limit; source: "state" or "image/<camera>"
+    STALE = "stale"  # an input older than its limit; source: "state", "image/<camera>" or "objects"
     HEARTBEAT = "heartbeat"  # no driver status within heartbeat_timeout_ms
     NO_ACK = "no_ack"  # a command not applied by the driver within ack_timeout_ms
     WORKSPACE = "workspace"  # the TCP is outside its box beyond the tolerance

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from runtime.safety.causes import Cause, stale
 
 MS = 1_000_000  # ns
+FRAME_AGE_MS = 90.0  # sources at the camera rate (20 Hz): 50 ms apart, plus rendering/transport jitter
 
 
 @dataclass(frozen=True)
 class WatchdogConfig:
     max_state_age_ms: float = 30.0  # state comes at 100 Hz: 10 ms apart
-    max_image_age_ms: float = 90.0  # cameras at 20 Hz: 50 ms apart, plus rendering/transport jitter
+    max_image_age_ms: float = FRAME_AGE_MS
+    max_objects_age_ms: float = FRAME_AGE_MS  # object poses (a tracker, or the sim) come at the camera rate
     inference_deadline_ms: float = 40.0  # a result later than this is dropped: the observation is too old
     heartbeat_timeout_ms: float = 300.0  # status comes at ≥ 10 Hz
     ack_timeout_ms: float = 150.0  # a command not applied by the driver within this long
