@@ -15,14 +15,14 @@ import signal
 import sys
 from pathlib import Path
 
-from policies.spec import action_spec, observation_spec
+from policies.spec import ObservationSpec, action_spec
 from robots.contract.client import DriverClient
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import ARMS, load_spec
 from runtime.clock import MONOTONIC
 from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides
 from runtime.guard import Guard
-from runtime.inference.loader import LoadedPolicy, PolicyRefused, load_policy
+from runtime.inference.loader import LoadedPolicy, PolicyRefused, load_policy, read_metadata
 from runtime.inference.providers import DEVICES, ProviderUnavailable, SessionConfig
 from runtime.link import DriverLink, LockstepLink, RealtimeLink
 from runtime.loop import STAGES, ControlLoop
@@ -34,6 +34,7 @@ from runtime.preflight import (
     check_driver,
     check_instruction,
     check_sensors,
+    expected_observation,
     policy_checks,
 )
 from runtime.recorder import Recorder
@@ -55,6 +56,13 @@ def _tcp_position(arm):
         return chain.fk(q)[0]
 
     return fk
+
+
+def sim_flags(obs: ObservationSpec, lockstep: bool) -> list[str]:
+    """`pac-sim` flags publishing what the policy observes: its cameras (none for a state policy) and the
+    object poses (always: a sim cell has its tracker)."""
+    cameras = ",".join(obs.cameras) or "none"
+    return ["--cameras", cameras, "--objects", "all"] + (["--lockstep"] if lockstep else [])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,23 +94,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def open_policy(config: RunConfig, path: Path, session: SessionConfig) -> LoadedPolicy:
+    """Load `path` for the config's arm, or raise PolicyRefused / ProviderUnavailable before any motion.
+
+    The expected observation is built from the model's own modalities (its cameras must be the arm's, its
+    objects in the arm's cell); everything else must match the arm's spec exactly (load_policy).
+    """
+    arm = load_spec(config.robot)
+    expected = expected_observation(arm, config.cameras, read_metadata(path).observation)
+    return load_policy(path, expected, action_spec(arm, config.mode), session)
+
+
 def build_loop(
     config: RunConfig, policy: LoadedPolicy, client: DriverClient, lockstep: bool, recorder: Recorder | None
 ) -> ControlLoop:
     """The loop's parts for this config and policy, on the host's monotonic clock."""
     arm = load_spec(config.robot)
-    cameras = policy.metadata.observation.cameras
+    cameras, objects = policy.metadata.observation.cameras, bool(policy.metadata.observation.objects)
     timer = StageTimer(STAGES, clock=MONOTONIC)
     parts = (client, cameras, config.link, timer, MONOTONIC)
     link: DriverLink
     if lockstep:
-        link = LockstepLink(*parts, step_timeout_s=config.watchdogs.driver_lost_ms / 1000)
+        link = LockstepLink(*parts, step_timeout_s=config.watchdogs.driver_lost_ms / 1000, objects=objects)
     else:
-        link = RealtimeLink(*parts)
+        link = RealtimeLink(*parts, objects=objects)
     w = config.watchdogs
     step = PolicyStep(policy, config.instruction, config.decode, w.inference_deadline_ms, timer)
     limits = SafetyLimits.from_arm(arm, config.mode, config.period_s)
-    guard = Guard(limits, w, cameras, fk=_tcp_position(arm))
+    guard = Guard(limits, w, cameras, fk=_tcp_position(arm), objects=objects)
     return ControlLoop(link, step, guard, timer, recorder=recorder, clock=MONOTONIC)
 
 
@@ -119,18 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"pac-run: {exc}", file=sys.stderr)
             return EXIT_REFUSED
-        arm = load_spec(config.robot)
-        cameras = config.cameras or None
-        expected_obs, expected_act = observation_spec(arm, cameras), action_spec(arm, config.mode)
+        session = SessionConfig(
+            device=args.device, allow_cpu_fallback=args.allow_cpu_fallback, allow_spinning=args.cpu_spin == "on"
+        )
         try:
-            policy = load_policy(
-                args.policy,
-                expected_obs,
-                expected_act,
-                SessionConfig(
-                    device=args.device, allow_cpu_fallback=args.allow_cpu_fallback, allow_spinning=args.cpu_spin == "on"
-                ),
-            )
+            policy = open_policy(config, args.policy, session)
         except (PolicyRefused, ProviderUnavailable) as exc:
             print(f"pac-run: refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
@@ -139,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         except PreflightFailed as exc:
             print(f"pac-run: pre-flight failed: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+        obs = policy.metadata.observation
         if args.sim:
-            sim_args = ["--cameras", ",".join(expected_obs.cameras)] + (["--lockstep"] if args.lockstep else [])
-            sim, pub, cmd = start_sim(config.robot, *sim_args, capture=False, nice=10)
+            sim, pub, cmd = start_sim(config.robot, *sim_flags(obs, args.lockstep), capture=False, nice=10)
             config = with_endpoints(config, pub, cmd)
         config = with_endpoints(config, args.pub, args.cmd)
         client = DriverClient.for_link(config.link, source="pac-run")
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 instruction,
                 driver,
                 check_clock(client, config, lockstep),
-                check_sensors(client, expected_obs.cameras, lockstep, config.driver_wait_s),
+                check_sensors(client, obs.cameras, lockstep, config.driver_wait_s, objects=obs.objects),
                 check_calibration(config),
             ]
         except PreflightFailed as exc:

@@ -14,11 +14,16 @@ from pathlib import Path
 
 import yaml
 
+from policies.spec import ObservationSpec, observation_spec, scene_objects
 from policies.tokenizer.language import PAD_ID, InstructionTooLong
-from robots.contract.client import DriverClient, DriverUnavailable
+from robots.contract.client import DriverClient, DriverUnavailable, LatestMessages
 from robots.contract.link import DriverFault, DriverMode
+from robots.contract.messages import OBJECTS
+from robots.spec import ArmSpec
 from runtime.config import RunConfig
-from runtime.inference.loader import LoadedPolicy
+from runtime.inference.loader import LoadedPolicy, PolicyRefused
+
+LOCKSTEP_SENSOR_TICKS = 10  # lockstep: periods to wait for a topic the driver would publish every period
 
 
 class PreflightFailed(RuntimeError):
@@ -74,25 +79,55 @@ def check_clock(client: DriverClient, config: RunConfig, lockstep: bool, samples
     return Check("clock", f"offset {offset:.2f} ms (≤ {config.max_clock_offset_ms} ms)")
 
 
-def check_sensors(client: DriverClient, cameras: tuple[str, ...], lockstep: bool, timeout_s: float = 5.0) -> Check:
-    """A first state and a frame from every camera the model needs, so the first tick has a whole observation."""
+def _missing(latest: LatestMessages, cameras: tuple[str, ...], objects: tuple[str, ...]) -> tuple[list, list]:
+    """(state and cameras never heard, objects with no pose in the newest `objects` message)."""
+    sensors = (["state"] if latest.state is None else []) + [c for c in cameras if c not in latest.images]
+    seen = latest.objects.names if latest.objects is not None else ()
+    return sensors, [o for o in objects if o not in seen]
+
+
+def check_sensors(
+    client: DriverClient,
+    cameras: tuple[str, ...],
+    lockstep: bool,
+    timeout_s: float = 5.0,
+    objects: tuple[str, ...] = (),
+) -> Check:
+    """A first state, a frame from every camera the model needs and, for a model reading object poses, an
+    `objects` message with each of its objects: so the first tick has a whole observation.
+
+    A lockstep driver publishes every topic it has each period, so LOCKSTEP_SENSOR_TICKS periods without one
+    mean it does not publish it: refused then instead of after the timeout.
+    """
     end = time.monotonic() + timeout_s
     latest = client.latest
-    while time.monotonic() < end:
+    ticks = 0
+    while time.monotonic() < end and ticks < LOCKSTEP_SENSOR_TICKS:
         if lockstep:
             try:
                 latest = client.step(timeout_s=max(0.1, end - time.monotonic()))  # one period, no command
             except DriverUnavailable as exc:
                 raise PreflightFailed(f"the lockstep driver did not answer a tick: {exc}") from exc
+            ticks += 1
         else:
             latest = client.poll(50)
-        if latest.state is not None and all(c in latest.images for c in cameras):
-            shapes = {c: latest.images[c].image.shape[:2] for c in cameras}
-            return Check("sensors", "state and " + ", ".join(f"{c} {h}x{w}" for c, (h, w) in shapes.items()))
-    missing = [c for c in cameras if c not in latest.images] + (["state"] if latest.state is None else [])
+        if _missing(latest, cameras, objects) == ([], []):
+            sizes = [f"{c} {'x'.join(map(str, latest.images[c].image.shape[:2]))}" for c in cameras]
+            poses = [f"poses of {', '.join(objects)}"] if objects else []
+            return Check("sensors", ", ".join(["state", *sizes, *poses]))
+    waited = f"{ticks} lockstep periods" if lockstep else f"{timeout_s:.0f} s"
+    sensors, unseen = _missing(latest, cameras, objects)
+    if sensors:
+        needs = f"; the model needs cameras {', '.join(cameras)} (is the driver started with them?)" if cameras else ""
+        raise PreflightFailed(f"no {', '.join(sensors)} from the driver within {waited}{needs}")
+    if latest.objects is None:
+        what = f"no `{OBJECTS}` topic from the driver within {waited}"
+    else:
+        has = ", ".join(latest.objects.names) or "none"
+        what = f"the driver's `{OBJECTS}` topic has no pose of {', '.join(unseen)} (it has {has})"
     raise PreflightFailed(
-        f"no {', '.join(missing)} from the driver within {timeout_s:.0f} s; "
-        f"the model needs cameras {', '.join(cameras)} (is the driver started with them?)"
+        f"{what}; the model needs the poses of {', '.join(objects)} (missing: {', '.join(unseen)}). "
+        f"Start pac-sim with --objects all, or run a tracker that publishes `{OBJECTS}`"
     )
 
 
@@ -136,8 +171,39 @@ def policy_checks(policy: LoadedPolicy) -> list[Check]:
         Check(
             "model spec",
             f"{meta.model.get('size')} {meta.variant}: {meta.action.robot} {meta.action.mode}, "
-            f"{meta.action.size} dims, cameras {', '.join(meta.observation.cameras)}",
+            f"{meta.action.size} dims, cameras {', '.join(meta.observation.cameras) or 'none'}"
+            + (f", objects {', '.join(meta.observation.objects)}" if meta.observation.objects else ""),
         ),
         Check("provider", f"{policy.provider}{fallback}"),
         Check("golden pair", f"max |error| {policy.golden_error:.2g} ≤ {meta.golden.atol:g}"),
     ]
+
+
+def expected_observation(arm: ArmSpec, cameras: tuple[str, ...], model: ObservationSpec) -> ObservationSpec:
+    """The observation spec this arm serves a model with: the model's own modalities, checked against the cell.
+
+    The model's cameras must be the arm's (and equal `cameras`, the config's, when it names any) and its
+    objects must be in the arm's cell (what `pac-sim --objects all` or the cell's tracker publishes). All
+    else (proprio, resolution, the action) must match exactly: `load_policy` compares the two specs field by
+    field. A model for another arm gets that arm's default spec, so load_policy names the robot first.
+    """
+    if model.robot != arm.name:
+        return observation_spec(arm, cameras or None)
+    want = cameras or model.cameras
+    unknown = [c for c in want if c not in {c.name for c in arm.cameras}]
+    if unknown:
+        raise PolicyRefused(
+            f"the model reads camera(s) {', '.join(unknown)}, which the {arm.name} does not have "
+            f"(it has {', '.join(c.name for c in arm.cameras)})"
+        )
+    scene = scene_objects(arm)
+    unknown = [o for o in model.objects if o not in scene]
+    if unknown:
+        raise PolicyRefused(
+            f"the model reads the pose(s) of {', '.join(unknown)}, which the {arm.name}'s cell does not track "
+            f"(it tracks {', '.join(scene) or 'nothing'})"
+        )
+    try:
+        return observation_spec(arm, want, model.instruction_length, model.objects)
+    except ValueError as exc:  # e.g. neither a camera nor an object: no PAC policy reads that
+        raise PolicyRefused(str(exc)) from exc
