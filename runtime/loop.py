@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -79,8 +80,11 @@ class ControlLoop:
             self.stop_reason = reason
         self._stop = True
 
-    def run(self, duration_s: float | None = None, max_ticks: int | None = None) -> State:
-        """Tick until stopped, the duration or tick count is reached, or a latched state; then hold."""
+    def run(
+        self, duration_s: float | None = None, max_ticks: int | None = None, until: Callable[[], str] | None = None
+    ) -> State:
+        """Tick until stopped, the duration or tick count is reached, a latched state, or `until()` names a
+        reason to stop (asked after every tick: pac-eval's "success"); then hold."""
         self.guard.ready(self.link.now_ns())
         # Start-up made every long-lived object; park them outside the collector so the cyclic GC's passes
         # during the run only walk what the loop itself allocates (sub-ms instead of a random multi-ms stall).
@@ -98,9 +102,12 @@ class ControlLoop:
                     self.tick()
                     if self.guard.safety.state in LATCHED:
                         self.stop(self.guard.safety.state.value.lower())
+                    elif until is not None and (reason := until()):
+                        self.stop(reason)
         finally:
             self._rss["end"] = rss_mb()
             self.final_hold_confirmed = self._final_hold()
+            gc.unfreeze()  # a process that runs many loops (pac-eval) lets each one's objects be collected
         return self.guard.safety.state
 
     def tick(self) -> None:
