@@ -188,5 +188,8 @@ class TransitionSampler(Sampler[np.ndarray]):
 def transition_loader(dataset: TransitionDataset, num_workers: int = 0, **kwargs) -> DataLoader:
     """A DataLoader of Batches over `dataset` with its TransitionSampler (`loader.sampler.set_epoch(e)`).
 
-    Extra keyword arguments go to DataLoader (pin_memory, prefetch_factor, persistent_workers...)."""
+    Extra keyword arguments go to DataLoader (pin_memory, prefetch_factor, persistent_workers...). The loader
+    draws its workers' base seed from its own generator, never from torch's global one, so iterating it
+    leaves the training process's random state as it was (a resumed run must match an uninterrupted one)."""
+    kwargs.setdefault("generator", torch.Generator().manual_seed(dataset.config.seed))
     return DataLoader(dataset, sampler=TransitionSampler(dataset), batch_size=None, num_workers=num_workers, **kwargs)

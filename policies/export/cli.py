@@ -2,9 +2,11 @@
 
     pac-export --info [--size L]                       parameters and FLOPs per inference, per size
     pac-export --robot sawyer --size S --out models/pac_S_sawyer.onnx --variants fp32,int8 [--critic]
+    pac-export --checkpoint runs/pac_xs [--step N] [--out FILE] [--variants ...] [--critic]
 
-Without trained weights (training is a later issue) the export is of a seeded, untrained model; the
-file's provenance says so.
+With --checkpoint, the trained actor (and with --critic also the critic, beside it) of a pac-train run is
+exported, its provenance holding the training command, dataset id and sha256, algorithm, step and commit.
+Without it the export is of a seeded, untrained model, and the file's provenance says so.
 """
 
 from __future__ import annotations
@@ -71,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--critic", action="store_true", help="export the critic graph instead of the actor")
     parser.add_argument("--candidates", type=int, default=16, help="actions the critic scores per call")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed of the untrained model")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a pac-train run directory: export its weights")
+    parser.add_argument("--step", type=int, default=None, help="with --checkpoint: that step (default: the latest)")
     args = parser.parse_args(argv)
+    if args.checkpoint is not None:
+        return export_checkpoint(args)
 
     if args.info:
         print(info([args.size] if args.size else list(SIZES), args.robot, args.mode, args.candidates))
@@ -101,6 +107,46 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[str(f.path), f.variant, f"{f.bytes / 2**20:.1f}", f"{f.max_abs_error:.2g}"] for f in written]
     print(_table(["file", "variant", "MiB", "max |ORT-torch|"], rows))
     print(f"{args.size} {graph} for {args.robot} exported in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def export_checkpoint(args: argparse.Namespace) -> int:
+    """Export a training run's actor (and critic with --critic) with its provenance."""
+    from policies.export.onnx_export import export_policy
+    from policies.train.checkpoint import CheckpointError, load_trained_model
+
+    try:
+        model, info, path = load_trained_model(args.checkpoint, args.step)
+    except CheckpointError as exc:
+        print(f"pac-export: {exc}", file=sys.stderr)
+        return 2
+    train = info["train"]
+    robot = info["dataset"]["robot"]
+    out = args.out or args.checkpoint / "export" / f"{train['algo']}_{model.config.size}_{robot}.onnx"
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    step = int(path.name.removeprefix("step_"))
+    training = {
+        "run": str(args.checkpoint),
+        "checkpoint": path.name,
+        "step": step,
+        "algo": train["algo"],
+        "seed": train["seed"],
+        "command": info["command"],
+        "dataset": {k: info["dataset"][k] for k in ("id", "sha256", "episodes", "success_rate")},
+        "git_commit": info.get("git_commit", "unknown"),
+    }
+    weights = f"trained: {train['algo']} {model.config.size}, {info['dataset']['id']}, step {step}"
+    started = time.perf_counter()
+    tokenizer = InstructionTokenizer.default()
+    written = export_policy(model, out, tokenizer, variants=variants, weights=weights, training=training)
+    if args.critic:
+        critic_out = out.with_name(f"{out.stem}_critic.onnx")
+        written += export_policy(
+            model, critic_out, tokenizer, graph="critic", candidates=args.candidates, weights=weights, training=training
+        )
+    rows = [[str(f.path), f.graph, f.variant, f"{f.bytes / 2**20:.1f}", f"{f.max_abs_error:.2g}"] for f in written]
+    print(_table(["file", "graph", "variant", "MiB", "max |ORT-torch|"], rows))
+    print(f"{weights} exported in {time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -88,7 +88,7 @@ def ort_cpu_outputs(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(None, inputs)[0]
 
 
-def _provenance(weights: str) -> dict[str, Any]:
+def _provenance(weights: str, training: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
@@ -103,6 +103,7 @@ def _provenance(weights: str) -> dict[str, Any]:
         "onnx": onnx.__version__,
         "onnxruntime": ort.__version__,
         "exporter": "torch.onnx.export(dynamo=True)",
+        **({"training": training} if training else {}),
     }
 
 
@@ -168,8 +169,11 @@ def export_policy(
     candidates: int = 16,
     weights: str = "untrained",
     seed: int = 0,
+    training: dict[str, Any] | None = None,
 ) -> list[ExportedFile]:
     """Write `out` (fp32) and `<stem>.<variant>.onnx` for the other variants; returns what was written.
+
+    `training` (the run's command, dataset and checkpoint, for a trained model) goes into the provenance.
 
     fp32 is always written first: int8 is quantised from it.
     """
@@ -197,7 +201,7 @@ def export_policy(
             "parameters": cost.parameters,
             "flops": cost.actor_flops if graph == "actor" else cost.critic_flops,
         },
-        provenance=_provenance(weights),
+        provenance=_provenance(weights, training),
         golden=Golden(inputs, {OUTPUT_NAME[graph]: reference}, FP32_ATOL),
     )
     written: list[ExportedFile] = []

@@ -96,6 +96,35 @@ def latest_checkpoint(run: Path) -> Path:
     return path
 
 
+def checkpoint_at(run: Path, step: int | None = None) -> Path:
+    """The checkpoint of `run` at `step`, or its latest when `step` is None."""
+    if step is None:
+        return latest_checkpoint(run)
+    path = Path(run) / "checkpoints" / f"step_{step:07d}"
+    if not (path / "model.safetensors").is_file():
+        have = sorted(p.name for p in (Path(run) / "checkpoints").glob("step_*"))
+        raise CheckpointError(f"{run} has no checkpoint at step {step} (it has {have})")
+    return path
+
+
+def load_trained_model(run: Path, step: int | None = None):
+    """(model, run info, checkpoint path): the online network of `run`'s checkpoint, in eval mode."""
+    from policies.model.config import PACConfig
+    from policies.model.perceiver import PerceiverActorCritic
+    from policies.spec import ActionSpec, ObservationSpec
+
+    info = read_run(run)
+    path = checkpoint_at(run, step)
+    model = PerceiverActorCritic(
+        PACConfig.from_dict(info["model"]),
+        ObservationSpec.from_dict(info["observation_spec"]),
+        ActionSpec.from_dict(info["action_spec"]),
+    )
+    groups, _ = load_checkpoint(path, ("model",))
+    model.load_state_dict(groups["model"])
+    return model.eval(), info, path
+
+
 def load_checkpoint(
     path: Path, groups: tuple[str, ...] = GROUPS
 ) -> tuple[dict[str, dict[str, torch.Tensor]], Progress]:

@@ -221,8 +221,10 @@ def held_out_losses(t: Trainer) -> dict[str, float]:
     return sums
 
 
-def train(t: Trainer) -> dict[str, float]:
+def train(t: Trainer, stop_at: int | None = None) -> dict[str, float]:
+    """Train to the config's `steps` (or stop after `stop_at`, checkpointed, on the same schedule)."""
     c, learner = t.config, t.learner
+    end = min(c.steps, stop_at) if stop_at else c.steps
     loader = transition_loader(t.train_data, num_workers=c.workers, persistent_workers=c.workers > 0)
     log = MetricsLog(t.run) if t.leader else None
     if t.leader:
@@ -232,7 +234,9 @@ def train(t: Trainer) -> dict[str, float]:
     last: dict[str, float] = {}
     window_started, window_steps = time.perf_counter(), 0
     samples_per_step = c.batch_size * t.shard.world_size
-    while learner.step < c.steps:
+    if t.held_out is not None and t.leader and learner.step == 0:
+        log.log(0, held_out_losses(t), "held_out/")  # where the curves start
+    while learner.step < end:
         loader.sampler.set_epoch(epoch, start)
         for batch_index, batch in enumerate(loader, start=start):
             last = learner.train_step(batch.to(t.device))
@@ -248,14 +252,14 @@ def train(t: Trainer) -> dict[str, float]:
                 bar.set_postfix(shown | {"samples/s": f"{last['samples_per_s']:.0f}"})
             if t.held_out is not None and t.leader and (step % c.eval_every == 0 or step == c.steps):
                 log.log(step, held_out_losses(t), "held_out/")
-            if step % c.checkpoint_every == 0 or step == c.steps:
+            if step % c.checkpoint_every == 0 or step == end:
                 at_end = done_in_epoch == len(loader.sampler) + start
                 progress = Progress(step, epoch + 1 if at_end else epoch, 0 if at_end else done_in_epoch)
                 if t.leader:
                     save_checkpoint(t.run, learner.state_tensors(), progress)
                     log.flush()
             bar.update(1)
-            if step >= c.steps:
+            if step >= end:
                 break
         else:
             epoch, start = epoch + 1, 0
@@ -322,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<algo>_<size>_s<seed>)")
     p.add_argument("--resume", type=Path, default=None, help="continue the run in this directory")
+    p.add_argument(
+        "--stop-at", type=int, default=None, help="stop (checkpointed) after this step, keeping the --steps schedule"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig field")
     return p
 
@@ -354,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{run} already holds a run: --resume {run} to continue it, or choose another --out")
         started = time.perf_counter()
         trainer = build_trainer(config, run, argv, resume=args.resume is not None)
-        last = train(trainer)
+        last = train(trainer, args.stop_at)
         if trainer.leader:
             print(summary(trainer, last, time.perf_counter() - started))
             (run / "summary.json").write_text(json.dumps(last, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,203 @@
+"""pac-train end to end on small collected datasets (state and vision), and the objective's pure parts.
+
+The tiny runs are what CI can afford: XS, a few hundred steps. They check what a user relies on: losses fall,
+a run resumed from a checkpoint is bit for bit the uninterrupted one, the run exports to a servable ONNX file
+with its training provenance, and DDP (torchrun, gloo, 2 processes) computes one process's gradient.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from policies.data.collect import collect, dataset_id, write_dataset
+from policies.export.cli import main as pac_export
+from policies.train.cli import main as pac_train
+from policies.train.objective import (
+    action_bins,
+    bin_values,
+    log_likelihood,
+    project_distribution,
+    sample_bins,
+)
+from policies.train.schedule import learning_rate
+from runtime.inference.loader import load_policy, read_metadata
+from runtime.inference.providers import SessionConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_ONLY = SessionConfig(device="cpu")
+
+
+# ------------------------------------------------------------------ pure parts
+VALUES = torch.linspace(0.0, 1.0, 11)
+
+
+@pytest.mark.parametrize(
+    ("reward", "discount", "next_bin", "expected"),
+    [
+        (0.0, 1.0, 4, {4: 1.0}),  # nothing happens: the distribution is copied
+        (0.5, 0.0, 9, {5: 1.0}),  # a terminal step: all mass on the reward
+        (0.05, 1.0, 4, {4: 0.5, 5: 0.5}),  # half a bin up: split evenly
+        (0.9, 1.0, 8, {10: 1.0}),  # beyond the top: clipped to the last bin
+        (0.0, 0.5, 10, {5: 1.0}),  # discounting shrinks towards 0
+    ],
+)
+def test_distributional_target_projection(reward, discount, next_bin, expected):
+    probs = torch.zeros(1, 11)
+    probs[0, next_bin] = 1.0
+    out = project_distribution(probs, torch.tensor([reward]), torch.tensor([discount]), VALUES)[0]
+    want = torch.zeros(11)
+    for k, v in expected.items():
+        want[k] = v
+    torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
+
+
+def test_projection_conserves_mass_and_the_mean_when_inside_the_support():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(64, 11, generator=g), dim=-1)
+    reward, discount = torch.rand(64, generator=g) * 0.2, torch.full((64,), 0.8)
+    out = project_distribution(probs, reward, discount, VALUES)
+    torch.testing.assert_close(out.sum(-1), torch.ones(64))
+    torch.testing.assert_close((out * VALUES).sum(-1), reward + discount * (probs * VALUES).sum(-1))
+
+
+def test_action_bins_round_trip_and_sampled_actions_follow_the_policy():
+    low, high = torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 1.0])
+    idx = torch.tensor([[0, 100], [50, 37]])
+    torch.testing.assert_close(action_bins(bin_values(idx, low, high, 101), low, high, 101), idx)
+    logits = torch.full((1, 2, 101), -30.0)
+    logits[0, 0, 7], logits[0, 1, 93] = 30.0, 30.0  # a near-deterministic policy
+    bins = sample_bins(logits, 5, torch.Generator().manual_seed(0))
+    assert bins.shape == (1, 5, 2) and (bins[0, :, 0] == 7).all() and (bins[0, :, 1] == 93).all()
+    assert log_likelihood(logits, bins).abs().max() < 1e-6  # log 1 per dimension
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [(0, 1e-5), (50, 0.5 * (1e-5 + 1e-3)), (100, 1e-3), (550, 0.5 * (1e-3 + 1e-6)), (1000, 1e-6)],
+)
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine(step, expected):
+    assert math.isclose(learning_rate(step, 1000, 100, 1e-5, 1e-3, 1e-6), expected, rel_tol=1e-9)
+
+
+# ------------------------------------------------------------------ datasets and runs
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("datasets")
+    state = collect("sawyer", "stack", "rl_like", 6, cameras=())
+    write_dataset(state, root / "state", "sawyer", "stack", "rl_like", cameras=())
+    vision = collect("sawyer", "stack", "expert", 2, cameras=("front_left",), objects=False)
+    write_dataset(vision, root / "vision", "sawyer", "stack", "expert", cameras=("front_left",), objects=False)
+    return {
+        "state": root / "state" / dataset_id("sawyer", "stack", "rl_like"),
+        "vision": root / "vision" / dataset_id("sawyer", "stack", "expert"),
+    }
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _train(dataset: Path, out: Path, *extra: str) -> int:
+    common = ["--set", "log_every=10", "--set", "eval_every=50", "--set", "warmup_steps=20", "--threads", "1"]
+    return pac_train(["--dataset", str(dataset), "--out", str(out), *common, *extra])
+
+
+def test_pac_on_state_observations_lowers_its_losses_and_exports_a_servable_policy(datasets, tmp_path):
+    run = tmp_path / "pac"
+    assert _train(datasets["state"], run, "--algo", "pac", "--steps", "200", "--batch-size", "32") == 0
+    rows = _rows(run)
+    trained, held = [r for r in rows if r.get("train/bc")], [r for r in rows if r.get("held_out/bc")]
+    assert held[0]["step"] == "0" and held[-1]["step"] == "200"
+    first, last = trained[0], {**trained[-1], **held[-1]}
+    assert float(last["train/bc"]) < 0.8 * float(first["train/bc"])
+    # The TD cross-entropy cannot fall below the target's own entropy, which starts near log(101) (a uniform
+    # critic); learning shows as the held-out TD loss going below a uniform critic's.
+    assert float(last["held_out/td"]) < math.log(101) - 0.02
+    assert float(last["held_out/bc"]) < 0.8 * float(held[0]["held_out/bc"])
+    assert list((run / "tb").glob("events.out.tfevents.*")), "no TensorBoard events written"
+    info = json.loads((run / "run.json").read_text())
+    assert info["dataset"]["sha256"] and info["train"]["algo"] == "pac" and info["observation_spec"]["objects"]
+
+    assert pac_export(["--checkpoint", str(run), "--variants", "fp32", "--critic"]) == 0
+    actor = run / "export" / "pac_XS_sawyer.onnx"
+    meta = read_metadata(actor)
+    assert meta.provenance["training"]["dataset"]["sha256"] == info["dataset"]["sha256"]
+    assert meta.provenance["training"]["step"] == 200 and "pac-train" in meta.provenance["training"]["command"]
+    policy = load_policy(actor, meta.observation, meta.action, CPU_ONLY)
+    assert policy.metadata.observation.modalities == ("proprio", "objects", "instruction")
+    assert (run / "export" / "pac_XS_sawyer_critic.onnx").is_file()
+
+
+def test_vision_observations_train_through_the_same_code(datasets, tmp_path):
+    run = tmp_path / "bc_vision"
+    assert _train(datasets["vision"], run, "--algo", "bc", "--observation", "vision", "--steps", "60",
+                  "--batch-size", "16") == 0  # fmt: skip
+    rows = [r for r in _rows(run) if r.get("train/bc")]
+    assert float(rows[-1]["train/bc"]) < float(rows[0]["train/bc"])
+    info = json.loads((run / "run.json").read_text())
+    assert info["observation_spec"]["cameras"] == ["front_left"] and not info["observation_spec"]["objects"]
+
+
+@pytest.mark.parametrize("algo", ["bc_q", "filtered_bc"])
+def test_the_baselines_run(datasets, tmp_path, algo):
+    run = tmp_path / algo
+    assert _train(datasets["state"], run, "--algo", algo, "--steps", "20", "--batch-size", "16") == 0
+    info = json.loads((run / "run.json").read_text())
+    if algo == "filtered_bc":  # successful episodes only
+        assert info["dataset"]["train_episodes"] < info["dataset"]["episodes"]
+    assert bool(_rows(run)[-1].get("train/td")) == (algo == "bc_q")
+
+
+def test_a_resumed_run_is_bit_for_bit_the_uninterrupted_one(datasets, tmp_path):
+    args = ["--algo", "pac", "--steps", "40", "--batch-size", "16", "--set", "checkpoint_every=20"]
+    assert _train(datasets["state"], tmp_path / "straight", *args) == 0
+    assert _train(datasets["state"], tmp_path / "split", *args, "--stop-at", "20") == 0
+    assert pac_train(["--resume", str(tmp_path / "split"), "--threads", "1"]) == 0
+    for group in ("model", "target", "optimizer", "rng"):
+        a = load_file(str(tmp_path / "straight/checkpoints/step_0000040" / f"{group}.safetensors"))
+        b = load_file(str(tmp_path / "split/checkpoints/step_0000040" / f"{group}.safetensors"))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{group}.{k} differs after resume"
+
+
+def test_resume_refuses_a_changed_dataset_and_a_fresh_run_refuses_an_existing_directory(datasets, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(datasets["state"], run, "--algo", "bc", "--steps", "5", "--batch-size", "8") == 0
+    assert _train(datasets["state"], run, "--algo", "bc", "--steps", "5") == 2
+    assert "--resume" in capsys.readouterr().err
+    info = json.loads((run / "run.json").read_text())
+    info["dataset"]["sha256"] = "0" * 64
+    (run / "run.json").write_text(json.dumps(info))
+    assert pac_train(["--resume", str(run), "--steps", "10"]) == 2
+    assert "sha256" in capsys.readouterr().err
+
+
+def test_ddp_on_two_processes_gives_one_process_gradient(tmp_path):
+    script = str(ROOT / "tests" / "ddp_first_step.py")
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    subprocess.run([sys.executable, script, str(one)], check=True, env=env, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, str(two)],
+        check=True,
+        env=env,
+        timeout=180,
+    )
+    a, b = load_file(str(one)), load_file(str(two))
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+    assert any(float(v.abs().max()) > 0 for v in a.values())
+    np.testing.assert_equal(sorted(a), sorted(b))
