@@ -1,0 +1,209 @@
+"""The learning study of issue 11: BC, BC+Q, filtered BC and PAC on the same data, evaluated closed-loop.
+
+    python -m benchmarks.learning_study --dataset DATA/pac/sawyer-stack-rl_like-v0 --out benchmarks/results/study \
+        [--algos pac,bc,bc_q,filtered_bc] [--seeds 0,1,2] [--size XS] [--steps 3000] [--batch-size 128] \
+        [--episodes 100] [--workers 1] [--curve 4] [--report]
+
+For every (algorithm, seed): `pac-train` (state observations, one thread), `pac-export --checkpoint`, then
+`pac-eval` of the final actor on `--episodes` held-out seeds (1,000,000 onward: never collected), and of
+`--curve` evenly spaced earlier checkpoints on a quarter as many for the learning curves. Each finished
+piece leaves a file, so the study resumes where it stopped and several processes can share it (give each
+its own --algos/--seeds). `--report` (alone or at the end) prints the table, writes `results.json`, and
+plots `success.png` (final success with 95 % intervals, the data's own rate as a line) and `curves.png`
+(held-out losses and success against steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ALGOS = ("bc", "filtered_bc", "bc_q", "pac")
+LABELS = {"bc": "BC", "filtered_bc": "filtered BC", "bc_q": "BC+Q", "pac": "PAC"}
+SEED_START = 1_000_000
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+
+
+def _eval(policy: Path, out: Path, episodes: int, workers: int, log: Path) -> dict:
+    if not (out / "summary.json").is_file():
+        cmd = [sys.executable, "-m", "runtime.eval", "--policy", str(policy), "--robot", "sawyer", "--task", "stack"]
+        cmd += ["--episodes", str(episodes), "--workers", str(workers), "--seed-start", str(SEED_START)]
+        _run(cmd + ["--out", str(out)], log)
+    return json.loads((out / "summary.json").read_text())
+
+
+def run_one(args: argparse.Namespace, algo: str, seed: int) -> None:
+    run = args.out / "runs" / f"{algo}_{args.size}_s{seed}"
+    log = args.out / "logs" / f"{algo}_{args.size}_s{seed}.log"
+    py = sys.executable
+    if not (run / "summary.json").is_file():
+        cmd = [py, "-m", "policies.train.cli", "--dataset", str(args.dataset), "--size", args.size, "--algo", algo]
+        cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(seed)]
+        cmd += ["--threads", "1", "--set", f"checkpoint_every={max(1, args.steps // max(1, args.curve))}"]
+        cmd += [x for s in args.set for x in ("--set", s)]
+        if (run / "checkpoints" / "latest").is_file():
+            cmd = [py, "-m", "policies.train.cli", "--resume", str(run), "--threads", "1"]
+        else:
+            cmd += ["--out", str(run)]
+        _run(cmd, log)
+    steps = sorted(int(p.name.removeprefix("step_")) for p in (run / "checkpoints").glob("step_*"))
+    for step in steps:
+        final = step == steps[-1]
+        policy = run / "export" / f"step_{step}.onnx"
+        if not policy.is_file():
+            cmd = [py, "-m", "policies.export.cli", "--checkpoint", str(run), "--step", str(step)]
+            _run(cmd + ["--out", str(policy), "--variants", "fp32"], log)
+        episodes = args.episodes if final else max(10, args.episodes // 4)
+        _eval(policy, run / "eval" / f"step_{step}", episodes, args.workers, log)
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def report(args: argparse.Namespace) -> dict:
+    rows, curves = [], {}
+    data_rate = None
+    for run in sorted((args.out / "runs").glob("*_s*")):
+        info = json.loads((run / "run.json").read_text())
+        data_rate = info["dataset"]["success_rate"]
+        algo, seed = info["train"]["algo"], info["train"]["seed"]
+        evals = sorted(
+            (int(p.name.removeprefix("step_")), json.loads((p / "summary.json").read_text()))
+            for p in (run / "eval").glob("step_*")
+            if (p / "summary.json").is_file()
+        )
+        if not evals:
+            continue
+        step, final = evals[-1]
+        with open(run / "metrics.csv", newline="") as f:
+            metrics = [r for r in csv.DictReader(f)]
+        held = [r for r in metrics if r.get("held_out/bc")]
+        rows.append(
+            {
+                "algo": algo,
+                "seed": seed,
+                "steps": step,
+                "episodes": final["episodes"],
+                "successes": final["successes"],
+                "success_rate": final["success_rate"],
+                "held_out_bc": float(held[-1]["held_out/bc"]) if held else float("nan"),
+                "held_out_td": float(held[-1]["held_out/td"]) if held and held[-1].get("held_out/td") else None,
+            }
+        )
+        curves[f"{algo}_s{seed}"] = {
+            "eval": [(s, e["success_rate"]) for s, e in evals],
+            "held_out_bc": [(int(r["step"]), float(r["held_out/bc"])) for r in held],
+        }
+    table = ["| algorithm | seeds | episodes | success (pooled) | 95 % interval | per seed | held-out BC loss |"]
+    table.append("| --- | --- | --- | --- | --- | --- | --- |")
+    summary = {}
+    for algo in ALGOS:
+        mine = [r for r in rows if r["algo"] == algo]
+        if not mine:
+            continue
+        k, n = sum(r["successes"] for r in mine), sum(r["episodes"] for r in mine)
+        lo, hi = _wilson(k, n)
+        per_seed = ", ".join(f"{r['success_rate']:.2f}" for r in sorted(mine, key=lambda r: r["seed"]))
+        bc = np.mean([r["held_out_bc"] for r in mine])
+        summary[algo] = {"successes": k, "episodes": n, "rate": k / n, "interval": [lo, hi], "seeds": len(mine)}
+        table.append(
+            f"| {LABELS[algo]} | {len(mine)} | {n} | {k / n:.3f} | {lo:.3f} – {hi:.3f} | {per_seed} | {bc:.2f} |"
+        )
+    text = "\n".join(table) + (f"\n\ndata's own success rate: {data_rate:.3f}" if data_rate is not None else "")
+    print(text)
+    (args.out / "results.json").write_text(
+        json.dumps({"rows": rows, "summary": summary, "data_rate": data_rate}, indent=2)
+    )
+    _plots(args.out, summary, curves, data_rate)
+    return summary
+
+
+def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if summary:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        names = list(summary)
+        rates = [summary[a]["rate"] for a in names]
+        err = np.array(
+            [
+                [summary[a]["rate"] - summary[a]["interval"][0], summary[a]["interval"][1] - summary[a]["rate"]]
+                for a in names
+            ]
+        ).T
+        ax.bar([LABELS[a] for a in names], rates, yerr=err, capsize=4, color="tab:blue")
+        if data_rate is not None:
+            ax.axhline(data_rate, color="tab:red", ls="--", label=f"data {data_rate:.0%}")
+            ax.legend()
+        ax.set_ylabel("held-out success rate")
+        ax.set_ylim(0, 1)
+        fig.tight_layout()
+        fig.savefig(out / "success.png", dpi=110)
+        plt.close(fig)
+    if curves:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+        for name, c in sorted(curves.items()):
+            if c["eval"]:
+                a1.plot(*zip(*c["eval"], strict=True), marker="o", label=name)
+            if c["held_out_bc"]:
+                a2.plot(*zip(*c["held_out_bc"], strict=True), label=name)
+        a1.set(xlabel="training step", ylabel="held-out success", ylim=(0, 1))
+        a2.set(xlabel="training step", ylabel="held-out BC loss (nats)")
+        a1.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "curves.png", dpi=110)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--algos", default=",".join(ALGOS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--size", default="XS")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--curve", type=int, default=4, help="checkpoints evaluated per run (the last with --episodes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pac-train")
+    p.add_argument("--report", action="store_true", help="only print and plot what is there")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        if args.dataset is None:
+            p.error("--dataset is needed to train")
+        for algo in args.algos.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                run_one(args, algo, seed)
+    report(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
