@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MUJOCO_GL ?= egl
 
-.PHONY: setup test demo demo-sim bench bench-model bench-runtime lint clean
+.PHONY: setup test demo demo-sim demo-pipeline bench bench-model bench-runtime lint clean
 
 setup: $(BIN)/pac-sim
 
@@ -30,6 +30,17 @@ demo: setup  # pac-run drives the simulated Sawyer in real time with an (untrain
 
 demo-sim: setup  # the driver alone: a scripted square on both arms through the contract, PNGs in out/demo/
 	$(BIN)/python -m robots.sim.demo
+
+PIPELINE := out/pipeline
+demo-pipeline: setup  # collect → train → export → evaluate, at small scale (about 10 minutes on 2 cores)
+	rm -rf $(PIPELINE)
+	$(BIN)/pac-collect --robot sawyer --task stack --quality rl_like --episodes 100 --cameras none \
+		--out $(PIPELINE)/data --workers 2
+	$(BIN)/pac-train --dataset $(PIPELINE)/data/pac/sawyer-stack-rl_like-v0 --size XS --algo pac \
+		--steps 600 --batch-size 64 --set warmup_steps=100 --out $(PIPELINE)/run
+	$(BIN)/pac-export --checkpoint $(PIPELINE)/run --variants fp32,int8
+	$(BIN)/pac-eval --policy $(PIPELINE)/run/export/pac_XS_sawyer.onnx --robot sawyer --task stack \
+		--episodes 20 --workers 2 --out $(PIPELINE)/eval
 
 bench: setup
 	$(BIN)/python -m benchmarks.sim_speed

@@ -1,0 +1,69 @@
+"""Training throughput of pac-train (samples/s) per size, on 1 process and on N DDP processes (torchrun).
+
+    python -m benchmarks.train_throughput --dataset DATA/pac/sawyer-stack-rl_like-v0 [--sizes XS,S]
+        [--algo pac] [--batch-size 64] [--steps 40] [--procs 2]
+
+Each configuration is a real `pac-train` run (state observations) of --steps steps; its throughput is the
+median of the logged samples/s after the first logging window (start-up and warm-up excluded). One
+process runs with one thread and with --procs threads; --procs processes with one thread each (gloo).
+Scaling efficiency = DDP samples/s ÷ (procs × one single-threaded process's samples/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _throughput(cmd: list[str], run: Path, env: dict[str, str]) -> float:
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(run / "metrics.csv", newline="") as f:
+        values = [float(r["train/samples_per_s"]) for r in csv.DictReader(f) if r.get("train/samples_per_s")]
+    return statistics.median(values[1:] if len(values) > 2 else values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--sizes", default="XS,S")
+    p.add_argument("--algo", default="pac")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--procs", type=int, default=2)
+    args = p.parse_args(argv)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--dataset", str(args.dataset), "--algo", args.algo, "--steps", str(args.steps)]
+    common += ["--batch-size", str(args.batch_size), "--set", "log_every=5", "--set", "holdout=0"]
+    common += ["--set", f"checkpoint_every={args.steps}"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            base = [*common, "--size", size]
+            one = Path(tmp) / f"{size}_1"
+            single = _throughput(
+                [sys.executable, "-m", "policies.train.cli", *base, "--threads", "1", "--out", str(one)], one, env
+            )
+            many = Path(tmp) / f"{size}_t{args.procs}"
+            cmd = [sys.executable, "-m", "policies.train.cli", *base, "--threads", str(args.procs), "--out", str(many)]
+            threads = _throughput(cmd, many, {**env, "OMP_NUM_THREADS": str(args.procs)})
+            ddp = Path(tmp) / f"{size}_ddp"
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.procs}"]
+            cmd += ["-m", "policies.train.cli", *base, "--out", str(ddp)]
+            distributed = _throughput(cmd, ddp, env)
+            rows.append((size, single, threads, distributed, distributed / (args.procs * single)))
+    n = args.procs
+    print(f"| size | 1 process, 1 thread | 1 process, {n} threads | {n} DDP processes | DDP scaling efficiency |")
+    print("| --- | --- | --- | --- | --- |")
+    for size, single, threads, distributed, eff in rows:
+        print(f"| {size} | {single:.0f} | {threads:.0f} | {distributed:.0f} | {eff:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
