@@ -6,7 +6,8 @@
 
 For every (algorithm, seed): `pac-train` (state observations, one thread), `pac-export --checkpoint`, then
 `pac-eval` of the final actor on `--episodes` held-out seeds (1,000,000 onward: never collected), and of
-`--curve` evenly spaced earlier checkpoints on a quarter as many for the learning curves. Each finished
+`--curve` evenly spaced earlier checkpoints (of the `--curve-seeds` runs) on a fifth as many for the
+learning curves. Each finished
 piece leaves a file, so the study resumes where it stopped and several processes can share it (give each
 its own --algos/--seeds). `--report` (alone or at the end) prints the table, writes `results.json`, and
 plots `success.png` (final success with 95 % intervals, the data's own rate as a line) and `curves.png`
@@ -63,10 +64,12 @@ def run_one(args: argparse.Namespace, algo: str, seed: int) -> None:
     for step in steps:
         final = step == steps[-1]
         policy = run / "export" / f"step_{step}.onnx"
+        if not final and seed not in args.curve_seeds:
+            continue
         if not policy.is_file():
             cmd = [py, "-m", "policies.export.cli", "--checkpoint", str(run), "--step", str(step)]
             _run(cmd + ["--out", str(policy), "--variants", "fp32"], log)
-        episodes = args.episodes if final else max(10, args.episodes // 4)
+        episodes = args.episodes if final else max(10, args.episodes // 5)
         _eval(policy, run / "eval" / f"step_{step}", episodes, args.workers, log)
 
 
@@ -190,16 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--curve", type=int, default=4, help="checkpoints evaluated per run (the last with --episodes)")
+    p.add_argument("--curve", type=int, default=4, help="checkpoints per run (the last evaluated with --episodes)")
+    p.add_argument(
+        "--curve-seeds", default="0", help="seeds whose earlier checkpoints are evaluated too (⅕ the episodes)"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pac-train")
     p.add_argument("--report", action="store_true", help="only print and plot what is there")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.curve_seeds = {int(s) for s in args.curve_seeds.split(",") if s}
     if not args.report:
         if args.dataset is None:
             p.error("--dataset is needed to train")
-        for algo in args.algos.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in (int(s) for s in args.seeds.split(",")):  # every algorithm's seed 0 first
+            for algo in args.algos.split(","):
                 run_one(args, algo, seed)
     report(args)
     return 0
