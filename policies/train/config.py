@@ -66,7 +66,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     # actor-critic (open in the paper: our choices)
-    eta: float = 0.05  # temperature of softmax(Q/η) over sampled actions: a 0.1 gap in Q (on [0, 1]) weighs 7×
+    # η of softmax(Q/η) over the sampled actions. "per_state": η(s) = eta · std_i Q(s, a_i), so the improvement
+    # reweights by the same amount whatever the spread of Q at a state (as MPO's KL bound does); "fixed": η = eta
+    # on the critic's [0, 1] scale. Measured: with a fixed 0.05, Q's spread over the 16 samples was so small
+    # that the weights stayed uniform (effective sample size 16.0 of 16) and PAC was BC plus self-distillation.
+    eta_mode: str = "per_state"
+    eta: float = 1.0
     improvement_samples: int = 16  # N actions sampled from the target policy per state for the improvement
     target_samples: int = 8  # actions sampled from the target policy at the next state for the TD target
     target_period: int = 100  # steps between copies of the online network into the target network
@@ -81,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"algo must be one of {list(ALGORITHMS)}, got {self.algo!r}")
         if self.observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {self.observation!r}")
+        if self.eta_mode not in ("per_state", "fixed"):
+            raise ValueError(f"eta_mode must be per_state or fixed, got {self.eta_mode!r}")
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
         if self.steps < 1 or self.warmup_steps < 0 or not 0.0 <= self.holdout < 1.0:

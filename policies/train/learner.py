@@ -68,6 +68,7 @@ class Learner:
             critic=algo.critic,
             improve=algo.alpha < 1.0,
             eta=c.eta,
+            eta_per_state=c.eta_mode == "per_state",
             improvement_samples=c.improvement_samples,
             target_samples=c.target_samples,
             generator=self.generator,
@@ -98,6 +99,7 @@ class Learner:
         if t.improve_weights is not None:  # how many sampled actions the improvement really uses
             w = t.improve_weights
             out["ess"] = float((1.0 / (w**2).sum(dim=-1)).mean())
+            out["q_spread"] = float(t.q_spread.mean())
         return out
 
     @torch.no_grad()

@@ -3,6 +3,7 @@
     policy loss  = α · BC + (1 − α) · improvement
     BC           = −log π(a_data | s)                     (the factorised categorical: a sum over dimensions)
     improvement  = −Σ_i w_i log π(a_i | s),  a_i ~ π_target(· | s),  w = softmax(E[Z_target(s, a_i)] / η)
+                   (η fixed, or per state: a multiple of the spread of E[Z_target(s, ·)] over the samples)
     TD           = cross-entropy(Φ(R + D·Z_target(s', a')), Z(s, a_data)),  a' ~ π_target(· | s')
     total        = policy loss + β · TD
 
@@ -88,6 +89,7 @@ class Targets:
     td_target: torch.Tensor | None  # (B, N_q) projected bin probabilities, None without a critic
     improve_bins: torch.Tensor | None  # (B, N, A) actions sampled from the target policy at s
     improve_weights: torch.Tensor | None  # (B, N) softmax(E[Z_target(s, a_i)] / η)
+    q_spread: torch.Tensor | None = None  # (B,) std over the N sampled actions of E[Z_target(s, a_i)]
 
 
 @torch.no_grad()
@@ -102,6 +104,7 @@ def targets(
     improve: bool,
     eta: float,
     improvement_samples: int,
+    eta_per_state: bool = False,
     target_samples: int,
     generator: torch.Generator | None,
 ) -> Targets:
@@ -119,7 +122,9 @@ def targets(
     z = target.encode(observation)
     sampled = sample_bins(target.policy_logits(z), improvement_samples, generator)
     q = expected_value(target.q_logits(z, bin_values(sampled, low, high, bins)), values)  # (B, N)
-    return Targets(td_target, sampled, F.softmax(q / eta, dim=-1))
+    spread = q.std(dim=-1) if q.shape[-1] > 1 else torch.zeros_like(q[:, 0])
+    temperature = eta * spread[:, None].clamp_min(1e-6) if eta_per_state else eta
+    return Targets(td_target, sampled, F.softmax(q / temperature, dim=-1), spread)
 
 
 # ------------------------------------------------------------------ the online network's part
