@@ -25,6 +25,7 @@ from policies.train.cli import main as pac_train
 from policies.train.objective import (
     action_bins,
     bin_values,
+    improvement_weights,
     log_likelihood,
     project_distribution,
     sample_bins,
@@ -79,6 +80,18 @@ def test_action_bins_round_trip_and_sampled_actions_follow_the_policy():
     bins = sample_bins(logits, 5, torch.Generator().manual_seed(0))
     assert bins.shape == (1, 5, 2) and (bins[0, :, 0] == 7).all() and (bins[0, :, 1] == 93).all()
     assert log_likelihood(logits, bins).abs().max() < 1e-6  # log 1 per dimension
+
+
+def test_per_state_temperature_reweights_however_small_the_spread_of_q():
+    tiny = torch.tensor([[0.300, 0.301, 0.302, 0.303]])  # Q nearly flat, as early in training
+    fixed, _ = improvement_weights(tiny, 0.05, per_state=False)
+    assert fixed.max() < 1.1 * fixed.min()  # a fixed η leaves the weights nearly uniform
+    scaled, spread = improvement_weights(tiny, 1.0, per_state=True)
+    same, _ = improvement_weights(tiny * 100, 1.0, per_state=True)  # the same ranking at another scale
+    torch.testing.assert_close(scaled, same)
+    assert scaled[0, 3] > 3 * scaled[0, 0] and torch.isclose(spread[0], tiny.std())
+    flat, _ = improvement_weights(torch.full((1, 4), 0.5), 1.0, per_state=True)  # no spread: uniform, finite
+    torch.testing.assert_close(flat, torch.full((1, 4), 0.25))
 
 
 @pytest.mark.parametrize(

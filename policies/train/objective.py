@@ -81,6 +81,14 @@ def expected_value(q_logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor
     return (F.softmax(q_logits.float(), dim=-1) * values).sum(dim=-1)
 
 
+def improvement_weights(q: torch.Tensor, eta: float, per_state: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax(Q/η) over the N samples (B, N), the spread of Q per state (B,)) for Q (B, N); per state,
+    η(s) = eta · std_i Q(s, a_i), so the reweighting has the same strength whatever Q's scale at s."""
+    spread = q.std(dim=-1) if q.shape[-1] > 1 else torch.zeros_like(q[:, 0])
+    temperature = eta * spread[:, None].clamp_min(1e-6) if per_state else eta
+    return F.softmax(q / temperature, dim=-1), spread
+
+
 # ------------------------------------------------------------------ the target network's part
 @dataclass
 class Targets:
@@ -122,9 +130,8 @@ def targets(
     z = target.encode(observation)
     sampled = sample_bins(target.policy_logits(z), improvement_samples, generator)
     q = expected_value(target.q_logits(z, bin_values(sampled, low, high, bins)), values)  # (B, N)
-    spread = q.std(dim=-1) if q.shape[-1] > 1 else torch.zeros_like(q[:, 0])
-    temperature = eta * spread[:, None].clamp_min(1e-6) if eta_per_state else eta
-    return Targets(td_target, sampled, F.softmax(q / temperature, dim=-1), spread)
+    weights, spread = improvement_weights(q, eta, eta_per_state)
+    return Targets(td_target, sampled, weights, spread)
 
 
 # ------------------------------------------------------------------ the online network's part
