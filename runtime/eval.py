@@ -96,6 +96,7 @@ class EvalSummary:
     instruction: str
     seeds: list[int]
     max_steps: int
+    decode: str  # bins → action, as the loop decoded them
     workers: int
     episodes: int
     successes: int
@@ -116,6 +117,7 @@ class EvalSummary:
         seeds = f"{self.seeds[0]}..{self.seeds[-1]}" if self.seeds else "none"
         rows = [
             ("episodes", f"{self.episodes} (seeds {seeds}, at most {self.max_steps} steps, {self.workers} worker(s))"),
+            ("decoding", self.decode),
             ("successes", f"{self.successes}"),
             ("success rate", f"{self.success_rate:.3f}  (Wilson 95 %: {lo:.3f} – {hi:.3f})"),
             ("mean return", f"{self.mean_return:.3f} sparse, {self.mean_shaped_return:.2f} shaped"),
@@ -155,6 +157,7 @@ def summarize(
         robot=config.robot,
         task=task,
         instruction=config.instruction,
+        decode=config.decode,
         seeds=[r.seed for r in results],
         episodes=n,
         successes=successes,
@@ -354,19 +357,21 @@ def evaluate(
     out: Path | None = None,
     sheets: int = 0,
     progress: bool = False,
+    decode: str | None = None,
 ) -> EvalSummary:
     """Run `episodes` closed-loop episodes on seeds seed_start, seed_start + 1, ... and summarise them.
 
     Raises PolicyRefused / ProviderUnavailable / PreflightFailed / ConfigError before any episode when the
     policy cannot be served on `robot`, and RuntimeError when a driver or worker fails. With `out`, writes
-    episodes.csv, summary.json and (sheets > 0) contact_sheet.png there.
+    episodes.csv, summary.json and (sheets > 0) contact_sheet.png there. `decode` ("argmax" or "mean")
+    overrides the config's bins → action decoding.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     if episodes < 1 or workers < 1:
         raise ValueError("episodes and workers must be at least 1")
     started = time.monotonic()
-    run_config = with_overrides(load_config(config, robot), instruction=TASKS[task].instruction)
+    run_config = with_overrides(load_config(config, robot), instruction=TASKS[task].instruction, decode=decode)
     policy = open_policy(run_config, Path(policy_path), SESSION)  # refused here, before any driver starts
     check_instruction(policy, run_config.instruction)
     steps = max_steps or TASKS[task].episode_steps
@@ -443,6 +448,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-start", type=int, default=HELD_OUT_SEED_START, help="first seed (held out by default)")
     p.add_argument("--max-steps", type=int, default=None, help="episode length (default: the task's)")
     p.add_argument("--config", type=Path, default=None, help="runtime YAML (default: runtime/configs/ROBOT.yaml)")
+    p.add_argument(
+        "--decode",
+        choices=("argmax", "mean"),
+        default=None,
+        help="bins → action (default: the config's). A policy cloned from noisy data puts its argmax on the "
+        "clipped end bins and on exact zeros; the mean follows the data's average action",
+    )
     p.add_argument("--out", type=Path, default=None, help="directory for episodes.csv, summary.json, the sheet")
     p.add_argument("--sheets", type=int, default=0, help="contact sheet of the first K episodes (needs --out)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -465,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             seed_start=args.seed_start,
             max_steps=args.max_steps,
             config=args.config,
+            decode=args.decode,
             out=args.out,
             sheets=args.sheets,
             progress=True,

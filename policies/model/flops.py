@@ -42,7 +42,8 @@ def encoder_flops(c: PACConfig, obs: ObservationSpec) -> int:
     tokens_per_cam = (h // 8 // c.patch) * (w // 8 // c.patch)
     patch = _conv_flops(c3, d, c.patch, h // 8 // c.patch, w // 8 // c.patch)
     n_obj = len(obs.objects)
-    objects = n_obj * (2 * obs.objects_shape[1] * d + 2 * d * d)  # the per-object MLP
+    relative = 3 if any(f.name == "tcp_pos" for f in obs.proprio) else 0  # object-to-TCP offsets (perceiver.py)
+    objects = n_obj * (2 * (obs.objects_shape[1] + relative) * d + 2 * d * d)  # the per-object MLP
     n_in = obs.proprio_size + n_cam * tokens_per_cam + n_obj + obs.instruction_length
     cross = _block_flops(d, r, c.latents, n_in, cross=True)
     trunk = c.depth * _block_flops(d, r, c.latents, c.latents, cross=False)

@@ -27,6 +27,17 @@ from policies.spec import POSE_SIZE, ActionSpec, ObservationSpec
 from policies.tokenizer.language import PAD_ID
 
 Inputs = Mapping[str, torch.Tensor]
+RELATIVE_SCALE_M = 0.1  # object-to-TCP offsets are fed in units of 10 cm
+
+
+def _field_offset(obs: ObservationSpec, name: str) -> int | None:
+    """Where proprio field `name` starts in the proprio vector, or None when the spec has no such field."""
+    offset = 0
+    for f in obs.proprio:
+        if f.name == name:
+            return offset
+        offset += f.size
+    return None
 
 
 class PerceiverActorCritic(nn.Module):
@@ -40,7 +51,11 @@ class PerceiverActorCritic(nn.Module):
             if obs.cameras
             else None
         )
-        self.object_encoder = ObjectEncoder(len(obs.objects), POSE_SIZE, d) if obs.objects else None
+        # Each object token also sees its position relative to the TCP: the relation every reaching and placing
+        # decision turns on, given linearly instead of left for attention to discover from two tokens.
+        self.tcp_index = _field_offset(obs, "tcp_pos")
+        relative = 3 if self.tcp_index is not None else 0
+        self.object_encoder = ObjectEncoder(len(obs.objects), POSE_SIZE + relative, d) if obs.objects else None
         self.instruction_encoder = InstructionEncoder(config.vocab_size, obs.instruction_length, d)
         self.latents = nn.Parameter(torch.randn(config.latents, d) * 0.02)
         self.encoder = Block(d, config.heads, config.mlp_ratio, cross=True)
@@ -88,7 +103,12 @@ class PerceiverActorCritic(nn.Module):
             tokens.append(self.image_encoder((inputs["images"].to(dtype) - self.image_mean) / self.image_std))
             masks.append(ones.expand(b, tokens[-1].shape[1]))
         if self.object_encoder is not None:
-            tokens.append(self.object_encoder((inputs["objects"].to(dtype) - self.objects_mean) / self.objects_std))
+            objects = inputs["objects"].to(dtype)
+            features = [(objects - self.objects_mean) / self.objects_std]
+            if self.tcp_index is not None:
+                tcp = proprio.to(dtype)[:, self.tcp_index : self.tcp_index + 3]
+                features.append((objects[..., :3] - tcp[:, None, :]) / RELATIVE_SCALE_M)
+            tokens.append(self.object_encoder(torch.cat(features, dim=-1)))
             masks.append(ones.expand(b, tokens[-1].shape[1]))
         tokens.append(self.instruction_encoder(instruction))
         masks.append(instruction != PAD_ID)

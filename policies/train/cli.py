@@ -97,8 +97,11 @@ def normalisation(reader: EpisodeReader, episodes: np.ndarray, spec: Observation
     out = {}
     for k in keys:
         v = np.concatenate(values[k])
-        out[f"{k}_mean"] = torch.from_numpy(v.mean(axis=0)).float()
-        out[f"{k}_std"] = torch.from_numpy(np.maximum(v.std(axis=0), STD_FLOOR)).float()
+        mean, std = v.mean(axis=0), np.maximum(v.std(axis=0), STD_FLOOR)
+        if k == "objects":  # quaternions stay as they are: already in [-1, 1], and a resting cube's barely vary
+            mean[..., 3:], std[..., 3:] = 0.0, 1.0
+        out[f"{k}_mean"] = torch.from_numpy(mean).float()
+        out[f"{k}_std"] = torch.from_numpy(std).float()
     return out
 
 
