@@ -40,7 +40,7 @@ demo-pipeline: setup  # collect → train → export → evaluate, at small scal
 		--steps 600 --batch-size 64 --set warmup_steps=100 --out $(PIPELINE)/run
 	$(BIN)/pac-export --checkpoint $(PIPELINE)/run --variants fp32,int8
 	$(BIN)/pac-eval --policy $(PIPELINE)/run/export/pac_XS_sawyer.onnx --robot sawyer --task stack \
-		--episodes 20 --workers 2 --out $(PIPELINE)/eval
+		--episodes 20 --workers 2 --decode mean --out $(PIPELINE)/eval
 
 bench: setup
 	$(BIN)/python -m benchmarks.sim_speed
