@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from policies.model.config import size_config
 from policies.model.perceiver import build_model
 from policies.spec import action_spec, observation_spec, scene_objects
-from policies.train.cli import init_distributed
 from policies.train.config import TrainConfig
+from policies.train.distributed import init_distributed
 from policies.train.learner import Learner
 from policies.train.objective import Targets
 from robots.spec import load_spec

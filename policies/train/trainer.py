@@ -1,0 +1,219 @@
+"""A training run from start to end: build it (data, model, learner, or a checkpoint to resume), step it with
+logging, held-out losses and checkpoints, and summarise it. The command line is cli.py."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from policies.data.collect import parse_dataset_id
+from policies.data.dataset import DatasetError, locate_dataset
+from policies.data.episodes import EpisodeReader
+from policies.data.sharding import Shard
+from policies.data.transitions import TransitionConfig, TransitionDataset, transition_loader
+from policies.model.config import size_config
+from policies.model.perceiver import PerceiverActorCritic, build_model
+from policies.spec import ObservationSpec, action_spec
+from policies.train.checkpoint import (
+    CheckpointError,
+    Progress,
+    file_sha256,
+    latest_checkpoint,
+    load_checkpoint,
+    read_run,
+    save_checkpoint,
+    write_run,
+)
+from policies.train.config import TrainConfig
+from policies.train.data import SPLIT_SEED, normalisation, observation_for, split_episodes
+from policies.train.distributed import init_distributed
+from policies.train.learner import Learner
+from policies.train.metrics import MetricsLog
+from robots.spec import load_spec
+
+HELD_OUT_BATCHES = 4  # batches of held-out transitions each evaluation averages over
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclasses.dataclass
+class Trainer:
+    config: TrainConfig
+    run: Path
+    shard: Shard
+    device: torch.device
+    spec: ObservationSpec
+    model: PerceiverActorCritic
+    learner: Learner
+    train_data: TransitionDataset
+    held_out: TransitionDataset | None
+    progress: Progress
+    info: dict[str, Any]
+
+    @property
+    def leader(self) -> bool:
+        return self.shard.rank == 0
+
+
+def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool) -> Trainer:
+    shard, device = init_distributed()
+    root, did = locate_dataset(Path(config.dataset))
+    robot, task, quality = parse_dataset_id(did)
+    probe = EpisodeReader(root, did)
+    spec = observation_for(config.observation, robot, probe)
+    probe = EpisodeReader(root, did, spec if spec.cameras else None)  # checks the frames fit the spec
+    successes = np.array([bool(probe.arrays(i).terminations[-1]) for i in range(len(probe))])
+    split = split_episodes(successes, config.holdout, config.algorithm.successes_only)
+    if len(split.train) == 0:
+        raise DatasetError(f"{did}: no training episodes left (holdout {config.holdout}, algo {config.algo})")
+    act = action_spec(load_spec(robot))
+    model = build_model(size_config(config.size), spec, act, seed=config.seed)
+    for name, value in normalisation(probe, split.train, spec).items():
+        getattr(model, name).copy_(value)
+    data = TransitionConfig(
+        n_step=config.n_step,
+        gamma=config.gamma,
+        reward=config.reward,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        images=bool(spec.cameras),
+    )
+    train_data = TransitionDataset(root, did, data, shard, episodes=split.train)
+    held_out = None
+    if len(split.held_out):
+        held_out = TransitionDataset(root, did, dataclasses.replace(data, seed=SPLIT_SEED), Shard(), split.held_out)
+    learner = Learner(config, model, device, shard.rank)
+    progress = Progress(step=0, epoch=0, batch=0)
+    data_hash = file_sha256(probe.path)
+    info = {
+        "train": config.to_dict(),
+        "model": model.config.to_dict(),
+        "observation_spec": spec.to_dict(),
+        "action_spec": act.to_dict(),
+        "dataset": {
+            "id": did,
+            "robot": robot,
+            "task": task,
+            "quality": quality,
+            "sha256": data_hash,
+            "episodes": len(successes),
+            "success_rate": float(successes.mean()),
+            "train_episodes": len(split.train),
+            "held_out_episodes": len(split.held_out),
+        },
+        "command": "pac-train " + shlex.join(argv),
+        "git_commit": _git_commit(),
+        "torch": torch.__version__,
+        "world_size": shard.world_size,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if resume:
+        recorded = read_run(run)
+        if recorded["dataset"]["sha256"] != data_hash:
+            raise CheckpointError(f"{run} was trained on a dataset with another sha256 than {probe.path} now has")
+        groups, progress = load_checkpoint(latest_checkpoint(run))
+        learner.load_state_tensors(groups, progress.step)
+        info["created_utc"] = recorded.get("created_utc", info["created_utc"])
+        info["resumed"] = recorded.get("resumed", []) + [{"step": progress.step, "command": info["command"]}]
+        info["command"] = recorded["command"]
+    return Trainer(config, run, shard, device, spec, model, learner, train_data, held_out, progress, info)
+
+
+def held_out_losses(t: Trainer) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    n = min(HELD_OUT_BATCHES, t.held_out.num_batches)
+    for b in range(n):
+        idx = np.arange(b * t.config.batch_size, (b + 1) * t.config.batch_size) % len(t.held_out)
+        for k, v in t.learner.evaluate(t.held_out[idx].to(t.device)).items():
+            sums[k] = sums.get(k, 0.0) + v / n
+    return sums
+
+
+def train(t: Trainer, stop_at: int | None = None) -> dict[str, float]:
+    """Train to the config's `steps` (or stop after `stop_at`, checkpointed, on the same schedule)."""
+    c, learner = t.config, t.learner
+    end = min(c.steps, stop_at) if stop_at else c.steps
+    loader = transition_loader(t.train_data, num_workers=c.workers, persistent_workers=c.workers > 0)
+    log = MetricsLog(t.run) if t.leader else None
+    if t.leader:
+        write_run(t.run, t.info)
+    epoch, start = t.progress.epoch, t.progress.batch
+    bar = tqdm(total=c.steps, initial=learner.step, desc=f"{c.algo} {c.size}", unit="step", disable=not t.leader)
+    last: dict[str, float] = {}
+    window_started, window_steps = time.perf_counter(), 0
+    samples_per_step = c.batch_size * t.shard.world_size
+    if t.held_out is not None and t.leader and learner.step == 0:
+        log.log(0, held_out_losses(t), "held_out/")  # where the curves start
+    while learner.step < end:
+        loader.sampler.set_epoch(epoch, start)
+        for batch_index, batch in enumerate(loader, start=start):
+            last = learner.train_step(batch.to(t.device))
+            window_steps += 1
+            done_in_epoch = batch_index + 1
+            step = learner.step
+            if t.leader and (step % c.log_every == 0 or step == c.steps):
+                elapsed = time.perf_counter() - window_started
+                last["samples_per_s"] = samples_per_step * window_steps / max(elapsed, 1e-9)
+                window_started, window_steps = time.perf_counter(), 0
+                log.log(step, last, "train/")
+                shown = {k: f"{last[k]:.3g}" for k in ("bc", "improve", "td", "q") if k in last}
+                bar.set_postfix(shown | {"samples/s": f"{last['samples_per_s']:.0f}"})
+            if t.held_out is not None and t.leader and (step % c.eval_every == 0 or step == c.steps):
+                log.log(step, held_out_losses(t), "held_out/")
+            if step % c.checkpoint_every == 0 or step == end:
+                at_end = done_in_epoch == len(loader.sampler) + start
+                progress = Progress(step, epoch + 1 if at_end else epoch, 0 if at_end else done_in_epoch)
+                if t.leader:
+                    save_checkpoint(t.run, learner.state_tensors(), progress)
+                    log.flush()
+            bar.update(1)
+            if step >= end:
+                break
+        else:
+            epoch, start = epoch + 1, 0
+            continue
+        break
+    bar.close()
+    if log is not None:
+        log.close()
+    return last
+
+
+def summary(t: Trainer, last: dict[str, float], seconds: float) -> str:
+    held = {}
+    path = t.run / "metrics.csv"
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        held = {k.removeprefix("held_out/"): v for k, v in rows[-1].items() if k.startswith("held_out/") and v}
+    lines = [
+        f"\n{t.config.algo} {t.config.size} on {t.info['dataset']['id']} "
+        f"({t.info['dataset']['train_episodes']} training episodes, {t.shard.world_size} process(es))",
+        f"  {'metric':<14}{'train (last)':>14}{'held out':>14}",
+    ]
+    for k in ("total", "bc", "improve", "td", "q"):
+        if k in last or k in held:
+            train_v = f"{last[k]:.4g}" if k in last else "-"
+            lines.append(f"  {k:<14}{train_v:>14}{held.get(k, '-'):>14}")
+    lines.append(f"  steps {t.learner.step}, {seconds:.0f} s, {last.get('samples_per_s', float('nan')):.0f} samples/s")
+    lines.append(f"  checkpoint    {latest_checkpoint(t.run)}")
+    lines.append(f"  export with   pac-export --checkpoint {t.run}")
+    return "\n".join(lines)
