@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.eval import HELD_OUT_SEED_START, wilson_interval
+
 ALGOS = ("bc", "filtered_bc", "bc_q", "pac")
 LABELS = {"bc": "BC", "filtered_bc": "filtered BC", "bc_q": "BC+Q", "pac": "PAC"}
-SEED_START = 1_000_000
 DECODE = "mean"  # a policy cloned from noisy data: argmax lands on the clipped end bins (RESULTS.md)
 
 
@@ -42,7 +43,7 @@ def _run(cmd: list[str], log: Path) -> None:
 def _eval(policy: Path, out: Path, episodes: int, workers: int, log: Path) -> dict:
     if not (out / "summary.json").is_file():
         cmd = [sys.executable, "-m", "runtime.eval", "--policy", str(policy), "--robot", "sawyer", "--task", "stack"]
-        cmd += ["--episodes", str(episodes), "--workers", str(workers), "--seed-start", str(SEED_START)]
+        cmd += ["--episodes", str(episodes), "--workers", str(workers), "--seed-start", str(HELD_OUT_SEED_START)]
         cmd += ["--decode", DECODE]
         _run(cmd + ["--out", str(out)], log)
     return json.loads((out / "summary.json").read_text())
@@ -73,17 +74,6 @@ def run_one(args: argparse.Namespace, algo: str, seed: int) -> None:
             _run(cmd + ["--out", str(policy), "--variants", "fp32"], log)
         episodes = args.episodes if final else max(10, args.episodes // 5)
         _eval(policy, run / "eval" / f"step_{step}", episodes, args.workers, log)
-
-
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre, half = (
-        (p + z * z / (2 * n)) / (1 + z * z / n),
-        z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
-    )
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def report(args: argparse.Namespace) -> dict:
@@ -128,7 +118,7 @@ def report(args: argparse.Namespace) -> dict:
         if not mine:
             continue
         k, n = sum(r["successes"] for r in mine), sum(r["episodes"] for r in mine)
-        lo, hi = _wilson(k, n)
+        lo, hi = wilson_interval(k, n)
         per_seed = ", ".join(f"{r['success_rate']:.2f}" for r in sorted(mine, key=lambda r: r["seed"]))
         bc = np.mean([r["held_out_bc"] for r in mine])
         summary[algo] = {"successes": k, "episodes": n, "rate": k / n, "interval": [lo, hi], "seeds": len(mine)}

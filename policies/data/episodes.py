@@ -76,6 +76,10 @@ class EpisodeReader:
             truncations=group["truncations"][()].astype(bool),
         )
 
+    def successes(self) -> np.ndarray:
+        """bool per episode: did it end in a termination (the task done)? Reads one value per episode."""
+        return np.array([bool(self._episode(i)["terminations"][-1]) for i in range(len(self))])
+
     def frames(self, episode: int, step: int) -> np.ndarray:
         """uint8 (N_cam, 3, H, W) of one step, decoded; raises FrameError for a damaged frame."""
         if self.layout is None:

@@ -17,7 +17,6 @@ import copy
 import datetime as _dt
 import logging
 import os
-import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch import nn
 from policies.export.metadata import Golden, PolicyMetadata
 from policies.model.flops import model_cost
 from policies.model.perceiver import ActorGraph, CriticGraph, PerceiverActorCritic
+from policies.provenance import git_commit
 from policies.tokenizer.language import InstructionTokenizer
 from robots.tasks.tasks import TASK_INSTRUCTIONS
 
@@ -89,15 +89,9 @@ def ort_cpu_outputs(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _provenance(weights: str, training: dict[str, Any] | None = None) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
     return {
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit or "unknown",
+        "git_commit": git_commit(),
         "weights": weights,
         "torch": torch.__version__,
         "onnx": onnx.__version__,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from policies.model.config import PACConfig
-from policies.model.perceiver import PerceiverActorCritic
+from policies.model.perceiver import PerceiverActorCritic, object_features
 from policies.spec import ActionSpec, ObservationSpec
 
 
@@ -42,8 +42,7 @@ def encoder_flops(c: PACConfig, obs: ObservationSpec) -> int:
     tokens_per_cam = (h // 8 // c.patch) * (w // 8 // c.patch)
     patch = _conv_flops(c3, d, c.patch, h // 8 // c.patch, w // 8 // c.patch)
     n_obj = len(obs.objects)
-    relative = 3 if any(f.name == "tcp_pos" for f in obs.proprio) else 0  # object-to-TCP offsets (perceiver.py)
-    objects = n_obj * (2 * (obs.objects_shape[1] + relative) * d + 2 * d * d)  # the per-object MLP
+    objects = n_obj * (2 * object_features(obs) * d + 2 * d * d)  # the per-object MLP
     n_in = obs.proprio_size + n_cam * tokens_per_cam + n_obj + obs.instruction_length
     cross = _block_flops(d, r, c.latents, n_in, cross=True)
     trunk = c.depth * _block_flops(d, r, c.latents, c.latents, cross=False)

@@ -40,6 +40,11 @@ def _field_offset(obs: ObservationSpec, name: str) -> int | None:
     return None
 
 
+def object_features(obs: ObservationSpec) -> int:
+    """Features per object token: its pose, plus its offset from the TCP when proprio carries the TCP."""
+    return POSE_SIZE + (3 if _field_offset(obs, "tcp_pos") is not None else 0)
+
+
 class PerceiverActorCritic(nn.Module):
     def __init__(self, config: PACConfig, obs: ObservationSpec, act: ActionSpec):
         super().__init__()
@@ -54,8 +59,7 @@ class PerceiverActorCritic(nn.Module):
         # Each object token also sees its position relative to the TCP: the relation every reaching and placing
         # decision turns on, given linearly instead of left for attention to discover from two tokens.
         self.tcp_index = _field_offset(obs, "tcp_pos")
-        relative = 3 if self.tcp_index is not None else 0
-        self.object_encoder = ObjectEncoder(len(obs.objects), POSE_SIZE + relative, d) if obs.objects else None
+        self.object_encoder = ObjectEncoder(len(obs.objects), object_features(obs), d) if obs.objects else None
         self.instruction_encoder = InstructionEncoder(config.vocab_size, obs.instruction_length, d)
         self.latents = nn.Parameter(torch.randn(config.latents, d) * 0.02)
         self.encoder = Block(d, config.heads, config.mlp_ratio, cross=True)

@@ -26,7 +26,6 @@ SPLIT_SEED = 0  # the held-out episodes are the same for every algorithm and tra
 class DataSplit:
     train: np.ndarray  # episode indices
     held_out: np.ndarray
-    successes: np.ndarray  # bool per episode of the file
 
 
 def split_episodes(successes: np.ndarray, holdout: float, successes_only: bool) -> DataSplit:
@@ -37,7 +36,7 @@ def split_episodes(successes: np.ndarray, holdout: float, successes_only: bool) 
     held_out, train = np.sort(order[:k]), np.sort(order[k:])
     if successes_only:
         train = train[successes[train]]
-    return DataSplit(train, held_out, successes)
+    return DataSplit(train, held_out)
 
 
 def observation_for(kind: str, robot: str, reader: EpisodeReader) -> ObservationSpec:

@@ -7,7 +7,6 @@ import csv
 import dataclasses
 import datetime as _dt
 import shlex
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,13 @@ import torch
 from tqdm import tqdm
 
 from policies.data.collect import parse_dataset_id
-from policies.data.dataset import DatasetError, locate_dataset
+from policies.data.dataset import DatasetError, check_dataset, locate_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.sharding import Shard
 from policies.data.transitions import TransitionConfig, TransitionDataset, transition_loader
 from policies.model.config import size_config
 from policies.model.perceiver import PerceiverActorCritic, build_model
+from policies.provenance import git_commit
 from policies.spec import ObservationSpec, action_spec
 from policies.train.checkpoint import (
     CheckpointError,
@@ -42,16 +42,6 @@ from policies.train.metrics import MetricsLog
 from robots.spec import load_spec
 
 HELD_OUT_BATCHES = 4  # batches of held-out transitions each evaluation averages over
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 @dataclasses.dataclass
@@ -79,8 +69,8 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
     robot, task, quality = parse_dataset_id(did)
     probe = EpisodeReader(root, did)
     spec = observation_for(config.observation, robot, probe)
-    probe = EpisodeReader(root, did, spec if spec.cameras else None)  # checks the frames fit the spec
-    successes = np.array([bool(probe.arrays(i).terminations[-1]) for i in range(len(probe))])
+    check_dataset(root, did, spec)  # every input the spec names is stored, in its shape
+    successes = probe.successes()
     split = split_episodes(successes, config.holdout, config.algorithm.successes_only)
     if len(split.train) == 0:
         raise DatasetError(f"{did}: no training episodes left (holdout {config.holdout}, algo {config.algo})")
@@ -120,7 +110,7 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
             "held_out_episodes": len(split.held_out),
         },
         "command": "pac-train " + shlex.join(argv),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "torch": torch.__version__,
         "world_size": shard.world_size,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -187,10 +177,8 @@ def train(t: Trainer, stop_at: int | None = None) -> dict[str, float]:
             bar.update(1)
             if step >= end:
                 break
-        else:
+        else:  # the epoch ran out before the run did
             epoch, start = epoch + 1, 0
-            continue
-        break
     bar.close()
     if log is not None:
         log.close()
