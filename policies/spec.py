@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from robots.contract.link import Mode
-from robots.spec import ArmSpec, ProprioField
+from robots.spec import GRIPPER, ArmSpec, ProprioField
 
 DEFAULT_BINS = 101
 DEFAULT_INSTRUCTION_LENGTH = 16
@@ -86,6 +86,9 @@ class ObservationSpec:
         )
 
 
+DECODINGS = ("argmax", "mean", "hybrid")  # bins → action (ActionSpec.from_logits)
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     robot: str
@@ -134,16 +137,23 @@ class ActionSpec:
         return np.clip(np.rint(t * (self.bins - 1)), 0, self.bins - 1).astype(np.int64)
 
     def from_logits(self, logits: np.ndarray, how: str = "argmax") -> np.ndarray:
-        """Physical action (A,) from logits (A, K): the most likely bin, or the distribution's mean."""
+        """Physical action (A,) from logits (A, K), by one of DECODINGS: the most likely bin ("argmax"), the
+        distribution's mean ("mean"), or the mean for the motion dims and the most likely bin for the gripper
+        ("hybrid"). A policy cloned from noisy data has flat motion distributions whose argmax lands on a
+        clipped end bin, and a two-peaked gripper whose mean is half-closed: hybrid suits both."""
         logits = np.asarray(logits, dtype=np.float64).reshape(self.size, self.bins)
         centers = self.bin_centers()
+        if how not in DECODINGS:
+            raise ValueError(f"unknown decoding {how!r}: use one of {', '.join(DECODINGS)}")
+        best = centers[np.arange(self.size), np.argmax(logits, axis=1)]
         if how == "argmax":
-            return centers[np.arange(self.size), np.argmax(logits, axis=1)]
+            return best
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        mean = (p * centers).sum(axis=1)
         if how == "mean":
-            p = np.exp(logits - logits.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            return (p * centers).sum(axis=1)
-        raise ValueError(f"unknown decoding {how!r}: use 'argmax' or 'mean'")
+            return mean
+        return np.where(np.asarray(self.dims) == GRIPPER, best, mean)
 
 
 def observation_spec(

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from policies.spec import DECODINGS
 from robots.contract.link import DEFAULT_LINK, MOTION_MODES, LinkConfig, Mode
 from robots.tasks.tasks import TASKS
 from runtime.safety.watchdogs import WatchdogConfig
@@ -32,12 +33,16 @@ class RunConfig:
     link: LinkConfig = DEFAULT_LINK  # where the driver is, control period, command timeout
     cameras: tuple[str, ...] = ()  # empty: all of the arm's cameras
     instruction: str = TASKS["stack"].instruction
-    decode: str = "argmax"  # bins → action: "argmax" or "mean"
+    decode: str = "argmax"  # bins → action: one of DECODINGS
     calibration: str = ""  # calibration YAML; empty: none (sim)
     calibration_max_age_days: float = 30.0
     max_clock_offset_ms: float = 5.0  # cross-host clock offset the pre-flight tolerates
     driver_wait_s: float = 5.0  # how long the pre-flight waits for the driver's first heartbeat
     watchdogs: WatchdogConfig = field(default_factory=WatchdogConfig)
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODINGS:
+            raise ConfigError(f"decode: {self.decode!r} is not one of {list(DECODINGS)}")
 
     @property
     def period_s(self) -> float:

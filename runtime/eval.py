@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from policies.spec import DECODINGS
 from robots.contract.client import DriverClient, DriverUnavailable
 from robots.sim.process import free_loopback_endpoint, stop_sim
 from robots.spec import ARMS, load_spec
@@ -363,7 +364,7 @@ def evaluate(
 
     Raises PolicyRefused / ProviderUnavailable / PreflightFailed / ConfigError before any episode when the
     policy cannot be served on `robot`, and RuntimeError when a driver or worker fails. With `out`, writes
-    episodes.csv, summary.json and (sheets > 0) contact_sheet.png there. `decode` ("argmax" or "mean")
+    episodes.csv, summary.json and (sheets > 0) contact_sheet.png there. `decode` (one of DECODINGS)
     overrides the config's bins → action decoding.
     """
     if task not in TASKS:
@@ -450,7 +451,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="runtime YAML (default: runtime/configs/ROBOT.yaml)")
     p.add_argument(
         "--decode",
-        choices=("argmax", "mean"),
+        choices=DECODINGS,
         default=None,
         help="bins → action (default: the config's). A policy cloned from noisy data puts its argmax on the "
         "clipped end bins and on exact zeros; the mean follows the data's average action",

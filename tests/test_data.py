@@ -10,12 +10,14 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.data.collect import Episode, collect, dataset_id, tokenizer, write_dataset
 from policies.data.dataset import DatasetError, open_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.frames import FrameError
-from policies.data.nstep import n_step_targets
+from policies.data.nstep import n_step_targets, per_step_rewards
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.data.transitions import TransitionConfig, TransitionDataset, TransitionSampler, transition_loader
 from robots.tasks.env import PacTaskEnv
@@ -214,7 +216,37 @@ def test_transitions_carry_the_n_step_table_from_the_file(synthetic):
         np.testing.assert_array_equal(batch.action, np.full((4, 5), episode))
         assert "images" not in batch.observation
     shaped = TransitionDataset(synthetic, DID, replace(config, reward="shaped", n_step=1), episodes=[1])
-    np.testing.assert_allclose(shaped[np.arange(4)].reward, 17.0)
+    np.testing.assert_allclose(shaped[np.arange(4)].reward, (1 - 0.5) * 17.0)  # (1 − γ)·r: truncated, no end value
+    ended = TransitionDataset(synthetic, DID, replace(config, reward="shaped", n_step=1), episodes=[0])
+    np.testing.assert_allclose(ended[np.arange(4)].reward, [3.5, 3.5, 3.5, 7.0])  # the terminal step keeps r
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40),
+    st.booleans(),
+    st.floats(0.0, 0.999),
+    st.integers(1, 12),
+)
+def test_dense_rewards_keep_every_return_on_the_critics_unit_scale(rewards, terminated, gamma, n):
+    """Whatever the episode, R_t + D_t·V with V in [0, 1] stays in [0, 1]: the critic's support covers it."""
+    r = np.array(rewards)
+    ends = np.zeros(r.size, bool)
+    ends[-1] = terminated
+    t = n_step_targets(per_step_rewards(r, ends, gamma), ends, n, gamma)
+    for bootstrap in (0.0, 1.0):
+        ret = t.reward + t.discount * bootstrap
+        assert np.all(ret >= -1e-6) and np.all(ret <= 1 + 1e-5)
+
+
+def test_succeeding_is_worth_more_than_hovering_one_stage_short():
+    """The absorbing end value: done with r = 1 now beats 0.95 per step until the time limit."""
+    gamma, hover = 0.99, np.full(300, 0.95)
+    hovering = n_step_targets(per_step_rewards(hover, np.zeros(300, bool), gamma), np.zeros(300, bool), 300, gamma)
+    done = per_step_rewards(np.array([1.0]), np.array([True]), gamma)
+    assert done[0] == 1.0 and hovering.reward[0] + hovering.discount[0] * 0.95 < 1.0
+    with pytest.raises(ValueError, match="gamma in"):
+        per_step_rewards(hover, np.zeros(300, bool), 1.0)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])

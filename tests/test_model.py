@@ -171,6 +171,19 @@ def test_from_logits_decodes_argmax_and_mean():
     np.testing.assert_allclose(uniform, (np.asarray(ACT.low) + np.asarray(ACT.high)) / 2, atol=1e-12)
 
 
+def test_hybrid_decoding_takes_the_mean_of_motion_and_the_mode_of_the_gripper():
+    """Two peaks per dim (bins 10 and 90, the first likelier): hybrid = mean for motion, argmax for the gripper."""
+    logits = np.full((ACT.size, ACT.bins), -1e9)
+    logits[:, 10], logits[:, 90] = np.log(0.6), np.log(0.4)
+    centers = ACT.bin_centers()
+    hybrid = ACT.from_logits(logits, "hybrid")
+    assert ACT.dims[-1] == "gripper"
+    np.testing.assert_allclose(hybrid[:-1], 0.6 * centers[:-1, 10] + 0.4 * centers[:-1, 90], atol=1e-9)
+    assert hybrid[-1] == centers[-1, 10]
+    with pytest.raises(ValueError, match="unknown decoding"):
+        ACT.from_logits(logits, "median")
+
+
 STATE_OBS = observation_spec(ARM, cameras=(), objects=("red", "green", "blue"))
 
 

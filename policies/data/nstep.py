@@ -5,6 +5,11 @@ window is cut at the episode's end), R_t = Σ_{j<k} γ^j r_{t+j} and D_t = γ^k.
 or failed for good) ends the return: D_t = 0 for every window that reaches it. A time-limit truncation is not
 a property of the state, so it bootstraps: D_t = γ^k from the episode's last observation. Pure numpy over
 whole episodes, so the table of cases is tested without a dataset.
+
+A dense reward r in [0, 1] per step is put on the critic's [0, 1] return scale by `per_step_rewards`: each step
+earns (1 − γ)·r, and a terminal step (the task done) earns r itself, the value of staying in that state for ever
+(Σ γ^j (1 − γ) r = r). Without that absorbing value, ending an episode by succeeding would be worth less than
+hovering one stage short of success until the time limit.
 """
 
 from __future__ import annotations
@@ -44,3 +49,14 @@ def n_step_targets(rewards: np.ndarray, terminations: np.ndarray, n: int, gamma:
     if steps and terminations[-1]:
         discount[t + k == steps] = 0.0
     return NStepTargets(reward.astype(np.float32), discount.astype(np.float32), (t + k).astype(np.int64))
+
+
+def per_step_rewards(rewards: np.ndarray, terminations: np.ndarray, gamma: float) -> np.ndarray:
+    """Dense rewards in [0, 1] on the [0, 1] return scale: (1 − γ)·r per step, r itself at a termination."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    terminations = np.asarray(terminations, dtype=bool)
+    if rewards.shape != terminations.shape:
+        raise ValueError(f"rewards {rewards.shape} and terminations {terminations.shape} must be the same (T,)")
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"a dense reward needs gamma in [0, 1), got {gamma}")
+    return np.where(terminations, rewards, (1.0 - gamma) * rewards).astype(np.float32)

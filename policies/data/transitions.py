@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from policies.data.episodes import IMAGES, REWARDS, EpisodeReader
 from policies.data.errors import DatasetError
-from policies.data.nstep import n_step_targets
+from policies.data.nstep import n_step_targets, per_step_rewards
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.spec import ObservationSpec
 
@@ -30,7 +30,7 @@ class TransitionConfig:
 
     n_step: int = 5
     gamma: float = 0.99
-    reward: str = "sparse"  # one of REWARDS
+    reward: str = "sparse"  # one of REWARDS; "shaped" is put on the [0, 1] return scale (nstep.per_step_rewards)
     batch_size: int = 256
     seed: int = 0  # the shard assignment and every epoch's order
     images: bool = True  # decode camera frames when the dataset has them (False: state observations only)
@@ -107,7 +107,10 @@ class TransitionDataset(Dataset):
         start = 0
         for episode in self.episodes:
             arrays = self.reader.arrays(int(episode), cfg.reward)
-            targets = n_step_targets(arrays.rewards, arrays.terminations, cfg.n_step, cfg.gamma)
+            per_step = arrays.rewards
+            if cfg.reward == "shaped":
+                per_step = per_step_rewards(per_step, arrays.terminations, cfg.gamma)
+            targets = n_step_targets(per_step, arrays.terminations, cfg.n_step, cfg.gamma)
             for k, v in arrays.observations.items():
                 obs.setdefault(k, []).append(v)
             t = np.arange(arrays.steps)
