@@ -4,7 +4,9 @@ Every entry is a JSON string under a `pac.` key (DESIGN §3): observation and ac
 (the SentencePiece model itself, base64, with its sha256), size and config, provenance, and a golden
 input/output pair with the tolerance this file's variant must meet on any execution provider. Export
 writes it with `to_props`; the runtime's loader reads it with `from_props`, which refuses a file that
-lacks a key or has a malformed one, naming it.
+lacks a key or has a malformed one, naming it: an embedded tokenizer must load, match its hash and fit the
+model's embedding, because serving builds the tokenizer from these bytes. `Golden.check` holds the pair to
+the graph's signature, so the loader never feeds a session arrays it cannot take.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from policies.tokenizer.language import InstructionTokenizer
 FORMAT_VERSION = 1
 GRAPHS = ("actor", "critic")
 VARIANTS = ("fp32", "int8", "fp16")
+TOKENIZER_KIND = "sentencepiece"
+
+Signature = dict[str, tuple[str, tuple[int, ...]]]  # name → (numpy dtype name, static shape)
 
 
 class PolicyFileError(ValueError):
@@ -54,11 +59,27 @@ class Golden:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Golden:
-        return cls(
+        golden = cls(
             inputs={k: decode_array(v) for k, v in d["inputs"].items()},
             outputs={k: decode_array(v) for k, v in d["outputs"].items()},
             atol=float(d["atol"]),
         )
+        if not np.isfinite(golden.atol) or golden.atol < 0:
+            raise ValueError(f"atol must be a finite tolerance >= 0, got {golden.atol}")
+        return golden
+
+    def check(self, signature: tuple[Signature, Signature]) -> None:
+        """Raise PolicyFileError unless the pair has exactly the graph's inputs and outputs, each of the
+        signature's dtype and shape: a pair that does not is no proof of anything, and would not even run."""
+        for kind, arrays, want in (("input", self.inputs, signature[0]), ("output", self.outputs, signature[1])):
+            if set(arrays) != set(want):
+                raise PolicyFileError(f"pac.golden has {kind}s {sorted(arrays)}, expected {sorted(want)}")
+            for name, (dtype, shape) in want.items():
+                got = arrays[name]
+                if got.dtype != np.dtype(dtype) or got.shape != shape:
+                    raise PolicyFileError(
+                        f"pac.golden {kind} {name!r} is {got.dtype} {list(got.shape)}, expected {dtype} {list(shape)}"
+                    )
 
 
 @dataclass
@@ -75,7 +96,7 @@ class PolicyMetadata:
     format: int = FORMAT_VERSION
     extra: dict[str, str] = field(default_factory=dict)
 
-    def signature(self) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, tuple[str, tuple[int, ...]]]]:
+    def signature(self) -> tuple[Signature, Signature]:
         """(inputs, outputs) of the graph: name → (numpy dtype name, static shape), batch 1."""
         obs, act = self.observation, self.action
         inputs = obs.input_shapes()
@@ -97,7 +118,7 @@ class PolicyMetadata:
             "observation_spec": self.observation.to_dict(),
             "action_spec": self.action.to_dict(),
             "tokenizer": {
-                "kind": "sentencepiece",
+                "kind": TOKENIZER_KIND,
                 "sha256": tok.sha256,
                 "vocab_size": tok.vocab_size,
                 "model": base64.b64encode(self.tokenizer_model).decode("ascii"),
@@ -124,24 +145,64 @@ class PolicyMetadata:
         if fmt != FORMAT_VERSION:
             raise PolicyFileError(f"policy file format {fmt}; this runtime reads format {FORMAT_VERSION}")
         try:
-            tok = get("tokenizer")
             meta = cls(
                 graph=get("graph"),
                 variant=get("variant"),
                 candidates=int(get("candidates")),
                 observation=ObservationSpec.from_dict(get("observation_spec")),
                 action=ActionSpec.from_dict(get("action_spec")),
-                tokenizer_model=base64.b64decode(tok["model"]),
+                tokenizer_model=_tokenizer_model(get("tokenizer"), get("model")),
                 model=get("model"),
                 provenance=get("provenance"),
-                golden=Golden.from_dict(get("golden")),
+                golden=_golden(get("golden")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+            meta.signature()  # a critic's output shape comes from its config
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, PolicyFileError):
                 raise
             raise PolicyFileError(f"malformed policy metadata: {exc!r}") from exc
         if meta.graph not in GRAPHS or meta.variant not in VARIANTS:
             raise PolicyFileError(f"unknown graph {meta.graph!r} or variant {meta.variant!r}")
-        if meta.tokenizer().sha256 != tok.get("sha256"):
-            raise PolicyFileError("the embedded tokenizer model does not match its recorded sha256")
         return meta
+
+
+def _golden(raw: Any) -> Golden:
+    try:
+        return Golden.from_dict(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PolicyFileError(
+            f"pac.golden is malformed ({exc!r}); expected {{inputs, outputs: name → base64 array, atol}}"
+        ) from exc
+
+
+def _tokenizer_model(tok: Any, model: Any) -> bytes:
+    """The SentencePiece model bytes of `pac.tokenizer`, after checking they load as the tokenizer the model was
+    trained with: its kind, its recorded sha256 and vocabulary size, ids within the model's embedding."""
+    expected = f"a {TOKENIZER_KIND} model (base64) with its sha256 and vocab_size"
+    if not isinstance(tok, dict) or tok.get("kind") != TOKENIZER_KIND or not isinstance(tok.get("model"), str):
+        shown = {k: v for k, v in tok.items() if k != "model"} if isinstance(tok, dict) else tok
+        raise PolicyFileError(f"pac.tokenizer is {shown!r}; expected {expected}")
+    try:
+        data = base64.b64decode(tok["model"], validate=True)
+    except ValueError as exc:
+        raise PolicyFileError(f"pac.tokenizer's model is not base64 ({exc}); expected {expected}") from exc
+    try:
+        tokenizer = InstructionTokenizer(data)
+    except RuntimeError as exc:  # SentencePiece's parse failure: a C++ error about protobuf internals
+        raise PolicyFileError(f"pac.tokenizer's bytes are not a SentencePiece model; expected {expected}") from exc
+    except ValueError as exc:
+        raise PolicyFileError(f"pac.tokenizer's model does not fit: {exc}; expected {expected}") from exc
+    if tokenizer.sha256 != tok.get("sha256"):
+        raise PolicyFileError("the embedded tokenizer model does not match its recorded sha256")
+    if tok.get("vocab_size") != tokenizer.vocab_size:
+        raise PolicyFileError(
+            f"pac.tokenizer records vocab_size {tok.get('vocab_size')!r}, its model has {tokenizer.vocab_size}"
+        )
+    config = model.get("config") if isinstance(model, dict) else None
+    embedding = config.get("vocab_size") if isinstance(config, dict) else None
+    if isinstance(embedding, int) and tokenizer.vocab_size > embedding:
+        raise PolicyFileError(
+            f"pac.tokenizer has {tokenizer.vocab_size} token ids but the model embeds only {embedding}; "
+            "it is not the tokenizer this model was trained with"
+        )
+    return data

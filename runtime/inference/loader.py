@@ -2,9 +2,12 @@
 
 Pre-flight, in order: the file and its metadata; the model's observation and action specs against the
 robot's (wrong arm, action space, action size or camera set is refused here, before a session is built);
-the graph's inputs and outputs against the signature the metadata promises; the execution provider really
-obtained; the golden input/output pair on that provider; warm-up runs. `pac-run` and `pac-bench` both
-load through `load_policy`.
+the graph's operators and its weights (an external-data file missing or cut short, an op ONNX does not
+define: named here, where ONNX Runtime would only say that loading failed); the graph's inputs and outputs
+against the signature the metadata promises; the execution provider really obtained; the golden
+input/output pair on that provider; warm-up runs. Whatever else a broken file makes ONNX Runtime raise is
+a PolicyRefused too, so a bad file never ends in a traceback. `pac-run` and `pac-bench` both load through
+`load_policy`.
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import TensorProto, defs
 
 from policies.export.metadata import PolicyFileError, PolicyMetadata
 from policies.spec import ActionSpec, ObservationSpec, SpecMismatch, check_matches
 from policies.tokenizer.observation import ModelInputs, ObservationTokenizer
-from runtime.inference.providers import CPU, SessionConfig, open_session
+from runtime.inference.providers import CPU, ProviderUnavailable, SessionConfig, open_session
 
 log = logging.getLogger(__name__)
 
 _ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)", "int64": "tensor(int64)"}
+_ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; other domains are ONNX Runtime's or custom
+_T = TensorProto
+# Bytes per element of the weight types stored one element per whole bytes (packed 4-bit types are skipped).
+_ITEM_BYTES = {_T.FLOAT: 4, _T.DOUBLE: 8, _T.FLOAT16: 2, _T.BFLOAT16: 2, _T.BOOL: 1, _T.INT8: 1, _T.UINT8: 1}
+_ITEM_BYTES |= {_T.INT16: 2, _T.UINT16: 2, _T.INT32: 4, _T.UINT32: 4, _T.INT64: 8, _T.UINT64: 8}
 
 
 class PolicyRefused(RuntimeError):
@@ -55,19 +64,88 @@ class LoadedPolicy:
         return self.metadata.action.from_logits(logits, how)
 
 
-def read_metadata(path: Path) -> PolicyMetadata:
-    """The policy metadata of an ONNX file, read without loading its weights."""
+def _read_graph(path: Path) -> onnx.ModelProto:
+    """The file's ModelProto without its external weights, or PolicyRefused naming why it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise PolicyRefused(f"policy file {path} does not exist")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the same refusal
-        raise PolicyRefused(f"{path} is not a readable ONNX file: {exc}") from exc
+        raise PolicyRefused(
+            f"{path} is not a readable ONNX file ({_one_line(exc)}); expected a whole model as pac-export writes it"
+        ) from exc
+
+
+def _metadata(proto: onnx.ModelProto, path: Path) -> PolicyMetadata:
     try:
         return PolicyMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     except PolicyFileError as exc:
         raise PolicyRefused(f"{path}: {exc}") from exc
+
+
+def read_metadata(path: Path) -> PolicyMetadata:
+    """The policy metadata of an ONNX file, read without loading its weights."""
+    return _metadata(_read_graph(path), path)
+
+
+def _check_ops(proto: onnx.ModelProto, name: str) -> None:
+    """Every node of the standard domain is an operator of the file's opset (else ONNX Runtime refuses the
+    graph with a message about registries); nodes of other domains are left to ONNX Runtime."""
+    opset = {o.domain or "": o.version for o in proto.opset_import}
+    version = opset.get("", opset.get("ai.onnx"))
+    for graph in (proto.graph, *proto.functions):
+        for node in graph.node:
+            if node.domain not in _ONNX_DOMAINS or version is None:
+                continue
+            if not defs.has(node.op_type, version):
+                raise PolicyRefused(
+                    f"{name}: node {node.name!r} uses op {node.op_type!r}, which is not an ONNX operator in opset "
+                    f"{version}; expected standard ONNX ops only (re-export the model with pac-export)"
+                )
+
+
+def _check_weights(proto: onnx.ModelProto, path: Path) -> None:
+    """Each initializer's bytes are all there: inline, or in the external-data file beside the graph."""
+    sizes: dict[Path, int] = {}
+    for tensor in proto.graph.initializer:
+        if tensor.data_type not in _ITEM_BYTES:
+            continue
+        dims = [int(d) for d in tensor.dims]
+        needed = int(np.prod(dims)) * _ITEM_BYTES[tensor.data_type]
+        if tensor.data_location != TensorProto.EXTERNAL:
+            if tensor.HasField("raw_data") and len(tensor.raw_data) != needed:
+                raise PolicyRefused(
+                    f"{path.name}: weight {tensor.name!r} holds {len(tensor.raw_data)} bytes, its shape {dims} needs "
+                    f"{needed}; the file is corrupt (re-export or copy it again)"
+                )
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        data = path.parent / location
+        if not location or not data.is_file():
+            raise PolicyRefused(
+                f"{path.name}: its weights are in an external-data file {location!r}, which is missing; expected it "
+                f"beside the graph at {data} (copy {path.name} and {location or '<name>.onnx.data'} together)"
+            )
+        try:
+            end = int(info.get("offset", 0)) + int(info.get("length", needed))
+        except ValueError as exc:
+            raise PolicyRefused(
+                f"{path.name}: weight {tensor.name!r} has a malformed external-data entry {info}"
+            ) from exc
+        if data not in sizes:
+            sizes[data] = data.stat().st_size
+        if sizes[data] < end:
+            raise PolicyRefused(
+                f"{path.name}: the external-data file {location} is cut short: {sizes[data]} bytes, but weight "
+                f"{tensor.name!r} ends at byte {end}; expected the whole file (copy it again)"
+            )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _check_signature(session, meta: PolicyMetadata) -> None:
@@ -102,7 +180,8 @@ def load_policy(
     """
     path = Path(path)
     config = config or SessionConfig()
-    meta = read_metadata(path)
+    proto = _read_graph(path)
+    meta = _metadata(proto, path)
     if meta.graph != graph:
         raise PolicyRefused(f"{path} holds the {meta.graph} graph; expected the {graph}")
     try:
@@ -111,13 +190,31 @@ def load_policy(
     except SpecMismatch as exc:
         raise PolicyRefused(f"{path.name} does not fit this robot: {exc}") from exc
 
+    _check_ops(proto, path.name)
+    _check_weights(proto, path)
+    del proto  # the session reads the file itself; inline weights need not stay in memory twice
+
     started = time.perf_counter()
-    opened = open_session(path, config)
+    try:
+        opened = open_session(path, config)
+    except ProviderUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises many types for a broken file; each is a refusal
+        raise PolicyRefused(f"ONNX Runtime cannot load {path.name}: {_one_line(exc)}") from exc
     _check_signature(opened.session, meta)
+    try:
+        meta.golden.check(meta.signature())
+    except PolicyFileError as exc:
+        raise PolicyRefused(f"{path.name}: {exc}") from exc
     if meta.variant == "fp16" and opened.provider == CPU:
         log.warning("%s is an fp16 model running on the CPU, where fp16 is several times slower than fp32", path)
     (output,) = meta.signature()[1]
-    golden = opened.session.run([output], meta.golden.inputs)[0]
+    try:
+        golden = opened.session.run([output], meta.golden.inputs)[0]
+    except Exception as exc:  # noqa: BLE001 - a graph that fails on its own golden input cannot be served
+        raise PolicyRefused(
+            f"{path.name} fails on its own golden input on {opened.provider}: {_one_line(exc)}"
+        ) from exc
     error = float(np.abs(golden - meta.golden.outputs[output]).max())
     if not np.isfinite(error) or error > meta.golden.atol:
         raise PolicyRefused(
