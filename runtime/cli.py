@@ -35,6 +35,7 @@ from runtime.preflight import (
     check_instruction,
     check_sensors,
     expected_observation,
+    message_shapes,
     policy_checks,
 )
 from runtime.recorder import Recorder
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             config = with_endpoints(config, pub, cmd)
         config = with_endpoints(config, args.pub, args.cmd)
         client = DriverClient.for_link(config.link, source="pac-run")
+        client.receiver.expect(message_shapes(load_spec(config.robot), obs))  # other shapes: dropped, counted
         try:
             driver, lockstep = check_driver(client, config, config.driver_wait_s)
             checks = [

@@ -18,7 +18,8 @@ from policies.spec import ObservationSpec, observation_spec, scene_objects
 from policies.tokenizer.language import PAD_ID, InstructionTooLong
 from robots.contract.client import DriverClient, DriverUnavailable, LatestMessages
 from robots.contract.link import DriverFault, DriverMode
-from robots.contract.messages import OBJECTS
+from robots.contract.messages import IMAGE_PREFIX, OBJECTS, STATE
+from robots.contract.receiver import Shapes, shape_drop_reason
 from robots.spec import ArmSpec
 from runtime.config import RunConfig
 from runtime.inference.loader import LoadedPolicy, PolicyRefused
@@ -34,6 +35,16 @@ class PreflightFailed(RuntimeError):
 class Check:
     name: str
     detail: str
+
+
+def message_shapes(arm: ArmSpec, observation: ObservationSpec) -> Shapes:
+    """The shapes the runtime takes from the driver, beyond what the wire contract fixes: a state with the arm's
+    joint count, a frame per camera at the model's resolution. Given to the client's receiver before the
+    pre-flight, so a message with other shapes is dropped and counted by topic and never reaches a tick."""
+    frame = (observation.image_height, observation.image_width, 3)
+    return {STATE: {"q": (arm.dof,), "dq": (arm.dof,)}} | {
+        IMAGE_PREFIX + camera: {"image": frame} for camera in observation.cameras
+    }
 
 
 def check_driver(client: DriverClient, config: RunConfig, timeout_s: float = 10.0) -> tuple[Check, bool]:
@@ -119,6 +130,10 @@ def check_sensors(
     sensors, unseen = _missing(latest, cameras, objects)
     if sensors:
         needs = f"; the model needs cameras {', '.join(cameras)} (is the driver started with them?)" if cameras else ""
+        topics = {"state": STATE} | {c: IMAGE_PREFIX + c for c in cameras}
+        dropped = [topics[s] for s in sensors if client.dropped.get(shape_drop_reason(topics[s]))]
+        if dropped:
+            needs = f"; {', '.join(dropped)} came in shapes this arm and model cannot take: dropped (see the log)"
         raise PreflightFailed(f"no {', '.join(sensors)} from the driver within {waited}{needs}")
     if latest.objects is None:
         what = f"no `{OBJECTS}` topic from the driver within {waited}"

@@ -73,7 +73,7 @@ class ObservationTokenizer:
             frame = frames.get(name)
             if frame is None:
                 raise ObservationError(f"no frame from camera {name!r}")
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
                 raise ObservationError(
                     f"camera {name!r}: expected (H, W, 3) uint8 RGB, got {frame.dtype} {frame.shape}"
                 )

@@ -3,24 +3,39 @@
 A control loop wants the newest state, not a backlog: each `poll` takes everything queued without blocking
 and keeps only the newest valid message per topic. A malformed, oversized, wrong-version, stale or superseded
 message is dropped and counted by reason; none of them ever stops the loop (DESIGN.md section 2).
+
+Some shapes only the reader knows: a state's joint count is the arm's, a frame's size the model's. Given them
+(`expect`), the receiver drops a message with another shape as "wrong_shape:<topic>" before it can replace
+the newest good one, so a bad message never reaches the loop and the watchdogs see its source go stale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import zmq
 
 from robots.contract.wire import DEFAULT_LIMITS, Envelope, WireError, WireLimits, decode
 
+log = logging.getLogger(__name__)
+
+Shapes = Mapping[str, Mapping[str, tuple[int, ...]]]  # topic → array name → the exact shape it must have
+
 # Messages taken per poll at most, so a peer sending faster than we decode cannot hold the loop in a drain.
 MAX_DRAIN = 10_000
 
 
+def shape_drop_reason(topic: str) -> str:
+    """The drop counter's key for a message on `topic` whose arrays have shapes the reader cannot take."""
+    return f"wrong_shape:{topic}"
+
+
 @dataclass
 class DropCounts:
-    """Dropped messages by reason: "malformed", "version", "oversized", "out_of_order", "superseded"."""
+    """Dropped messages by reason: "malformed", "version", "oversized", "out_of_order", "superseded" and
+    "wrong_shape:<topic>"."""
 
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -34,13 +49,29 @@ class DropCounts:
 class LatestReceiver:
     """Drains a SUB socket without blocking and keeps only the newest valid message per topic."""
 
-    def __init__(self, socket: zmq.Socket, limits: WireLimits = DEFAULT_LIMITS, *, max_drain: int = MAX_DRAIN):
+    def __init__(
+        self,
+        socket: zmq.Socket,
+        limits: WireLimits = DEFAULT_LIMITS,
+        *,
+        max_drain: int = MAX_DRAIN,
+        shapes: Shapes | None = None,
+    ):
         self.socket = socket
         self.limits = limits
         self.max_drain = max_drain
         self.drops = DropCounts()
+        self.expect(shapes or {})
         self._last_seq: dict[tuple[str, str], int] = {}  # (topic, source) -> last accepted seq
         self._latest: dict[str, Envelope] = {}
+        self._warned: set[str] = set()  # drop reasons already explained in the log
+
+    def expect(self, shapes: Shapes) -> None:
+        """From now on, drop a message on one of these topics whose named array (when present) has another
+        shape, counting it as `shape_drop_reason(topic)`. Replaces what was expected before."""
+        self.shapes: dict[str, dict[str, tuple[int, ...]]] = {
+            topic: {name: tuple(shape) for name, shape in arrays.items()} for topic, arrays in shapes.items()
+        }
 
     def poll(self, timeout_ms: int = 0) -> dict[str, Envelope]:
         """Wait up to `timeout_ms` for a first message, then drain the queue without blocking.
@@ -70,6 +101,13 @@ class LatestReceiver:
         except WireError as err:
             self.drops.add(err.reason)
             return
+        if (wrong := self._wrong_shape(env)) is not None:  # before the seq: a bad message advances nothing
+            reason = shape_drop_reason(env.topic)
+            self.drops.add(reason)
+            if reason not in self._warned:
+                self._warned.add(reason)
+                log.warning("dropping %s messages from %r: %s (counted as %s)", env.topic, env.source, wrong, reason)
+            return
         key = (env.topic, env.source)
         last = self._last_seq.get(key)
         if last is not None and env.seq <= last:
@@ -80,6 +118,14 @@ class LatestReceiver:
             self.drops.add("superseded")
         fresh[env.topic] = env
         self._latest[env.topic] = env
+
+    def _wrong_shape(self, env: Envelope) -> str | None:
+        """What is wrong with the shapes of `env`'s arrays, or None when they are as expected."""
+        for name, shape in self.shapes.get(env.topic, {}).items():
+            array = env.arrays.get(name)
+            if array is not None and array.shape != shape:
+                return f"array {name!r} has shape {array.shape}, expected {shape}"
+        return None
 
 
 def make_sub_socket(ctx: zmq.Context, endpoint: str, topics: Sequence[str], rcvhwm: int = 100) -> zmq.Socket:
