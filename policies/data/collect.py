@@ -2,6 +2,7 @@
 
     pac-collect --robot sawyer --task stack --episodes 100 --quality mixed --out data/ [--workers 2]
                 [--cameras none] [--objects all|none]
+    pac-collect --check data/pac/sawyer-stack-mixed-v0    # read every episode, name every corrupt one
 
 Each episode is stepped in a worker process (seed = --seed + episode index, which fixes both the object
 layout and the expert's knobs), then written with `minari.create_dataset_from_buffers` under
@@ -32,7 +33,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from policies.data.dataset import DatasetError, locate_dataset, survey_dataset
 from policies.data.frames import FRAMES, image_space, write_frames
+from policies.data.integrity import FORMAT_ATTR, seal
 from policies.spec import ObservationSpec, observation_spec, scene_objects
 from policies.tokenizer.language import InstructionTokenizer
 from policies.tokenizer.observation import ObservationTokenizer
@@ -165,7 +168,7 @@ def write_dataset(
     """A Minari dataset under `out` (MINARI_DATASETS_PATH) from episodes collected with these arguments.
 
     JPEG frames are written by `write_frames` after Minari has written the rest: Minari's own encoder has a
-    fixed quality (75), ours is the wire's."""
+    fixed quality (75), ours is the wire's. Then every episode is sealed with its checksums (integrity.py)."""
     if frames not in FRAMES:
         raise ValueError(f"frames must be one of {FRAMES}, got {frames!r}")
     os.environ["MINARI_DATASETS_PATH"] = str(out.resolve())
@@ -209,11 +212,12 @@ def write_dataset(
             f"infos.quality codes {json.dumps(QUALITY_CODES)}"
         ),
     )
-    if jpeg:
-        with h5py.File(Path(dataset.storage.data_path) / "main_data.hdf5", "a") as f:
+    with h5py.File(Path(dataset.storage.data_path) / "main_data.hdf5", "a") as f:
+        if jpeg:
             for i, e in enumerate(episodes):
                 write_frames(f[f"episode_{i}/observations"], e.observations["images"], tok.spec.cameras)
-        dataset.storage.update_metadata({"dataset_size": dataset.storage.get_size()})
+        seal(f)
+    dataset.storage.update_metadata({"dataset_size": dataset.storage.get_size()})
     return dataset
 
 
@@ -251,6 +255,23 @@ def collect(
         return list(tqdm(pool.imap(_work, jobs), total=len(jobs), desc=f"{robot} {task} {quality}", unit="ep"))
 
 
+def check(directory: Path) -> int:
+    """Read every episode of the dataset in `directory` against its checksums; print each corrupt one; 0 when
+    none is, 1 otherwise."""
+    try:
+        path, problems = survey_dataset(*locate_dataset(directory), data=True)
+    except DatasetError as exc:
+        print(f"corrupt: {exc}", file=sys.stderr)
+        return 1
+    with h5py.File(path, "r") as f:
+        count = sum(1 for k in f if k.startswith("episode_"))
+        unsealed = "" if FORMAT_ATTR in f.attrs else " (structure only: written before checksums, data unverified)"
+    for problem in problems:
+        print(f"corrupt: {problem}", file=sys.stderr)
+    print(f"{path}: {count - len(problems)} of {count} episodes sound, {len(problems)} corrupt{unsealed}")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pac-collect", description=__doc__.splitlines()[0])
     p.add_argument("--robot", choices=ARMS, default="sawyer")
@@ -263,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cameras", default=None, help="comma-separated camera names, or 'none' (default: all)")
     p.add_argument("--frames", choices=FRAMES, default="jpeg", help="camera frames as JPEG (default) or raw")
     p.add_argument("--objects", choices=("all", "none"), default="all", help="store the cell's object poses")
+    p.add_argument("--check", type=Path, metavar="DIR", help="collect nothing: check every episode of a dataset")
     args = p.parse_args(argv)
+    if args.check:
+        return check(args.check)
     cameras = () if args.cameras == "none" else tuple(args.cameras.split(",")) if args.cameras else None
     objects = args.objects == "all"
     started = time.perf_counter()

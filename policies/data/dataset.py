@@ -1,12 +1,14 @@
 """Open a collected dataset for training, or fail with a message that says what is wrong with it.
 
 `minari.load_dataset` alone reports a missing or damaged file as a KeyError, an OSError from h5py or a
-shape error deep in training; `open_dataset` checks up front that the dataset exists, that its HDF5 file
-opens and holds every episode its metadata counts, that every episode stores the same observations (a
-write interrupted while adding JPEG frames leaves some without), and that its observations match the
-policy's observation spec (proprio size, cameras and resolution, instruction length). The training reader
-(episodes.py) runs the same checks through `check_dataset` without loading every episode through Minari.
-"""
+shape error deep in training, and reads flipped bytes back as data; `open_dataset` checks up front that the
+dataset exists, that its metadata's counts are integers that match its HDF5 file, that every episode has
+the structure its checksums recorded (integrity.py: fields, dtypes, shapes, attributes, T + 1 observations
+for T steps) and the first one's (a write interrupted while adding JPEG frames leaves some without), that
+its observations match the policy's observation spec (proprio size, cameras and resolution, instruction
+length), and, as Minari then decodes every episode whole, every episode's data against its checksums. The
+training reader (episodes.py) runs the structural checks through `check_dataset` and checks each episode's
+data as it reads it; `pac-collect --check` reads every episode and names every corrupt one."""
 
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from pathlib import Path
 
 import h5py
 
+from policies.data import integrity as _integrity
 from policies.data.errors import DatasetError
 from policies.data.frames import FrameError, FrameLayout
 from policies.spec import ObservationSpec
 
-__all__ = ["KEYS", "DatasetError", "check_dataset", "locate_dataset", "open_dataset"]
+__all__ = ["KEYS", "DatasetError", "check_dataset", "locate_dataset", "open_dataset", "survey_dataset"]
 
 KEYS = ("proprio", "instruction")  # always; "images" unless --cameras none, "objects" unless --objects none
 
@@ -49,50 +52,122 @@ def _data_file(root: Path, dataset_id: str) -> Path:
 
 
 def open_dataset(root: Path, dataset_id: str, spec: ObservationSpec | None = None):
-    """The MinariDataset `dataset_id` under `root`, checked; raises DatasetError."""
-    check_dataset(root, dataset_id, spec)
+    """The MinariDataset `dataset_id` under `root`, every episode's data checked first (Minari decodes whole
+    episodes, past any check of ours); raises DatasetError."""
+    check_dataset(root, dataset_id, spec, data=True)
     os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
     import minari
 
     return minari.load_dataset(dataset_id)
 
 
-def check_dataset(root: Path, dataset_id: str, spec: ObservationSpec | None = None) -> Path:
-    """The HDF5 file of dataset `dataset_id` under `root`, after the checks above; raises DatasetError."""
+def check_dataset(root: Path, dataset_id: str, spec: ObservationSpec | None = None, data: bool = False) -> Path:
+    """The HDF5 file of dataset `dataset_id` under `root`, after the checks above and every episode's
+    structure; with `data`, every episode read whole against its checksums. Raises one DatasetError naming
+    every corrupt episode."""
+    path, problems = survey_dataset(root, dataset_id, spec, data)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise DatasetError(f"{path}: {len(problems)} corrupt episodes:\n{lines}")
+    return path
+
+
+def survey_dataset(
+    root: Path, dataset_id: str, spec: ObservationSpec | None = None, data: bool = False
+) -> tuple[Path, list[DatasetError]]:
+    """The HDF5 file and one DatasetError per corrupt episode (as `check_dataset`); a problem with the whole
+    file (its metadata, its HDF5 structure, the observations against `spec`) raises instead."""
     root = Path(root)
     path = _data_file(root, dataset_id)
     meta_path = path.with_name("metadata.json")
     if not path.is_file() or not meta_path.is_file():
         raise DatasetError(f"dataset {dataset_id!r} not found: no {path} (collect one with pac-collect)")
-    try:
-        meta = json.loads(meta_path.read_text())
-        expected = int(meta["total_episodes"])
-    except (ValueError, KeyError) as exc:
-        raise DatasetError(f"{meta_path} is not a Minari metadata file: {exc!r}") from exc
+    expected, total_steps = _metadata(meta_path)
+    problems: list[DatasetError] = []
     try:
         with h5py.File(path, "r") as f:
-            episodes = [k for k in f if k.startswith("episode_")]
+            episodes = list(f)
             if len(episodes) != expected:
                 raise DatasetError(f"{path} holds {len(episodes)} episodes, its metadata says {expected}: truncated?")
-            if episodes:
-                obs = f[episodes[0]]["observations"]
-                missing = [k for k in KEYS if k not in obs]
-                if missing:
-                    raise DatasetError(f"{path}: observations lack {missing}; a PAC dataset has {list(KEYS)}")
-                for name in episodes[1:]:
-                    if lacking := sorted(set(obs) - set(f[name]["observations"])):
-                        raise DatasetError(f"{path}: {name} lacks observations {lacking} (an interrupted write?)")
-                if spec is not None:
-                    _check_spec(path, obs, spec)
-    except OSError as exc:
+            if unexpected := sorted(set(episodes) - {f"episode_{i}" for i in range(expected)}):
+                raise DatasetError(f"{path}: {unexpected} where episodes 0..{expected - 1} belong")
+            sealed = _integrity.file_format(path, f, episodes) is not None
+            stat = path.stat()
+            key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+            if data or key not in _SOUND:
+                problems, first = _check_episodes(path, f, total_steps, sealed, data)
+                if not problems:
+                    _SOUND.add(key)
+            else:
+                first = 0
+            if first is not None:  # the first sound episode: the others share its observations
+                _check_observations(path, f[f"episode_{first}/observations"], spec)
+    except DatasetError:
+        raise
+    except _integrity.UNREADABLE as exc:  # damage outside any episode: the superblock, the root group
         raise DatasetError(f"{path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from exc
-    return path
+    return path, problems
+
+
+# Files whose every episode was found sound in this process, by (path, mtime, size): the trainer opens one
+# dataset four times, and a check costs ~5 ms an episode on a busy machine (h5py's per-object overhead).
+_SOUND: set[tuple[str, int, int]] = set()
+
+
+def _check_episodes(
+    path: Path, f: h5py.File, total_steps: int, sealed: bool, data: bool
+) -> tuple[list[DatasetError], int | None]:
+    """One DatasetError per corrupt episode, and the first sound one's index (None: there is none)."""
+    problems: list[DatasetError] = []
+    reference, steps = None, 0
+    for i in range(len(f)):
+        try:
+            manifest, shared = _integrity.check_episode(path, f, i, sealed, reference)
+            if data:
+                _integrity.verify_data(path, f, i, manifest)
+        except DatasetError as exc:
+            problems.append(exc)
+            continue
+        steps += shared.steps
+        reference = reference or shared
+    if not problems and steps != total_steps:
+        raise DatasetError(f"{path}: its episodes hold {steps} steps, its metadata says {total_steps}")
+    return problems, reference and reference.index
+
+
+def _metadata(meta_path: Path) -> tuple[int, int]:
+    """(total_episodes, total_steps) of a Minari metadata file, each an integer."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        counts = meta["total_episodes"], meta["total_steps"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{meta_path} is not a Minari metadata file: {exc!r}") from exc
+    for name, value in zip(("total_episodes", "total_steps"), counts, strict=True):
+        if type(value) is not int or value < 0:
+            raise DatasetError(f"{meta_path}: {name!r} is {value!r}, not a non-negative integer")
+    return counts
+
+
+def _check_observations(path: Path, obs, spec: ObservationSpec | None) -> None:
+    """The first sound episode stores every observation a PAC dataset has, and those of `spec` in its shapes
+    (the others share its fields and shapes)."""
+    missing = [k for k in KEYS if k not in obs]
+    if missing:
+        raise DatasetError(f"{path}: observations lack {missing}; a PAC dataset has {list(KEYS)}")
+    if "images" in obs:
+        layout = _frame_layout(path, obs["images"])
+        if layout.encoding == "jpeg" and set(layout.cameras) != set(obs["images"]):
+            raise DatasetError(f"{path}: frames of cameras {sorted(obs['images'])}, its layout names {layout.cameras}")
+    if spec is not None:
+        _check_spec(path, obs, spec)
 
 
 def _frame_layout(path: Path, node) -> FrameLayout:
     try:
         return FrameLayout.of(node)
-    except (FrameError, KeyError) as exc:
+    except (FrameError, *_integrity.UNREADABLE) as exc:
         raise DatasetError(f"{path}: camera frames stored in an unknown layout: {exc}") from exc
 
 

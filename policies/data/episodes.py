@@ -3,8 +3,10 @@
 `minari.load_dataset` decodes every frame of an episode whenever it is read; a learner wants a few steps of
 many episodes, and the JPEG decoding in DataLoader workers rather than in the training process. The reader
 loads the small arrays (proprio, instruction, any other state observation, actions, rewards) of an episode
-at once and decodes camera frames one step at a time. h5py file handles must not cross a fork, so the file is
-opened lazily in each process that reads, and never pickled.
+at once and decodes camera frames one step at a time. Opening checks every episode's structure; each read
+checks what it read against the episode's checksums (integrity.py): the small arrays whole, camera frames
+step by step. h5py file handles must not cross a fork, so the file is opened lazily in each process that
+reads, and never pickled.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from policies.data import integrity as _integrity
 from policies.data.dataset import check_dataset
 from policies.data.errors import DatasetError
 from policies.data.frames import FrameLayout
@@ -47,8 +50,10 @@ class EpisodeReader:
         self.path = check_dataset(root, dataset_id, spec)
         self._file: h5py.File | None = None
         self._pid = -1
-        self._sources: dict[int, tuple[h5py.Dataset, ...]] = {}  # per episode; h5py's lookups cost more than a decode
+        self._sources: dict[int, tuple] = {}  # per episode, with checksums: h5py lookups cost more than a decode
+        self._manifests: dict[int, _integrity.Manifest | None] = {}
         f = self._open()
+        self.sealed = _integrity.FORMAT_ATTR in f.attrs  # False: written before checksums (warned at the check)
         count = sum(1 for k in f if k.startswith("episode_"))
         self.lengths = np.array([int(f[f"episode_{i}"].attrs["total_steps"]) for i in range(count)], np.int64)
         obs = f["episode_0/observations"] if count else {}
@@ -63,31 +68,55 @@ class EpisodeReader:
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         group = self._episode(episode)
-        observations = {k: v[()] for k, v in group["observations"].items() if k != IMAGES}
-        try:
-            rewards = group["rewards"][()] if reward == "sparse" else group["infos/shaped_reward"][()]
-        except KeyError as exc:
-            raise DatasetError(f"{self.path}: episode_{episode} has no {reward} reward") from exc
+        observations = group["observations"]
+        observations = {k: self._read(episode, observations, k, "observations/") for k in observations if k != IMAGES}
+        field = "rewards" if reward == "sparse" else "infos/shaped_reward"
+        if field not in group:
+            raise DatasetError(f"{self.path}: episode {episode}, field {field!r}: missing, no {reward} reward")
         return EpisodeArrays(
             observations=observations,
-            actions=group["actions"][()].astype(np.float32),
-            rewards=np.asarray(rewards, np.float32),
-            terminations=group["terminations"][()].astype(bool),
-            truncations=group["truncations"][()].astype(bool),
+            actions=self._read(episode, group, "actions").astype(np.float32),
+            rewards=np.asarray(self._read(episode, group, field), np.float32),
+            terminations=self._read(episode, group, "terminations").astype(bool),
+            truncations=self._read(episode, group, "truncations").astype(bool),
         )
 
     def successes(self) -> np.ndarray:
-        """bool per episode: did it end in a termination (the task done)? Reads one value per episode."""
-        return np.array([bool(self._episode(i)["terminations"][-1]) for i in range(len(self))])
+        """bool per episode: did it end in a termination (the task done)? Reads each one's terminations."""
+        return np.array([bool(self._read(i, self._episode(i), "terminations")[-1]) for i in range(len(self))])
 
     def frames(self, episode: int, step: int) -> np.ndarray:
         """uint8 (N_cam, 3, H, W) of one step, decoded; raises FrameError for a damaged frame."""
         if self.layout is None:
             raise DatasetError(f"{self.path} stores no camera frames (collected with --cameras none)")
-        sources = self._sources.get(episode)
-        if sources is None:
-            sources = self._sources[episode] = self.layout.sources(self._episode(episode)["observations"][IMAGES])
-        return self.layout.read(sources, step)
+        cached = self._sources.get(episode)
+        if cached is None:
+            manifest = self._manifest(episode)
+            with _integrity.reading(self.path, episode, f"field {_integrity.IMAGES!r}"):
+                sources = self.layout.sources(self._episode(episode)["observations"][IMAGES])
+            crcs = tuple(
+                _integrity.stored_step_crcs(self.path, episode, s.name.split("/", 2)[2], s, manifest) for s in sources
+            )
+            cached = self._sources[episode] = sources, crcs
+        if not 0 <= step <= self.lengths[episode]:
+            raise IndexError(f"step {step} of episode {episode}'s {self.lengths[episode] + 1} observations")
+        sources, crcs = cached
+        return self.layout.read(sources, step, crcs)
+
+    def _read(self, episode: int, group: h5py.Group, name: str, prefix: str = "") -> np.ndarray:
+        """The field `prefix + name` of an episode, whole (`name` inside `group`, the episode's group or the
+        one at `prefix`), checked against its checksum."""
+        field = prefix + name
+        manifest = self._manifest(episode)
+        with _integrity.reading(self.path, episode, f"field {field!r}"):
+            array = group[name][()]
+        return _integrity.verify(self.path, episode, field, array, manifest)
+
+    def _manifest(self, episode: int) -> _integrity.Manifest | None:
+        if episode not in self._manifests:
+            manifest = _integrity.manifest_of(self.path, self._episode(episode), episode) if self.sealed else None
+            self._manifests[episode] = manifest
+        return self._manifests[episode]
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():

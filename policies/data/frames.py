@@ -7,8 +7,9 @@ at `DEFAULT_LINK.jpeg_quality`, and collection already puts frames through that 
 the same quality re-encodes them with little further loss (mean 0.4 levels, PSNR 46 dB). Each camera is
 stored in Minari's own image layout (one variable-length uint8 dataset of JPEG bytes per camera, its space an
 (H, W, 3) uint8 box), so `minari.load_dataset` decodes it as images and any JPEG decoder reads it from h5py.
-JPEG has no checksum: `decode_frame` refuses bytes that lack the start or end marker or that do not decode to
-the stored shape, which catches truncation and most damage, not all.
+JPEG has no checksum: each stored frame carries a CRC-32 (integrity.py), checked before it is decoded;
+`decode_frame` also refuses bytes that lack the start or end marker or that do not decode to the stored
+shape, which, in a dataset written before checksums, catches truncation and most damage, not all.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import h5py
 import numpy as np
 
 from policies.data.errors import DatasetError
+from policies.data.integrity import UNREADABLE, locate, step_problem
 from robots.contract.link import DEFAULT_LINK
 
 JPEG_QUALITY = DEFAULT_LINK.jpeg_quality  # the wire's: stored frames are the frames the policy meets in service
@@ -103,15 +105,30 @@ class FrameLayout:
         """The datasets to `read` from: the raw stack, or one per camera in the model's order."""
         return (node,) if self.encoding == "raw" else tuple(node[c] for c in self.cameras)
 
-    def read(self, sources: tuple[h5py.Dataset, ...], step: int) -> np.ndarray:
-        """uint8 (N_cam, 3, H, W) of one step, decoded; a FrameError names the file, episode, camera and step."""
+    def read(
+        self, sources: tuple[h5py.Dataset, ...], step: int, checksums: tuple[np.ndarray | None, ...] | None = None
+    ) -> np.ndarray:
+        """uint8 (N_cam, 3, H, W) of one step, decoded and checked against `checksums` (one per-step array for
+        each source, integrity.py); a FrameError names the file, episode, field (camera) and step."""
+        checksums = checksums or (None,) * len(sources)
         if self.encoding == "raw":
-            return sources[0][step]
+            return self._checked(sources[0], step, checksums[0])
         _, _, height, width = self.shape
         frames = np.empty(self.shape, np.uint8)
         for i, source in enumerate(sources):
+            data = self._checked(source, step, checksums[i])
             try:
-                frames[i] = decode_frame(source[step], height, width)
+                frames[i] = decode_frame(data, height, width)
             except FrameError as err:
-                raise FrameError(f"{source.file.filename}:{source.name}[{step}]: {err}") from None
+                raise FrameError(f"{locate(source)}, step {step}: {err}") from None
         return frames
+
+    @staticmethod
+    def _checked(source: h5py.Dataset, step: int, checksums: np.ndarray | None) -> np.ndarray:
+        try:
+            data = source[step]
+        except UNREADABLE as exc:
+            raise FrameError(f"{locate(source)}, step {step}: unreadable ({type(exc).__name__}: {exc})") from exc
+        if problem := step_problem(step, data, checksums):
+            raise FrameError(f"{locate(source)}, step {step}: {problem}")
+        return data
