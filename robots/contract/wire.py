@@ -104,6 +104,7 @@ def encode(
         t_send_ns = time.monotonic_ns()
     if not isinstance(topic, str) or not topic:
         raise MalformedMessage(f"topic must be a non-empty str, got {topic!r}")
+    topic_bytes = _encode_topic(topic)
     for name, value in (("seq", seq), ("t_capture_ns", t_capture_ns), ("t_send_ns", t_send_ns)):
         _check_count(name, value)
     if not isinstance(source, str):
@@ -138,11 +139,18 @@ def encode(
     packed = _pack_header(header, fields)
     if len(packed) > limits.max_header_bytes:
         raise OversizedMessage(f"header of {len(packed)} B > {limits.max_header_bytes} B")
-    frames = [topic.encode("utf-8"), packed, *buffers]
+    frames = [topic_bytes, packed, *buffers]
     total = sum(len(frame) for frame in frames)
     if total > limits.max_total_bytes:
         raise OversizedMessage(f"message of {total} B > {limits.max_total_bytes} B")
     return frames
+
+
+def _encode_topic(topic: str) -> bytes:
+    try:
+        return topic.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate: a str that is no UTF-8 text
+        raise MalformedMessage(f"topic {topic!r} is not encodable as UTF-8") from err
 
 
 def _check_count(name: str, value: object) -> None:
@@ -287,6 +295,8 @@ def _byte_view(frame: Any) -> memoryview:
             view = view.cast("B")
     except Exception as err:  # any object may arrive here; all that matters is that it is not bytes
         raise MalformedMessage(f"frame of type {type(frame).__name__} is not a byte buffer") from err
+    if not view.c_contiguous:  # a strided view: neither str() nor numpy can read it in place
+        raise MalformedMessage(f"frame of type {type(frame).__name__} is not a contiguous byte buffer")
     return view
 
 
