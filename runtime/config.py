@@ -8,7 +8,11 @@ and whatever that cell changes; an arm's physical limits are not here at all: th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+import reprlib
+import sys
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,34 @@ from robots.tasks.tasks import TASKS
 from runtime.safety.watchdogs import WatchdogConfig
 
 CONFIG_DIR = Path(__file__).with_name("configs")
+MAX_CONFIG_BYTES = 64 * 1024  # a cell's config is a few hundred bytes; pure-Python YAML reads ~3 MB/s
+MAX_FLOW_BRACKETS = 256  # PyYAML scans nested flow collections in quadratic time: 1,000 "[" take 0.3 s
+_MAX_INT = 2**31 - 1  # the int fields (JPEG quality, queue lengths) end up in C ints
+
+
+def _bounded_repr() -> reprlib.Repr:
+    r = reprlib.Repr()  # the limits as attributes: Python < 3.12 takes no keywords
+    r.maxlevel, r.maxstring, r.maxother = 2, 60, 60
+    return r
+
+
+_show = _bounded_repr().repr  # bounded: a YAML alias bomb has a repr of billions of items
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_DEPTH, before Python's recursion limit does."""
+
+    MAX_DEPTH = 32  # a config nests two levels
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > self.MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {self.MAX_DEPTH}", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 class ConfigError(ValueError):
@@ -42,36 +74,57 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.decode not in DECODINGS:
-            raise ConfigError(f"decode: {self.decode!r} is not one of {list(DECODINGS)}")
+            raise ConfigError(f"decode: {_show(self.decode)} is not one of {list(DECODINGS)}")
 
     @property
     def period_s(self) -> float:
         return self.link.period_s
 
 
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, raw: Any, where: str) -> Any:
+    """`cls` from a YAML mapping, every value checked against the field's type: a wrong one is named here,
+    not found later as a crash in the loop."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(_show(key) for key in raw if key not in known)  # keys of any YAML type, bounded
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    values = dict(raw)
-    nested = {"link": LinkConfig, "watchdogs": WatchdogConfig}
-    for name, sub in nested.items():
-        if name in values:
-            values[name] = _build(sub, values[name] or {}, f"{where}.{name}")
-    if "cameras" in values:
-        values["cameras"] = tuple(values["cameras"] or ())
-    if "mode" in values:
-        mode = Mode.parse(values["mode"])
-        if mode not in MOTION_MODES:
-            raise ConfigError(f"{where}.mode: {values['mode']!r} is not one of {[m.value for m in MOTION_MODES]}")
-        values["mode"] = mode
+        raise ConfigError(f"{where}: unknown key(s) [{', '.join(unknown)}]; known: {sorted(known)}")
+    given = {name: value for name, value in raw.items() if value is not None}  # `key:` with no value: the default
+    values = {name: _value(hint, given[name], f"{where}.{name}") for name, hint in _hints(cls).items() if name in given}
     try:
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _value(hint: Any, value: Any, where: str) -> Any:
+    """A YAML value as the field typed `hint` holds it; numbers must be finite and positive (each is a
+    duration, a rate, a size or a tolerance)."""
+    if is_dataclass(hint):
+        return _build(hint, value, where)
+    if hint is Mode:
+        mode = Mode.parse(value) if isinstance(value, str) else None
+        if mode not in MOTION_MODES:
+            raise ConfigError(f"{where}: {_show(value)} is not one of {[m.value for m in MOTION_MODES]}")
+        return mode
+    if hint == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}: expected a list of names, got {_show(value)}")
+        return tuple(value)
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {_show(value)}")
+    if hint in (int, float):
+        kinds, top = ((int, float), sys.float_info.max) if hint is float else ((int,), _MAX_INT)
+        if not isinstance(value, kinds) or isinstance(value, bool) or not 0 < value <= top:  # NaN fails too
+            raise ConfigError(f"{where}: expected a positive {hint.__name__} up to {top:.3g}, got {_show(value)}")
+        return hint(value)
+    return value
 
 
 def load_config(path: Path | None = None, robot: str | None = None) -> RunConfig:
@@ -84,7 +137,18 @@ def load_config(path: Path | None = None, robot: str | None = None) -> RunConfig
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes: not a config")
+    if data.count(b"[") + data.count(b"{") > MAX_FLOW_BRACKETS:
+        raise ConfigError(f"{path} has more than {MAX_FLOW_BRACKETS} brackets: not a config")
+    try:
+        raw = yaml.load(data.decode("utf-8"), Loader=_Loader) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not YAML: {exc}") from exc
     if not isinstance(raw, dict) or "robot" not in raw:
