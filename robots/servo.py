@@ -3,10 +3,12 @@
 This is the driver-side half of the safety contract and does not depend on MuJoCo, so the sim driver and
 real-arm adapters share it: a command is refused after its deadline or when it is not finite; an accepted
 command is interpolated over one control period (twists ramp, joint targets move at bounded speed); when
-no valid command came for `command_timeout_s` the arm ramps to a hold. Every joint target stays inside the
-joint range less the margin, every joint speed below the published maximum times the speed fraction, and
-every twist within the TCP speed norms by `robots.limits.limit_twist`, the function the runtime's filter
-applies too.
+no valid command came for `command_timeout_s` the arm ramps to a hold. A motion command computed from an
+observation older than `max_observation_age_s` is refused (its capture time travels with it), and the
+Cartesian goal never crosses the arm's workspace box: the driver's own wall, behind the runtime's filter.
+Every joint target stays inside the joint range less the margin, every joint speed below the published
+maximum times the speed fraction, and every twist within the TCP speed norms by `robots.limits.limit_twist`,
+the function the runtime's filter applies too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Rejection(str, Enum):
     BAD_MODE = "bad_mode"
     BAD_SHAPE = "bad_shape"
     OUT_OF_ORDER = "out_of_order"
+    STALE_OBSERVATION = "stale_observation"  # computed from an observation older than the bound (or of no stated age)
+    WORKSPACE = "workspace"  # a joint target whose TCP lies outside the workspace box
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class ServoConfig:
     ik_every: int = 5  # physics steps per IK solve (100 Hz); the joint targets still move every step
     stop_ramp_s: float = 0.02  # twist ramp to zero on a command timeout
     reanchor_error: float = 0.01  # m or rad of tracking error past which the Cartesian target is reset
+    max_observation_age_s: float = DEFAULT_LINK.max_observation_age_ms / 1000
+    workspace_tolerance: float = 0.01  # m a joint target's TCP may lie outside the box (the filter's own margin)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Command:
     action: np.ndarray
     deadline_ns: int
     obs_seq: int = -1
+    obs_t_ns: int | None = None  # capture time of the observation it came from; None: an in-process caller
 
 
 @dataclass
@@ -64,6 +71,7 @@ class ServoStatus:
     rejected: dict[str, int] = field(default_factory=dict)
     holding: bool = True
     hold_cause: str = "startup"
+    workspace_stops: int = 0  # physics steps in which the goal was stopped at the workspace box
 
 
 def twist_from_action(spec: ArmSpec, action: np.ndarray) -> tuple[np.ndarray, float]:
@@ -92,6 +100,8 @@ class CommandServo:
         self.q_high = spec.joint_upper - margin
         self.qd_max = spec.max_joint_speed * spec.limits.joint_speed_fraction
         self.qdd_max = spec.limits.max_joint_accel
+        self.ws_low = np.asarray(spec.limits.workspace.low, dtype=float)
+        self.ws_high = np.asarray(spec.limits.workspace.high, dtype=float)
         self.status = ServoStatus()
         self.reset(q_start, now_ns)
 
@@ -157,7 +167,24 @@ class CommandServo:
             return Rejection.BAD_SHAPE
         if not np.all(np.isfinite(action.astype(float, copy=False))):
             return Rejection.NON_FINITE
+        if mode is not Mode.HOLD and cmd.obs_t_ns is not None:
+            age_ns = now_ns - cmd.obs_t_ns
+            if cmd.obs_t_ns < 0 or age_ns > self.config.max_observation_age_s * 1e9:
+                return Rejection.STALE_OBSERVATION
+        if mode is Mode.JOINT_POSITION:
+            goal = np.clip(action[:-1], self.spec.action_spaces[mode].low[:-1], self.spec.action_spaces[mode].high[:-1])
+            tcp = self.chain.fk(np.clip(goal, self.q_low, self.q_high))[0]
+            tol = self.config.workspace_tolerance
+            if np.any(tcp < self.ws_low - tol) or np.any(tcp > self.ws_high + tol):
+                return Rejection.WORKSPACE
         return None
+
+    def new_session(self) -> None:
+        """A new session holds the arm: its commands are ordered and acknowledged afresh (seq is per session);
+        the cumulative counters carry on."""
+        self.last_seq = -1
+        self.status.last_applied_seq = self.status.last_rejected_seq = -1
+        self.status.last_rejection = ""
 
     def _ramp_twist_to(self, goal: np.ndarray, steps: int) -> None:
         self.twist_goal = goal
@@ -209,6 +236,7 @@ class CommandServo:
             self._anchor_stale, self._ik_countdown = False, 0
         if not np.any(self.twist) and not np.any(self.qd_des):
             return np.zeros_like(self.q_des), 0.0
+        self._stop_at_workspace()
         self.pos_des = self.pos_des + self.twist[:3] * cfg.dt
         self.rot_des = axis_angle_to_mat(self.twist[3:] * cfg.dt) @ self.rot_des
         if self._ik_countdown > 0:
@@ -222,6 +250,20 @@ class CommandServo:
         self._ik_qd = dls_solve(jac, err, cfg.ik_damping) / horizon
         self._ik_countdown = cfg.ik_every - 1
         return self._ik_qd, float(np.max(np.abs(err))) - float(np.max(np.abs(self.twist))) * horizon
+
+    def _stop_at_workspace(self) -> None:
+        """Zero every linear twist part that would carry the goal further out of the box; a goal inside stays
+        inside (clamped onto the wall it reaches). Motion back in, or along a wall, is untouched."""
+        v = self.twist[:3]
+        nxt = self.pos_des + v * self.config.dt
+        outward = ((nxt > self.ws_high) & (v > 0)) | ((nxt < self.ws_low) & (v < 0))
+        if not np.any(outward):
+            return
+        self.status.workspace_stops += 1
+        inside = (self.pos_des >= self.ws_low) & (self.pos_des <= self.ws_high)
+        self.pos_des = np.where(outward & inside, np.clip(self.pos_des, self.ws_low, self.ws_high), self.pos_des)
+        for twist in (self.twist, self.twist_goal, self.twist_step):
+            twist[:3] = np.where(outward, 0.0, twist[:3])
 
     def _limit_velocity(self, qd: np.ndarray) -> np.ndarray:
         """Joint speeds under the speed limit (direction kept), braking before joint limits, accel-bounded."""

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from policies.spec import ObservationSpec, action_spec
-from robots.contract.client import DriverClient
+from robots.contract.client import DriverClient, DriverUnavailable
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import ARMS, load_spec
 from runtime.clock import MONOTONIC
@@ -28,6 +28,7 @@ from runtime.link import DriverLink, LockstepLink, RealtimeLink
 from runtime.loop import STAGES, ControlLoop
 from runtime.policy_step import PolicyStep
 from runtime.preflight import (
+    Check,
     PreflightFailed,
     check_calibration,
     check_clock,
@@ -106,6 +107,15 @@ def open_policy(config: RunConfig, path: Path, session: SessionConfig) -> Loaded
     return load_policy(path, expected, action_spec(arm, config.mode), session)
 
 
+def claim_arm(client: DriverClient, config: RunConfig) -> Check:
+    """Take the arm's lease for this run's session, or refuse to start (naming who holds it)."""
+    try:
+        status = client.claim(timeout_s=config.driver_wait_s, lease_ms=config.link.lease_ms)
+    except DriverUnavailable as exc:  # ArmHeld included: its message names the holder
+        raise PreflightFailed(str(exc)) from exc
+    return Check("lease", f"session {client.fingerprint} holds {status.robot}, lease {config.link.lease_ms:.0f} ms")
+
+
 def build_loop(
     config: RunConfig, policy: LoadedPolicy, client: DriverClient, lockstep: bool, recorder: Recorder | None
 ) -> ControlLoop:
@@ -122,7 +132,7 @@ def build_loop(
     w = config.watchdogs
     step = PolicyStep(policy, config.instruction, config.decode, w.inference_deadline_ms, timer)
     limits = SafetyLimits.from_arm(arm, config.mode, config.period_s)
-    guard = Guard(limits, w, cameras, fk=_tcp_position(arm), objects=objects)
+    guard = Guard(limits, w, cameras, fk=_tcp_position(arm), objects=objects, session=client.fingerprint)
     return ControlLoop(link, step, guard, timer, recorder=recorder, clock=MONOTONIC)
 
 
@@ -165,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 *policy_checks(policy),
                 instruction,
                 driver,
+                claim_arm(client, config),
                 check_clock(client, config, lockstep),
                 check_sensors(client, obs.cameras, lockstep, config.driver_wait_s, objects=obs.objects),
                 check_calibration(config),

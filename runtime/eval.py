@@ -47,7 +47,7 @@ from robots.contract.client import DriverClient, DriverUnavailable
 from robots.sim.process import free_loopback_endpoint, stop_sim
 from robots.spec import ARMS, load_spec
 from robots.tasks.tasks import TASKS
-from runtime.cli import EXIT_OK, EXIT_REFUSED, build_loop, open_policy
+from runtime.cli import EXIT_OK, EXIT_REFUSED, build_loop, claim_arm, open_policy
 from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides
 from runtime.inference.loader import LoadedPolicy, PolicyRefused
 from runtime.inference.providers import ProviderUnavailable, SessionConfig
@@ -210,6 +210,7 @@ class EpisodeRunner:
             if not lockstep:
                 raise PreflightFailed("the evaluation driver is not in lockstep")
             check_sensors(self.client, obs.cameras, lockstep, self.config.driver_wait_s, objects=obs.objects)
+            claim_arm(self.client, self.config)
         except BaseException:
             self.close()
             raise

@@ -1,7 +1,9 @@
 """The guard: watchdogs, the safety filter and the state machine, deciding what each tick may send.
 
 `watch` turns a tick's inputs into hold causes (stale sources: state, cameras, object poses; heartbeat;
-acknowledgement; TCP outside its box) and latches FAULT/ESTOP on a lost driver or a pressed stop; `decide`
+acknowledgement; a command the driver refused; a lapsed lease; TCP outside its box) and latches FAULT/ESTOP on
+a lost driver, an arm another session took, or a pressed stop. Acknowledgements and rejections count only
+when the driver reports this session (`session`, its fingerprint) as the arm's holder; `decide`
 filters the policy's action and returns a typed `Decision`: the action in the arm's mode when the state
 machine is RUNNING, else a hold. Nothing but a hold leaves the guard unless it passed `filter_action` and is
 finite (DESIGN §4).
@@ -52,8 +54,13 @@ class Guard:
         fk: Callable[[np.ndarray], np.ndarray] | None = None,
         *,
         objects: bool = False,
+        session: str | None = None,
     ):
         self.limits, self.watchdogs, self.cameras = limits, watchdogs, cameras
+        # This runtime's session fingerprint: whose acknowledgements are ours. None only for a loop on a link
+        # without sessions (unit tests' fake drivers); pac-run and pac-eval always pass their client's.
+        self.session = session
+        self._rejected_seen = -1  # the driver's last rejected seq already turned into a cause
         self.objects = objects  # the policy reads object poses: the `objects` topic's age is watched too
         self.fk = fk  # joint mode: TCP position of a joint target, for the filter's workspace check
         self.safety = SafetyStateMachine()
@@ -81,14 +88,36 @@ class Guard:
         causes = stale_sources(now, inputs.captures(self.cameras, self.objects), self._max_age)
         if heartbeat_lost(now, status.t_capture_ns if status is not None else None, self.watchdogs):
             causes.add(Cause(CauseKind.HEARTBEAT))
+        causes |= self._session_causes(inputs, tick)
         if state is not None:
-            self.acks.acknowledged(state.last_cmd_seq)
+            if self.session is None or state.holder == self.session:
+                self.acks.acknowledged(state.last_cmd_seq)
             excess = workspace_excess(state.tcp_pose[:3], self.limits.workspace_low, self.limits.workspace_high)
             if np.max(excess) > WORKSPACE_TOLERANCE_M:
                 causes.add(Cause(CauseKind.WORKSPACE))
         if self.acks.overdue(now):
             causes.add(Cause(CauseKind.NO_ACK))
         return frozenset(causes)
+
+    def _session_causes(self, inputs: Inputs, tick: int) -> set[Cause]:
+        """Whether this session still holds the arm, and whether the driver refused one of its commands."""
+        causes: set[Cause] = set()
+        if self.session is None:
+            return causes
+        for report in (inputs.status, inputs.state):
+            if report is None:
+                continue
+            if report.holder not in ("", self.session):
+                label = getattr(inputs.status, "holder_label", "") if inputs.status is not None else ""
+                detail = f"held by {label or 'another session'} ({report.holder})"
+                self.safety.latch(Cause(CauseKind.ARM_TAKEN, detail=detail), tick, inputs.tick_ns)
+            elif report.holder == "":
+                causes.add(Cause(CauseKind.LEASE_LOST))
+        status = inputs.status
+        if status is not None and status.holder == self.session and status.last_rejected_seq > self._rejected_seen:
+            self._rejected_seen = status.last_rejected_seq
+            causes.add(Cause(CauseKind.COMMAND_REJECTED, status.last_rejection))
+        return causes
 
     def may_infer(self, inputs: Inputs, causes: frozenset[Cause]) -> bool:
         """Whether running the policy is worth it: a state, every input fresh, nothing latched."""

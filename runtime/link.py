@@ -111,7 +111,7 @@ class DriverLink(abc.ABC):
             end = self.clock.now_ns() + round(timeout_s * 1e9)
             while self.clock.now_ns() < end:
                 state = self.client.poll(20).state
-                if state is not None and state.last_cmd_seq >= seq:
+                if self.client.mine(state) and state.last_cmd_seq >= seq:  # this session's own hold
                     return True
         except DriverUnavailable:
             pass
@@ -216,17 +216,17 @@ class RealtimeLink(DriverLink):
         return self._inputs()
 
     def send(self, mode: Mode, action: np.ndarray, inputs: Inputs) -> int:
+        oldest = _oldest_capture(inputs, self.cameras, self.objects) if mode is not Mode.HOLD else -1
         with self.timer.section("send"):
-            seq = self.client.send_command(mode, action, self.clock.now_ns() + self.link.period_ns, _obs_seq(inputs))
-        if mode is not Mode.HOLD and inputs.state is not None:
-            captures = inputs.captures(self.cameras, self.objects).values()
-            oldest = min(t for t in captures if t is not None)
+            deadline = self.clock.now_ns() + self.link.period_ns
+            seq = self.client.send_command(mode, action, deadline, _obs_seq(inputs), obs_t_ns=oldest)
+        if oldest >= 0:
             self._obs_age.record("obs_age", (self.clock.now_ns() - oldest) / 1e6)
             self._obs_age.next_tick()
         return seq
 
     def _send_final_hold(self, timeout_s: float) -> int:
-        return self.client.send_command(Mode.HOLD, NO_ACTION, self.clock.now_ns() + round(timeout_s * 1e9))
+        return self.client.send_command(Mode.HOLD, NO_ACTION, self.clock.now_ns() + round(timeout_s * 1e9), obs_t_ns=-1)
 
     def stats(self) -> LinkStats:
         return replace(super().stats(), overruns=self.pacer.overruns, overrun_late_ms=list(self.pacer.late_ms))
@@ -290,6 +290,12 @@ class RealtimeLink(DriverLink):
             self.timer.add("frame_wait", (self.clock.now_ns() - now) / 1e6)
             if ready:
                 self._receive()
+
+
+def _oldest_capture(inputs: Inputs, cameras: tuple[str, ...], objects: bool) -> int:
+    """Capture time of the oldest input a command was computed from (-1 with none): the driver bounds its age."""
+    captures = [t for t in inputs.captures(cameras, objects).values() if t is not None]
+    return min(captures) if captures else -1
 
 
 def _obs_seq(inputs: Inputs) -> int:

@@ -42,6 +42,7 @@ class Sent:
     mode: Mode
     action: np.ndarray
     obs_seq: int
+    obs_t_ns: int | None = None
 
 
 @dataclass
@@ -110,10 +111,15 @@ class ScriptedDriver:
         else:
             self.latest.images[camera] = ImageMsg(camera, self._msg_seq, "sim", t, np.zeros((128, 128, 3), np.uint8))
 
-    def send_command(self, mode: Mode, action: np.ndarray, deadline_ns: int, obs_seq: int = -1) -> int:
+    def send_command(
+        self, mode: Mode, action: np.ndarray, deadline_ns: int, obs_seq: int = -1, obs_t_ns: int | None = None
+    ) -> int:
         self.seq += 1
-        self.sent.append(Sent(self.seq, self.clock.now_ns(), mode, np.array(action), obs_seq))
+        self.sent.append(Sent(self.seq, self.clock.now_ns(), mode, np.array(action), obs_seq, obs_t_ns))
         return self.seq
+
+    def mine(self, state: StateMsg | None) -> bool:  # one client, no other sessions: every state is its own
+        return state is not None
 
 
 @dataclass
@@ -160,6 +166,9 @@ def test_ticks_lock_to_just_after_the_cameras_capture(virtual_clock):
     assert all(seen == dict.fromkeys(CAMERAS, frame_capture(t, t0)) for t, seen in policy.seen[1:])
     ages = loop.stats().obs_age_ms
     assert ages["n"] == len(moving) and ages["p50"] == pytest.approx(expected / MS, abs=1e-6)  # the oldest: a frame
+    # Each motion command carries its oldest input's capture time (a frame's) for the driver's age bound; holds none.
+    assert all(s.obs_t_ns == frame_capture(s.t_ns, t0) for s in moving[1:])
+    assert all(s.obs_t_ns == -1 for s in driver.sent if s.mode is Mode.HOLD)
 
 
 @pytest.mark.parametrize(

@@ -33,13 +33,13 @@ def _move(client: DriverClient, robot: str, dim: str, value: float, periods: int
     return start, obs.state.tcp_pose.copy()
 
 
-@pytest.mark.parametrize("dim", ["vx", "vz"])
-def test_linear_velocity_moves_50mm_in_one_second(lockstep_driver, dim):
+@pytest.mark.parametrize("dim, value", [("vx", 0.05), ("vz", -0.05)])  # down: home is 2 cm below the box top
+def test_linear_velocity_moves_50mm_in_one_second(lockstep_driver, dim, value):
     robot, client = lockstep_driver
-    start, end = _move(client, robot, dim, 0.05)
+    start, end = _move(client, robot, dim, value)
     delta_mm = (end[:3] - start[:3]) * 1000
     axis = {"vx": 0, "vz": 2}[dim]
-    assert delta_mm[axis] == pytest.approx(50, abs=5)
+    assert delta_mm[axis] == pytest.approx(1000 * value, abs=5)
     assert np.all(np.abs(np.delete(delta_mm, axis)) < 5), delta_mm
 
 

@@ -156,11 +156,11 @@ class _Episode:
 
 @pytest.fixture(scope="module")
 def rl_like_episodes() -> list[_Episode]:
-    """Sawyer "rl_like" episodes, seeds 0-7 (~8 s), shared by the tests below."""
+    """Sawyer "rl_like" episodes, seeds 0-9 (~10 s), shared by the tests below."""
     env = PacTaskEnv("sawyer", "stack", cameras=(), render_images=False)
     episodes = []
     try:
-        for seed in range(8):
+        for seed in range(10):  # seed 3 recovered only before the servo's workspace wall; 8 does with it
             steps = list(expert_rollout(env, "rl_like", seed))[1:]
             held = [s.info["grasped"] for s in steps]
             near = [

@@ -3,6 +3,11 @@
 Tests, benchmarks, the tasks and `pac-run` talk to any driver (sim or real) through this one class. In
 lockstep, `step` sends a command (or a tick) and waits for the state that acknowledges it, resending the
 same message when a PUB/SUB connection was still being set up (the driver ignores a repeated seq).
+
+Each client is one session (robots/contract/session.py): its messages carry its secret token, the driver
+grants the arm to one session at a time, and the client counts as acknowledged only states whose `holder`
+is its own fingerprint, so another session's progress is never mistaken for its own. `claim` takes the arm
+explicitly (and says who holds it when it cannot); `close` gives it back.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ import zmq
 from robots.contract import messages as msg
 from robots.contract.link import DEFAULT_LINK, LinkConfig, Mode
 from robots.contract.receiver import LatestReceiver
+from robots.contract.session import fingerprint, new_session_token
 from robots.contract.wire import WireError
 
 
 class DriverUnavailable(RuntimeError):
     """No driver answered on the endpoint in time."""
+
+
+class ArmHeld(DriverUnavailable):
+    """Another session holds the arm; the message names it and how long its lease has left."""
 
 
 @dataclass
@@ -57,6 +67,8 @@ class DriverClient:
         self._cmd.connect(cmd_endpoint)
         self.receiver = LatestReceiver(self._sub)
         self.source = source
+        self.session = new_session_token()
+        self.fingerprint = fingerprint(self.session)
         self.seq = 0
         self.latest = LatestMessages()
 
@@ -104,16 +116,55 @@ class DriverClient:
             f"start one with `pac-sim --robot sawyer` (or use --sim)"
         )
 
+    def mine(self, state: msg.StateMsg | None) -> bool:
+        """Whether `state` reports this session as the arm's holder (its seqs are then this session's)."""
+        return state is not None and state.holder == self.fingerprint
+
     # ------------------------------------------------------------------ sending
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
-    def send_command(self, mode: Mode, action: np.ndarray, deadline_ns: int, obs_seq: int = -1) -> int:
+    def send_command(
+        self, mode: Mode, action: np.ndarray, deadline_ns: int, obs_seq: int = -1, obs_t_ns: int | None = None
+    ) -> int:
+        """Send one command; `obs_t_ns` is the capture time of the oldest observation it came from (default: the
+        newest state's), which the driver checks against its bound."""
         seq = self._next_seq()
-        command = msg.CommandMsg(seq, mode, np.asarray(action, dtype=float), deadline_ns, obs_seq, self.source)
+        if obs_t_ns is None:
+            obs_t_ns = self.latest.state.t_capture_ns if self.latest.state is not None else -1
+        command = msg.CommandMsg(
+            seq, mode, np.asarray(action, dtype=float), deadline_ns, obs_seq, self.source, 0, obs_t_ns, self.session
+        )
         self._cmd.send_multipart(command.to_frames())
         return seq
+
+    def _control(self, topic: str, seq: int, **fields) -> list[bytes]:
+        return msg.ControlMsg(topic, seq, self.source, session=self.session, **fields).to_frames()
+
+    def claim(self, timeout_s: float = 5.0, lease_ms: float = DEFAULT_LINK.lease_ms) -> msg.StatusMsg:
+        """Take the arm's lease (renewed afterwards by every message this client sends); returns the status that
+        shows this session holding it. ArmHeld names the holder when another session has it; DriverUnavailable
+        when the driver does not answer."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            self._cmd.send_multipart(self._control(msg.CLAIM, self._next_seq(), lease_ms=lease_ms))
+            resend_at = time.monotonic() + 0.1
+            while time.monotonic() < resend_at:
+                latest = self.poll(10)
+                if latest.status is not None and latest.status.holder == self.fingerprint and self.mine(latest.state):
+                    return latest.status  # both say so: the first tick after a claim sees its own state
+            status = self.latest.status
+            if status is not None and status.holder and status.holder != self.fingerprint and status.lease_ms_left > 0:
+                raise ArmHeld(
+                    f"the arm on {self.cmd_endpoint} is held by {status.holder_label} (session {status.holder}) "
+                    f"for another {status.lease_ms_left:.0f} ms; stop that session first"
+                )
+        raise DriverUnavailable(f"driver on {self.cmd_endpoint} did not grant the arm within {timeout_s} s")
+
+    def release(self) -> None:
+        """Give the arm back now rather than at the lease's end (best effort: the lease ends anyway)."""
+        self._cmd.send_multipart(self._control(msg.RELEASE, self._next_seq()))
 
     # ----------------------------------------------------------------- lockstep
     def _send_and_wait(self, frames: list[bytes], seq: int, timeout_s: float, resend_s: float) -> LatestMessages:
@@ -123,8 +174,11 @@ class DriverClient:
             resend_at = time.monotonic() + resend_s
             while time.monotonic() < resend_at:
                 state = self.poll(10).state
-                if state is not None and state.last_rx_seq >= seq:
+                if self.mine(state) and state.last_rx_seq >= seq:
                     return self.latest
+                status = self.latest.status
+                if status is not None and status.holder not in ("", self.fingerprint) and status.lease_ms_left > 0:
+                    raise ArmHeld(f"the arm on {self.cmd_endpoint} is held by {status.holder_label} ({status.holder})")
         raise DriverUnavailable(f"driver on {self.cmd_endpoint} did not acknowledge message {seq} in {timeout_s} s")
 
     def step(
@@ -133,16 +187,19 @@ class DriverClient:
         action: np.ndarray | None = None,
         *,
         deadline_ns: int | None = None,
+        obs_t_ns: int | None = None,
         timeout_s: float = 10.0,
         resend_s: float = 0.25,
     ) -> LatestMessages:
         """Lockstep: apply a command (or none: a tick) for one period and return the acknowledging state.
 
-        The default deadline is two periods after the newest state's capture time (the driver's clock).
+        The default deadline is two periods after the newest state's capture time (the driver's clock), and the
+        command is taken as computed from that state (`obs_t_ns`: its capture time) unless told otherwise.
+        A refused command is acknowledged too (the driver processed it); its status says why.
         """
         seq = self._next_seq()
         if mode is None:
-            frames = msg.ControlMsg(msg.TICK, seq, self.source).to_frames()
+            frames = self._control(msg.TICK, seq)
         else:
             if deadline_ns is None:
                 state = self.latest.state
@@ -150,17 +207,24 @@ class DriverClient:
                 status = self.latest.status
                 period = status.period_s if status is not None else DEFAULT_LINK.period_s
                 deadline_ns = base + round(2 * period * 1e9)
-            obs_seq = self.latest.state.seq if self.latest.state is not None else -1
+            state = self.latest.state
+            obs_seq, newest_t_ns = (state.seq, state.t_capture_ns) if state is not None else (-1, -1)
+            obs_t_ns = newest_t_ns if obs_t_ns is None else obs_t_ns
             action = np.zeros(0) if action is None else np.asarray(action, dtype=float)
-            frames = msg.CommandMsg(seq, mode, action, deadline_ns, obs_seq, self.source).to_frames()
+            command = msg.CommandMsg(seq, mode, action, deadline_ns, obs_seq, self.source, 0, obs_t_ns, self.session)
+            frames = command.to_frames()
         return self._send_and_wait(frames, seq, timeout_s, resend_s)
 
     def reset(self, timeout_s: float = 10.0, seed: int | None = None) -> LatestMessages:
         """Sim only: arm home, objects in place (or laid out from `seed`); returns the state after the reset."""
         seq = self._next_seq()
-        frames = msg.ControlMsg(msg.RESET, seq, self.source, seed).to_frames()
+        frames = self._control(msg.RESET, seq, seed=seed)
         return self._send_and_wait(frames, seq, timeout_s, 0.25)
 
     def close(self) -> None:
-        self._sub.close(0)
-        self._cmd.close(0)
+        """Give the arm back and close both sockets."""
+        try:
+            self.release()
+            self._cmd.close(100)  # long enough for the release to leave
+        finally:
+            self._sub.close(0)

@@ -63,6 +63,11 @@ class LinkConfig:
     cmd_endpoint: str = "tcp://127.0.0.1:5556"  # runtime → driver: commands (and, in the sim, tick and reset)
     period_s: float = 0.05  # control period: 20 Hz (DESIGN §5)
     command_timeout_ms: float = 200.0  # driver holds when no valid command came for this long (DESIGN §2)
+    # The driver refuses a motion command computed from an observation older than this (its capture time, on the
+    # driver's clock, travels in the command): an end-to-end bound on stale data that holds even if the runtime
+    # is wrong. The runtime's own watchdogs allow frames 90 ms old; 150 ms leaves room for inference and transport.
+    max_observation_age_ms: float = 150.0
+    lease_ms: float = 1000.0  # a session's lease on the arm, renewed by each of its messages (session.py)
     jpeg_quality: int = 90  # camera frames on the wire; 128² frames at 90 decode in ~0.1 ms
     # Messages a subscriber queues per connection. Small, because the runtime drains to the newest (DESIGN §2);
     # large enough for two periods of a real-time driver's traffic (state 100 Hz + 2 cameras + status ≈ 150/s).

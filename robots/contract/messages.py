@@ -24,6 +24,10 @@ OBJECTS = "objects"  # optional: poses of the scene's objects in the base frame 
 TASK = "task"  # sim only: the episode's outcome, from a task-aware sim driver (robots/tasks/driver.py)
 TICK = "tick"  # lockstep only: advance one control period without a new command
 RESET = "reset"  # sim only: arm to home, objects to their places
+CLAIM = "claim"  # take (or renew) the arm's lease for a session (robots/contract/session.py)
+RELEASE = "release"  # give the arm back before the lease runs out
+CONTROL_TOPICS = (TICK, RESET, CLAIM, RELEASE)
+MAX_SEED = 2**63 - 1  # a reset seed: an int in [0, MAX_SEED]
 
 
 def _field(env: Envelope, name: str, kind: type | tuple[type, ...]) -> Any:
@@ -63,9 +67,10 @@ class StateMsg:
     gripper_grasp: float
     tcp_pose: np.ndarray  # position (3) + quaternion (w, x, y, z)
     mode: str  # driver mode: "lockstep" or "realtime"
-    last_cmd_seq: int  # last applied command
-    last_rx_seq: int = -1  # last runtime message (command or tick) the driver processed
+    last_cmd_seq: int  # last applied command of the holding session
+    last_rx_seq: int = -1  # last message (command or tick) of the holding session the driver processed
     step: int = 0  # control periods simulated since the last reset (lockstep)
+    holder: str = ""  # fingerprint of the session holding the arm ("" when free): whose the two seqs are
 
     def to_frames(self) -> list[bytes]:
         return encode(
@@ -81,6 +86,7 @@ class StateMsg:
                 "last_cmd_seq": int(self.last_cmd_seq),
                 "last_rx_seq": int(self.last_rx_seq),
                 "step": int(self.step),
+                "holder": self.holder,
             },
             arrays={"q": self.q, "dq": self.dq, "tcp_pose": self.tcp_pose},
         )
@@ -103,6 +109,7 @@ class StateMsg:
             last_cmd_seq=_field(env, "last_cmd_seq", int),
             last_rx_seq=_field(env, "last_rx_seq", int),
             step=_field(env, "step", int),
+            holder=_field(env, "holder", str),
         )
 
     def proprio_fields(self) -> dict[str, np.ndarray]:
@@ -299,6 +306,12 @@ class StatusMsg:
     period_s: float = DEFAULT_LINK.period_s
     command_timeout_ms: float = DEFAULT_LINK.command_timeout_ms
     sim_time: float = 0.0
+    holder: str = ""  # fingerprint of the session holding the arm; "" when free
+    holder_label: str = ""  # what that session calls itself (its messages' source)
+    lease_ms_left: float = 0.0
+    not_owner: int = 0  # messages refused because another session held the arm
+    overruns: int = 0  # real time: periods physics fell behind the wall clock (a fault only when sustained)
+    workspace_stops: int = 0  # physics steps in which the driver stopped the TCP at its workspace box
 
     _FIELDS = (
         ("robot", str),
@@ -315,6 +328,12 @@ class StatusMsg:
         ("period_s", (int, float)),
         ("command_timeout_ms", (int, float)),
         ("sim_time", (int, float)),
+        ("holder", str),
+        ("holder_label", str),
+        ("lease_ms_left", (int, float)),
+        ("not_owner", int),
+        ("overruns", int),
+        ("workspace_stops", int),
     )
 
     def to_frames(self) -> list[bytes]:
@@ -330,7 +349,12 @@ class StatusMsg:
 
 @dataclass
 class CommandMsg:
-    """Runtime → driver: what to do for the next control period, and until when it may still be applied."""
+    """Runtime → driver: what to do for the next control period, and until when it may still be applied.
+
+    `obs_t_ns` is the capture time (driver clock) of the oldest observation the command was computed from; the
+    driver refuses a motion command whose observation is older than its bound, whatever the runtime thinks.
+    `session` is the sender's secret session token (robots/contract/session.py).
+    """
 
     seq: int
     mode: Mode | str  # a Mode; on receipt, whatever string came (the driver refuses one that is no Mode)
@@ -339,6 +363,8 @@ class CommandMsg:
     obs_seq: int = -1  # the observation this command was computed from
     source: str = "runtime"
     t_capture_ns: int = 0
+    obs_t_ns: int = -1  # capture time of the oldest input it was computed from; -1: none (a hold)
+    session: str = ""
 
     def to_frames(self) -> list[bytes]:
         return encode(
@@ -346,7 +372,13 @@ class CommandMsg:
             seq=self.seq,
             source=self.source,
             t_capture_ns=self.t_capture_ns or time.monotonic_ns(),
-            fields={"mode": str(self.mode), "deadline_ns": int(self.deadline_ns), "obs_seq": int(self.obs_seq)},
+            fields={
+                "mode": str(self.mode),
+                "deadline_ns": int(self.deadline_ns),
+                "obs_seq": int(self.obs_seq),
+                "obs_t_ns": int(self.obs_t_ns),
+                "session": self.session,
+            },
             arrays={"action": np.asarray(self.action, dtype=np.float64)},
         )
 
@@ -361,20 +393,57 @@ class CommandMsg:
             obs_seq=_field(env, "obs_seq", int),
             source=env.source,
             t_capture_ns=env.t_capture_ns,
+            obs_t_ns=_field(env, "obs_t_ns", int),
+            session=_field(env, "session", str),
         )
 
 
 @dataclass
 class ControlMsg:
-    """Sim-only requests on the command socket: `tick` (lockstep: one period, no command) or `reset`."""
+    """Session and sim requests on the command socket: `claim` and `release` the arm's lease (any driver),
+    `tick` (lockstep: one period, no command) and `reset` (sim only)."""
 
     topic: str
     seq: int
     source: str = "runtime"
     seed: int | None = None  # reset only: lay the objects out from this seed (robots/sim/layout.py)
+    session: str = ""
+    lease_ms: float | None = None  # claim only: the lease asked for (the driver clamps it)
 
     def to_frames(self) -> list[bytes]:
-        if self.topic not in (TICK, RESET):
-            raise ValueError(f"control topic must be {TICK!r} or {RESET!r}, not {self.topic!r}")
-        fields = {"seed": int(self.seed)} if self.seed is not None else None
+        if self.topic not in CONTROL_TOPICS:
+            raise ValueError(f"control topic must be one of {CONTROL_TOPICS}, not {self.topic!r}")
+        fields: dict[str, Any] = {"session": self.session}
+        if self.seed is not None:
+            fields["seed"] = int(self.seed)
+        if self.lease_ms is not None:
+            fields["lease_ms"] = float(self.lease_ms)
         return encode(self.topic, seq=self.seq, source=self.source, t_capture_ns=time.monotonic_ns(), fields=fields)
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> ControlMsg:
+        """The request, or MalformedMessage for a wrong topic, a missing session, a seed that is not an int in
+        [0, MAX_SEED], or a lease that is not a finite number."""
+        if env.topic not in CONTROL_TOPICS:
+            raise MalformedMessage(f"expected one of {CONTROL_TOPICS}, got {env.topic!r}")
+        seed = env.fields.get("seed")
+        if seed is not None and (
+            env.topic != RESET or not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED
+        ):
+            raise MalformedMessage(f"{env.topic}: 'seed' must be an int in [0, {MAX_SEED}] on a reset, got {seed!r}")
+        lease = env.fields.get("lease_ms")
+        if lease is not None and (
+            env.topic != CLAIM
+            or not isinstance(lease, (int, float))
+            or isinstance(lease, bool)
+            or not np.isfinite(lease)
+        ):
+            raise MalformedMessage(f"{env.topic}: 'lease_ms' must be a finite number on a claim, got {lease!r}")
+        return cls(
+            topic=env.topic,
+            seq=env.seq,
+            source=env.source,
+            seed=seed,
+            session=_field(env, "session", str),
+            lease_ms=None if lease is None else float(lease),
+        )

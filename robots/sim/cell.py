@@ -26,6 +26,7 @@ class SimCell:
         period_s: float = DEFAULT_LINK.period_s,
         command_timeout_ms: float = DEFAULT_LINK.command_timeout_ms,
         now_ns: int = 0,
+        max_observation_age_ms: float = DEFAULT_LINK.max_observation_age_ms,
     ) -> None:
         self.spec = spec
         self.object_names = tuple(str(o["name"]) for o in spec.scene.get("objects", ()))
@@ -37,7 +38,10 @@ class SimCell:
         self.servo = CommandServo(
             spec,
             ServoConfig(
-                period_s=period_s, dt=float(self.sim.model.opt.timestep), command_timeout_s=command_timeout_ms / 1e3
+                period_s=period_s,
+                dt=float(self.sim.model.opt.timestep),
+                command_timeout_s=command_timeout_ms / 1e3,
+                max_observation_age_s=max_observation_age_ms / 1e3,
             ),
             spec.home,
             now_ns,
@@ -45,7 +49,15 @@ class SimCell:
 
     def submit(self, command: msg.CommandMsg, now_ns: int) -> Rejection | None:
         return self.servo.submit(
-            Command(command.seq, command.mode, np.asarray(command.action), command.deadline_ns, command.obs_seq), now_ns
+            Command(
+                command.seq,
+                command.mode,
+                np.asarray(command.action),
+                command.deadline_ns,
+                command.obs_seq,
+                command.obs_t_ns,
+            ),
+            now_ns,
         )
 
     def advance(self, substeps: int, now_ns: int) -> None:
@@ -60,7 +72,9 @@ class SimCell:
         self.sim.reset(object_xy=object_xy)
         self.servo.reset(self.spec.home, now_ns)
 
-    def state_msg(self, seq: int, source: str, t_ns: int, mode: str, last_rx_seq: int, step: int) -> msg.StateMsg:
+    def state_msg(
+        self, seq: int, source: str, t_ns: int, mode: str, last_rx_seq: int, step: int, holder: str = ""
+    ) -> msg.StateMsg:
         s = self.sim.state()
         return msg.StateMsg(
             seq=seq,
@@ -76,6 +90,7 @@ class SimCell:
             last_cmd_seq=self.servo.status.last_applied_seq,
             last_rx_seq=last_rx_seq,
             step=step,
+            holder=holder,
         )
 
     def image_msg(self, camera: str, seq: int, source: str, t_ns: int, step: int) -> msg.ImageMsg:

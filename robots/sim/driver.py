@@ -6,6 +6,12 @@ socket, both bound by the driver. A subclass adds topics through `publish_extra`
 `task`). Real-time mode paces physics by the wall clock (absolute deadlines, overruns counted); lockstep mode
 advances exactly one control period per command or tick, so closed-loop tests are deterministic whatever the
 machine's speed.
+
+Every message in must come from the session that holds the arm (robots/contract/session.py): anyone else's is
+refused and counted (`not_owner`), so no other process can move the arm or lock the runtime out. Input is
+bounded before it is decoded: messages over MAX_INPUT_BYTES are cut off by ZeroMQ itself, and real-time mode
+takes at most MAX_INPUTS_PER_STEP messages per physics chunk, so no flood can starve the physics, the
+servo's dead-man or the state stream. An overrun is counted; only a sustained run of them is a fault.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import zmq
 
 from robots.contract import messages as msg
 from robots.contract.link import DEFAULT_LINK, DriverFault, DriverMode, LinkConfig
+from robots.contract.session import SessionGate, valid_token
 from robots.contract.wire import WireError, decode
 from robots.sim.cell import SimCell
 from robots.sim.layout import object_layout
@@ -29,6 +36,10 @@ from robots.spec import load_spec
 log = logging.getLogger("pac-sim")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+MAX_INPUT_BYTES = 64 * 1024  # a command or control message is < 1 KiB; ZeroMQ drops a peer that sends more
+MAX_INPUTS_PER_STEP = 8  # real time: messages handled per physics chunk (10 ms): 800/s, 16x the runtime's rate
+OVERRUN_WINDOW_S = 1.0  # real time: overruns within this window ...
+OVERRUN_FAULT_COUNT = 5  # ... at least this many: a sustained overrun, reported as a fault
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,8 @@ class DriverCounters:
     objects_seq: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     overruns: int = 0  # real-time mode: physics fell behind the wall clock
-    last_rx_seq: int = -1
+    recent_overruns: list[int] = field(default_factory=list)  # their times (ns), within OVERRUN_WINDOW_S
+    last_rx_seq: int = -1  # of the holding session
     steps: int = 0
 
 
@@ -73,11 +85,14 @@ class SimDriver:
         self.spec = load_spec(config.robot)
         self._t0_ns = time.monotonic_ns()
         link = config.link
-        self.cell = SimCell(self.spec, config.cameras, link.period_s, link.command_timeout_ms, self._t0_ns)
+        self.cell = SimCell(
+            self.spec, config.cameras, link.period_s, link.command_timeout_ms, self._t0_ns, link.max_observation_age_ms
+        )
         self.sim, self.servo, self.substeps = self.cell.sim, self.cell.servo, self.cell.substeps
         self.source = f"sim/{config.robot}"
         self.mode = (DriverMode.LOCKSTEP if config.lockstep else DriverMode.REALTIME).value
         self.counters = DriverCounters()
+        self.sessions = SessionGate(link.lease_ms)
         for endpoint in (link.pub_endpoint, link.cmd_endpoint):
             check_bind_endpoint(endpoint)
         self.context = context or zmq.Context.instance()
@@ -88,7 +103,8 @@ class SimDriver:
         self.sub = self.context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, 1000 if config.lockstep else 16)
-        for topic in (msg.COMMAND, msg.TICK, msg.RESET):
+        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_INPUT_BYTES)
+        for topic in (msg.COMMAND, *msg.CONTROL_TOPICS):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.sub.bind(link.cmd_endpoint)
         self._stop = False
@@ -106,13 +122,36 @@ class SimDriver:
 
     # --------------------------------------------------------------- messages in
     def handle(self, frames: Sequence[bytes]) -> bool:
-        """Apply one message from the runtime; returns True when it advanced or reset the sim (lockstep)."""
+        """Apply one message from a client; returns True when it advanced or reset the sim (lockstep)."""
         try:
             env = decode(frames)
-            if env.topic == msg.COMMAND:
-                cmd = msg.CommandMsg.from_envelope(env)
+            command = env.topic == msg.COMMAND
+            request = msg.CommandMsg.from_envelope(env) if command else msg.ControlMsg.from_envelope(env)
         except WireError as err:
             self._drop(err.reason)
+            return False
+        if not valid_token(request.session):
+            self._drop("no_session")
+            return False
+        if env.topic == msg.RELEASE:
+            if self.sessions.release(request.session):
+                log.info("arm released by %s", env.source)
+            else:
+                self._drop("not_owner")  # only the holder can give the arm back
+            return False
+        lease = request.lease_ms if env.topic == msg.CLAIM else None
+        admission = self.sessions.admit(request.session, env.source, lease)
+        if not admission.admitted:
+            self._drop("not_owner")
+            log.warning("%s from %s refused: the arm is held by %s", env.topic, env.source, admission.holder)
+            return False
+        if admission.new_holder:
+            log.info("arm claimed by %s (%s)", env.source, self.sessions.holder_fingerprint)
+            self.counters.last_rx_seq = -1
+            self.servo.new_session()
+        if env.topic == msg.CLAIM:
+            self.publish_status()
+            self.publish_state()
             return False
         if self.config.lockstep and env.seq <= self.counters.last_rx_seq:
             self._drop("duplicate")  # a resend of a message already applied: republish, do not step
@@ -120,13 +159,11 @@ class SimDriver:
             return False
         self.counters.last_rx_seq = max(self.counters.last_rx_seq, env.seq)
         if env.topic == msg.RESET:
-            seed = env.fields.get("seed")
-            valid = isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0  # a negative one would raise
-            self.reset(seed if valid else None)
+            self.reset(request.seed)
         elif env.topic == msg.COMMAND:
-            rejection = self.cell.submit(cmd, self.now_ns())
+            rejection = self.cell.submit(request, self.now_ns())
             if rejection is not None:
-                log.warning("command %d rejected: %s", cmd.seq, rejection.value)
+                log.warning("command %d rejected: %s", request.seq, rejection.value)
         if self.config.lockstep and env.topic in (msg.COMMAND, msg.TICK):
             self.advance(self.substeps)
             self.counters.steps += 1
@@ -151,6 +188,7 @@ class SimDriver:
             self.mode,
             self.counters.last_rx_seq,
             self.counters.steps,
+            self.sessions.holder_fingerprint,
         )
         self.pub.send_multipart(state.to_frames(), copy=False)
 
@@ -189,7 +227,7 @@ class SimDriver:
         faults = []
         if st.holding and st.hold_cause == DriverFault.COMMAND_TIMEOUT:
             faults.append(DriverFault.COMMAND_TIMEOUT.value)
-        if self.counters.overruns:
+        if self._sustained_overrun():
             faults.append(DriverFault.REALTIME_OVERRUN.value)
         status = msg.StatusMsg(
             seq=self.counters.status_seq,
@@ -209,8 +247,28 @@ class SimDriver:
             period_s=self.config.link.period_s,
             command_timeout_ms=self.config.link.command_timeout_ms,
             sim_time=self.sim.time,
+            holder=self.sessions.holder_fingerprint,
+            holder_label=self.sessions.label if self.sessions.held() else "",
+            lease_ms_left=self.sessions.remaining_ms(),
+            not_owner=self.counters.dropped.get("not_owner", 0),
+            overruns=self.counters.overruns,
+            workspace_stops=st.workspace_stops,
         )
         self.pub.send_multipart(status.to_frames())
+
+    def _overrun(self) -> None:
+        now = time.monotonic_ns()
+        self.counters.overruns += 1
+        self.counters.recent_overruns.append(now)
+
+    def _sustained_overrun(self) -> bool:
+        """At least OVERRUN_FAULT_COUNT overruns within the last OVERRUN_WINDOW_S: physics cannot keep up. A
+        lone stall (a page fault, a GC pause elsewhere) is counted in `overruns` but is no fault."""
+        horizon = time.monotonic_ns() - round(OVERRUN_WINDOW_S * 1e9)
+        recent = self.counters.recent_overruns
+        while recent and recent[0] < horizon:
+            recent.pop(0)
+        return len(recent) >= OVERRUN_FAULT_COUNT
 
     def publish_all(self) -> None:
         """State last: a client that sees the state acknowledging its command has that period's images, objects,
@@ -254,7 +312,9 @@ class SimDriver:
         deadline = start
         n = 0
         while not self._stop and (duration_s is None or deadline - start < duration_s * 1e9):
-            while self.sub.poll(0):
+            for _ in range(MAX_INPUTS_PER_STEP):  # bounded: a flood waits in the (small) queue, physics does not
+                if not self.sub.poll(0):
+                    break
                 self.handle(self.sub.recv_multipart(copy=False))
             self.advance(chunk)
             if n % camera_every == 0:
@@ -266,7 +326,7 @@ class SimDriver:
             deadline += chunk_ns
             late = time.monotonic_ns() - deadline
             if late > chunk_ns:  # a whole chunk behind: count it and re-anchor rather than race to catch up
-                self.counters.overruns += 1
+                self._overrun()
                 deadline = time.monotonic_ns()
             elif late < 0:
                 time.sleep(-late / 1e9)

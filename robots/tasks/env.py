@@ -128,7 +128,7 @@ class PacTaskEnv(gym.Env):
     def step(self, action: np.ndarray):
         self._seq += 1
         action = np.asarray(action, dtype=np.float64)
-        command = CommandMsg(self._seq, MODE, action, self._t_ns + 2 * LINK.period_ns, self._seq)
+        command = CommandMsg(self._seq, MODE, action, self._t_ns + 2 * LINK.period_ns, self._seq, obs_t_ns=self._t_ns)
         rejection = self.cell.submit(command, self._t_ns)
         self.cell.advance(self.cell.substeps, self._t_ns)
         self._t_ns += LINK.period_ns

@@ -20,13 +20,16 @@ class CauseKind(enum.Enum):
     INFERENCE_DEADLINE = "inference_deadline"  # a result too late to send
     BAD_OBSERVATION = "bad_observation"  # a reading the model's spec cannot take; source: what was wrong
     FILTER = "filter"  # the safety filter refused the action; source: the filter's rejection
+    COMMAND_REJECTED = "command_rejected"  # the driver refused this session's command; source: its reason
+    LEASE_LOST = "lease_lost"  # the arm is free: this session's lease ran out (its next command claims it again)
     # latched until an operator reset
     NON_FINITE = "non_finite"  # NaN/inf where a number must be; source: policy_output, action, state or fk
     DRIVER_LOST = "driver_lost"  # nothing from the driver for driver_lost_ms, or it stopped answering
     ESTOP = "estop"  # the driver reports a pressed emergency stop
+    ARM_TAKEN = "arm_taken"  # another session holds the arm: this one must not go on as if it commanded it
 
 
-FAULT_KINDS = frozenset({CauseKind.NON_FINITE, CauseKind.DRIVER_LOST})
+FAULT_KINDS = frozenset({CauseKind.NON_FINITE, CauseKind.DRIVER_LOST, CauseKind.ARM_TAKEN})
 ESTOP_KINDS = frozenset({CauseKind.ESTOP})
 
 
