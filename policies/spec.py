@@ -86,6 +86,20 @@ class ObservationSpec:
         )
 
 
+def _bounds(d: dict[str, Any], key: str) -> tuple[float, ...]:
+    """An action bound as finite floats; a value no float holds (10**400, inf) is a ValueError naming it."""
+    out = []
+    for i, x in enumerate(d[key]):
+        try:
+            value = float(x)
+        except OverflowError:
+            value = float("inf")
+        if not np.isfinite(value):
+            raise ValueError(f"{key}[{i}] is not a finite number")
+        out.append(value)
+    return tuple(out)
+
+
 DECODINGS = ("argmax", "mean", "hybrid")  # bins → action (ActionSpec.from_logits)
 
 
@@ -113,8 +127,8 @@ class ActionSpec:
             mode=str(d["mode"]),
             dims=tuple(str(x) for x in d["dims"]),
             units=tuple(str(x) for x in d["units"]),
-            low=tuple(float(x) for x in d["low"]),
-            high=tuple(float(x) for x in d["high"]),
+            low=_bounds(d, "low"),
+            high=_bounds(d, "high"),
             bins=int(d["bins"]),
         )
 

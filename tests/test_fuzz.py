@@ -29,13 +29,7 @@ MESSAGE_BUDGET = 150  # per message type
 
 # signature (benchmarks.fuzz.signature) → the strict xfail that pins it
 KNOWN_BUGS: dict[str, dict[str, str]] = {
-    "metadata": {
-        "RecursionError in metadata.py get": "test_metadata_refuses_json_nested_past_the_recursion_limit",
-        "OverflowError in metadata.py from_props": "test_metadata_refuses_an_infinite_candidate_count",
-        "ValueError in metadata.py get": "test_metadata_refuses_an_int_too_long_to_parse",
-        "OverflowError in spec.py <genexpr>": "test_metadata_refuses_a_bound_too_large_for_a_float",
-        "invariant accepted_unusable (AttributeError)": "test_metadata_refuses_a_model_entry_that_is_no_map",
-    },
+    "metadata": {},
     "driver": {},
 }
 
@@ -281,31 +275,24 @@ def test_the_metadata_seed_is_accepted(actor_props) -> None:
     assert _from_props(actor_props).graph == "actor"
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason="metadata.py get(): json.loads' RecursionError uncaught")
 def test_metadata_refuses_json_nested_past_the_recursion_limit(actor_props) -> None:
     _refused(actor_props | {"pac.provenance": "[" * 100_000 + "]" * 100_000})
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="metadata.py from_props: int(inf) raises OverflowError")
 def test_metadata_refuses_an_infinite_candidate_count(actor_props) -> None:
     _refused(actor_props | {"pac.candidates": "Infinity"})
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="metadata.py get(): json.loads of 4301 digits: ValueError")
 def test_metadata_refuses_an_int_too_long_to_parse(actor_props) -> None:
     _refused(actor_props | {"pac.format": "1" * 4301})
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="metadata.py from_props: float(10**400) in ActionSpec")
 def test_metadata_refuses_a_bound_too_large_for_a_float(actor_props) -> None:
     spec = json.loads(actor_props["pac.action_spec"])
     spec["high"][0] = 10**400
     _refused(actor_props | {"pac.action_spec": json.dumps(spec)})
 
 
-@pytest.mark.xfail(
-    strict=True, raises=pytest.fail.Exception, reason="metadata.py accepts a pac.model that is no map (loader: .get)"
-)
 def test_metadata_refuses_a_model_entry_that_is_no_map(actor_props) -> None:
     _refused(actor_props | {"pac.model": "1.5"})
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,22 +140,35 @@ class PolicyMetadata:
                 raise PolicyFileError(f"metadata_props lacks 'pac.{key}' (has {present or 'no pac.* keys'})")
             try:
                 return json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise PolicyFileError(f"metadata_props 'pac.{key}' is not JSON: {exc}") from exc
+            except RecursionError as exc:  # nested past the interpreter's limit: no spec is
+                raise PolicyFileError(f"metadata_props 'pac.{key}' is nested too deeply to be metadata") from exc
+            except ValueError as exc:  # JSONDecodeError, and an int past int_max_str_digits
+                raise PolicyFileError(f"metadata_props 'pac.{key}' is not JSON: {_short(exc)}") from exc
+
+        def parsed(key: str, parse: Callable[[Any], Any]) -> Any:
+            """`parse` of pac.<key>'s value; whatever it cannot take is a PolicyFileError naming the key."""
+            value = get(key)
+            try:
+                return parse(value)
+            except PolicyFileError:
+                raise
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+                raise PolicyFileError(f"metadata_props 'pac.{key}' is malformed: {_short(exc)}") from exc
 
         fmt = get("format")
         if fmt != FORMAT_VERSION:
-            raise PolicyFileError(f"policy file format {fmt}; this runtime reads format {FORMAT_VERSION}")
+            raise PolicyFileError(f"policy file format {_short(fmt)}; this runtime reads format {FORMAT_VERSION}")
+        model = parsed("model", _mapping)
         try:
             meta = cls(
                 graph=get("graph"),
                 variant=get("variant"),
-                candidates=int(get("candidates")),
-                observation=ObservationSpec.from_dict(get("observation_spec")),
-                action=ActionSpec.from_dict(get("action_spec")),
-                tokenizer_model=_tokenizer_model(get("tokenizer"), get("model")),
-                model=get("model"),
-                provenance=get("provenance"),
+                candidates=parsed("candidates", _count),
+                observation=parsed("observation_spec", ObservationSpec.from_dict),
+                action=parsed("action_spec", ActionSpec.from_dict),
+                tokenizer_model=_tokenizer_model(get("tokenizer"), model),
+                model=model,
+                provenance=parsed("provenance", _mapping),
                 golden=_golden(get("golden")),
             )
             meta.signature()  # a critic's output shape comes from its config
@@ -164,6 +179,26 @@ class PolicyMetadata:
         if meta.graph not in GRAPHS or meta.variant not in VARIANTS:
             raise PolicyFileError(f"unknown graph {meta.graph!r} or variant {meta.variant!r}")
         return meta
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """A bounded repr for messages: a hostile value may be megabytes long."""
+    text = value if isinstance(value, str) else repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _count(value: Any) -> int:
+    """A whole number >= 0 (JSON's 8 and 8.0 alike); inf, NaN, 1.5, "8" and true are not."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (isinstance(value, float) and not math.isfinite(value)) or value < 0 or value != int(value):
+        raise ValueError(f"expected a whole number >= 0, got {_short(value)}")
+    return int(value)
 
 
 def _golden(raw: Any) -> Golden:
