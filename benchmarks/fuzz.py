@@ -209,7 +209,7 @@ def _mutate_node(rng: random.Random, node: Any, wide_ints: bool, binary: bool) -
         if op == 2:
             return float(node) if abs(node) < 2**1000 else math.inf
         if op == 3:
-            return str(node)
+            return str(node) if abs(node) < 10**4000 else "9" * 4400  # past Python's int-to-str digit limit
         return rng.choice(INTS + INTS64 + (WIDE_INTS if wide_ints else ()))
     if isinstance(node, float):
         return rng.choice((*NONFINITE, *FLOATS, -node, node * 1e300, int(node) if math.isfinite(node) else 0))
@@ -642,6 +642,7 @@ class ReceiverTarget(Target):
 
     def __init__(self) -> None:
         self.wire = WireTarget()
+        logging.getLogger("robots.contract.receiver").setLevel(logging.ERROR)  # each drop reason's log line
         self.socket = _QueueSocket()
         try:  # the shapes the reader takes, where this receiver checks them
             self.receiver = LatestReceiver(self.socket, shapes={"state": {"q": (7,)}})  # type: ignore[arg-type]
@@ -1012,6 +1013,7 @@ class DriverTarget(Target):
         self.spec = load_spec(robot)
         self.sessions = "session" in msg.CommandMsg.__dataclass_fields__
         self.token = self.new_token(random.Random(0))
+        self.strangers = [self.new_token(random.Random(1)), "s" * 16, "ü" * 32]  # other sessions' valid tokens
         self.wire = WireTarget()
 
     @staticmethod
@@ -1069,7 +1071,7 @@ class DriverTarget(Target):
             )
         elif r < 0.5 and self.sessions:
             fields["session"] = rng.choice(
-                ("", "x", "s" * 16, "s" * 129, "\x00" * 32, self.new_token(rng), 5, None, ["s" * 32], "ü" * 32)
+                ("", "x", "s" * 15, "s" * 129, "\x00" * 32, "\n" * 32, *self.strangers, 5, None, ["s" * 32])
             )
         elif r < 0.6:
             fields["mode"] = rng.choice(("HOLD", "fly", "", "hold ", "cartesian_velocity\x00", 1, None, ["hold"]))
@@ -1113,6 +1115,11 @@ class DriverTarget(Target):
             # this session's seq ran to the top: a runtime in that state starts a new session
             frames = self.control(rng, msg.RELEASE if self.sessions else msg.TICK)
             self.token = self.new_token(rng)
+            return frames
+        sessions = getattr(self.driver, "sessions", None)
+        if sessions is not None and sessions.held() and sessions.token in self.strangers and rng.random() < 0.2:
+            own, self.token = self.token, sessions.token  # the stranger gives the arm back, as its client would
+            frames, self.token = self.control(rng, msg.RELEASE), own
             return frames
         r = rng.random()
         if r < 0.3:
@@ -1194,6 +1201,7 @@ class Tally:
     bugs: Counter = dataclasses.field(default_factory=Counter)  # signature → count
     examples: dict[str, list[dict[str, str]]] = dataclasses.field(default_factory=dict)
     hangs: int = 0
+    generator_errors: int = 0  # the harness's own failures to make an input (not counted as inputs)
     check_s: float = 0.0
     wall_s: float = 0.0
     max_s: float = 0.0
@@ -1226,6 +1234,7 @@ class Tally:
             "bugs": sum(self.bugs.values()),
             "bugs_by_signature": dict(self.bugs.most_common()),
             "hangs": self.hangs,
+            "generator_errors": self.generator_errors,
             "bug_examples": self.examples,
             "inputs_per_s": self.inputs / self.wall_s if self.wall_s else 0.0,
             "decode_inputs_per_s": self.inputs / self.check_s if self.check_s else 0.0,
@@ -1297,7 +1306,7 @@ def run_target(
     start = time.perf_counter()
     try:
         for i in range(inputs):
-            case = target.generate(rng)
+            case = _generate(target, rng, tally, report)
             outcome, error, dt = _check_timed(target, case, alarm is not None)
             tally.check_s += dt
             tally.max_s = max(tally.max_s, dt)
@@ -1333,6 +1342,18 @@ def run_target(
             signal.signal(signal.SIGALRM, alarm)
         tally.wall_s = time.perf_counter() - start
     return tally
+
+
+def _generate(target: Target, rng: random.Random, tally: Tally, report: Callable[[str], None]) -> Any:
+    """The next input; a generator's own error is reported once and counted, and another input is made."""
+    for _ in range(100):
+        try:
+            return target.generate(rng)
+        except Exception as exc:  # noqa: BLE001 - a bug of the harness, not of the decoder: the run goes on
+            tally.generator_errors += 1
+            if tally.generator_errors == 1:
+                report(f"[{target.name}] generator error:\n{''.join(traceback.format_exception(exc))}")
+    raise RuntimeError(f"{target.name}: 100 generator errors in a row")
 
 
 def _check_timed(target: Target, case: Any, alarm: bool) -> tuple[Any, BaseException | None, float]:
