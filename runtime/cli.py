@@ -5,6 +5,10 @@
 
 Exit codes: 0 finished or stopped by SIGINT/SIGTERM (after the driver acknowledged a hold); 2 refused at
 start-up (nothing moved); 3 FAULT; 4 ESTOP.
+
+The operator's verbs (status, reset, estop, stop) reach a running pac-run through `pac-ctl` on its control
+endpoint (runtime/control.py), printed at start-up. FAULT and ESTOP end the run unless `--await-reset`: then it
+holds until `pac-ctl reset` (or stop).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from robots.sim.process import start_sim, stop_sim
 from robots.spec import ARMS, load_spec
 from runtime.clock import MONOTONIC
 from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides
+from runtime.control import ControlError, ControlServer, default_endpoint
 from runtime.guard import Guard
 from runtime.inference.loader import LoadedPolicy, PolicyRefused, load_policy, read_metadata
 from runtime.inference.providers import DEVICES, ProviderUnavailable, SessionConfig
@@ -92,6 +97,17 @@ def _parser() -> argparse.ArgumentParser:
         default="on" if session.allow_spinning else "off",
         help="ORT CPU threads spin between calls: faster inference, but they steal the CPU the rest of the loop needs",
     )
+    p.add_argument(
+        "--control",
+        default=None,
+        help="operator endpoint for pac-ctl: ipc://PATH or tcp://127.0.0.1:PORT "
+        "(default: ipc, in a directory only this user can open)",
+    )
+    p.add_argument(
+        "--await-reset",
+        action="store_true",
+        help="in FAULT or ESTOP hold and wait for `pac-ctl reset` instead of exiting",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -117,9 +133,15 @@ def claim_arm(client: DriverClient, config: RunConfig) -> Check:
 
 
 def build_loop(
-    config: RunConfig, policy: LoadedPolicy, client: DriverClient, lockstep: bool, recorder: Recorder | None
+    config: RunConfig,
+    policy: LoadedPolicy,
+    client: DriverClient,
+    lockstep: bool,
+    recorder: Recorder | None,
+    control: ControlServer | None = None,
+    await_reset: bool = False,
 ) -> ControlLoop:
-    """The loop's parts for this config and policy, on the host's monotonic clock."""
+    """The loop's parts for this config and policy, on the host's monotonic clock; `control` served between ticks."""
     arm = load_spec(config.robot)
     cameras, objects = policy.metadata.observation.cameras, bool(policy.metadata.observation.objects)
     timer = StageTimer(STAGES, clock=MONOTONIC)
@@ -133,7 +155,10 @@ def build_loop(
     step = PolicyStep(policy, config.instruction, config.decode, w.inference_deadline_ms, timer)
     limits = SafetyLimits.from_arm(arm, config.mode, config.period_s)
     guard = Guard(limits, w, cameras, fk=_tcp_position(arm), objects=objects, session=client.fingerprint)
-    return ControlLoop(link, step, guard, timer, recorder=recorder, clock=MONOTONIC)
+    serve = control.serve if control is not None else None
+    return ControlLoop(
+        link, step, guard, timer, recorder=recorder, clock=MONOTONIC, between_ticks=serve, await_reset=await_reset
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sim = None
     client = None
+    control = None
     try:
         try:
             config = with_overrides(load_config(args.config, args.robot), instruction=args.instruction)
@@ -162,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         except PreflightFailed as exc:
             print(f"pac-run: pre-flight failed: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+        try:  # before any driver is started or claimed: an endpoint that cannot be served refuses the run
+            control = ControlServer(args.control or default_endpoint())
+        except ControlError as exc:
+            print(f"pac-run: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"operator control: {control.endpoint}  (pac-ctl --control {control.endpoint} status)", flush=True)
         obs = policy.metadata.observation
         if args.sim:
             sim, pub, cmd = start_sim(config.robot, *sim_flags(obs, args.lockstep), capture=False, nice=10)
@@ -186,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print("pre-flight:\n" + "\n".join(f"  {c.name:<12} ok  {c.detail}" for c in checks), flush=True)
 
         recorder = Recorder(args.record) if args.record else None
-        loop = build_loop(config, policy, client, lockstep, recorder)
+        loop = build_loop(config, policy, client, lockstep, recorder, control, args.await_reset)
         previous_handlers = {
             sig: signal.signal(sig, lambda signum, _frame: loop.stop(f"signal {signal.Signals(signum).name}"))
             for sig in (signal.SIGINT, signal.SIGTERM)
@@ -196,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             final = loop.run(duration_s=args.duration, max_ticks=args.ticks)
         finally:
             code = {State.FAULT: EXIT_FAULT, State.ESTOP: EXIT_ESTOP}.get(final, EXIT_OK)
-            summary = RunSummary.of(loop.stats(), config.robot, policy.path, policy.provider, code)
+            summary = RunSummary.of(
+                loop.stats(), config.robot, policy.path, policy.provider, code, control=control.record()
+            )
             print(summary.table(), flush=True)
             path = args.summary or (args.record / "summary.json" if args.record else DEFAULT_SUMMARY)
             summary.write(path)
@@ -207,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(sig, handler)
         return code
     finally:
+        if control is not None:
+            control.close()
         if client is not None:
             client.close()
         if sim is not None:

@@ -64,10 +64,17 @@ class ControlLoop:
         *,
         recorder: Recorder | None = None,
         clock: Clock = MONOTONIC,
+        between_ticks: Callable[[ControlLoop], None] | None = None,
+        await_reset: bool = False,
     ):
         self.link, self.policy, self.guard, self.timer = link, policy, guard, timer
         self.recorder = recorder
         self.clock = clock
+        # Called after each tick's command left (the operator's control socket, runtime/control.py): it must not
+        # block. With `await_reset`, FAULT and ESTOP do not end the run: it holds until a reset or a stop.
+        self.between_ticks = between_ticks
+        self.await_reset = await_reset
+        self.last_inputs: Inputs | None = None  # what the last tick saw: whether a latch's condition still holds
         self.ticks = 0
         self.stop_reason = ""
         self.final_hold_confirmed = False
@@ -83,8 +90,8 @@ class ControlLoop:
     def run(
         self, duration_s: float | None = None, max_ticks: int | None = None, until: Callable[[], str] | None = None
     ) -> State:
-        """Tick until stopped, the duration or tick count is reached, a latched state, or `until()` names a
-        reason to stop (asked after every tick: pac-eval's "success"); then hold."""
+        """Tick until stopped, the duration or tick count is reached, a latched state (unless awaiting a reset),
+        or `until()` names a reason to stop (asked after every tick: pac-eval's "success"); then hold."""
         self.guard.ready(self.link.now_ns())
         # Start-up made every long-lived object; park them outside the collector so the cyclic GC's passes
         # during the run only walk what the loop itself allocates (sub-ms instead of a random multi-ms stall).
@@ -100,7 +107,9 @@ class ControlLoop:
                 else:
                     self.link.await_tick()
                     self.tick()
-                    if self.guard.safety.state in LATCHED:
+                    if self.between_ticks is not None:
+                        self.between_ticks(self)
+                    if self.guard.safety.state in LATCHED and not self.await_reset:
                         self.stop(self.guard.safety.state.value.lower())
                     elif until is not None and (reason := until()):
                         self.stop(reason)
@@ -113,7 +122,7 @@ class ControlLoop:
     def tick(self) -> None:
         """One control period: observe, watch, infer (when worth it), decide, send."""
         started = self.clock.now_ns()
-        inputs = self.link.observe()
+        inputs = self.last_inputs = self.link.observe()
         with self.timer.section("guard"):
             causes = self.guard.watch(inputs, self.ticks)
         output = self.policy(inputs) if self.guard.may_infer(inputs, causes) else None

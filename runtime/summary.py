@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from runtime.control import ControlRecord
 from runtime.stats import LoopStats
+
+SHOWN_ACTIONS = 10  # operator actions printed in the table (all of them are in the JSON)
 
 
 def _counts(d: dict[str, int]) -> str:
@@ -25,10 +29,28 @@ class RunSummary(LoopStats):
     policy: str = ""
     provider: str = ""
     exit_code: int = 0
+    control: str = ""  # the operator endpoint served
+    operator_actions: list[dict[str, Any]] = field(default_factory=list)  # each verb: tick, time, who, why, outcome
+    control_rejected: dict[str, int] = field(default_factory=dict)  # malformed control requests by reason
 
     @classmethod
-    def of(cls, stats: LoopStats, robot: str, policy: Path, provider: str, exit_code: int) -> RunSummary:
-        return cls(**asdict(stats), robot=robot, policy=str(policy), provider=provider, exit_code=exit_code)
+    def of(
+        cls,
+        stats: LoopStats,
+        robot: str,
+        policy: Path,
+        provider: str,
+        exit_code: int,
+        control: ControlRecord | None = None,
+    ) -> RunSummary:
+        operator = {}
+        if control is not None:
+            operator = dict(
+                control=control.endpoint,
+                operator_actions=[asdict(a) for a in control.actions],
+                control_rejected=dict(control.rejected),
+            )
+        return cls(**asdict(stats), robot=robot, policy=str(policy), provider=provider, exit_code=exit_code, **operator)
 
     def table(self) -> str:
         lines = [
@@ -40,6 +62,7 @@ class RunSummary(LoopStats):
             f"  holds by cause: {_counts(self.holds_by_cause)}",
             f"  filter clipped: {_counts(self.filter_clipped)}; rejected: {_counts(self.filter_rejected)}",
             f"  dropped messages: {_counts(self.messages_dropped)}; driver rejected: {_counts(self.driver_rejected)}",
+            *self._operator_lines(),
             "",
             f"  {'stage':<12}{'p50 ms':>10}{'p99 ms':>10}{'n':>8}",
         ]
@@ -51,6 +74,19 @@ class RunSummary(LoopStats):
         nan = float("nan")
         lines.append(f"  RSS {_ms(r.get('start', nan))} MB after warm-up → {_ms(r.get('end', nan))} MB at the end")
         return "\n".join(lines)
+
+    def _operator_lines(self) -> list[str]:
+        if not self.control:
+            return []
+        lines = [
+            f"  operator actions: {len(self.operator_actions)}; malformed requests: {_counts(self.control_rejected)}"
+        ]
+        for a in self.operator_actions[:SHOWN_ACTIONS]:
+            outcome = "done" if a["accepted"] else "REFUSED"
+            lines.append(f"    tick {a['tick']} {a['time']} {a['verb']} by {a['operator']} ({a['reason']}): {outcome}")
+        if len(self.operator_actions) > SHOWN_ACTIONS:
+            lines.append(f"    ... {len(self.operator_actions) - SHOWN_ACTIONS} more in the JSON")
+        return lines
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
