@@ -20,6 +20,7 @@ import yaml
 
 from policies.spec import DECODINGS
 from robots.contract.link import DEFAULT_LINK, MOTION_MODES, LinkConfig, Mode
+from robots.contract.security import local_endpoints
 from robots.tasks.tasks import TASKS
 from runtime.safety.watchdogs import WatchdogConfig
 
@@ -154,6 +155,9 @@ def load_config(path: Path | None = None, robot: str | None = None) -> RunConfig
     if not isinstance(raw, dict) or "robot" not in raw:
         raise ConfigError(f"{path}: expected a mapping with at least 'robot'")
     config = _build(RunConfig, raw, str(path))
+    missing = config.link.security.missing_files()
+    if missing:
+        raise ConfigError(f"{path}: link.security names {_show(missing[0])}, which does not exist (see `pac-keys`)")
     if robot is not None and config.robot != robot:
         raise ConfigError(f"{path} is for robot {config.robot!r}, but --robot {robot} was given")
     return config
@@ -165,6 +169,9 @@ def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
 
 
 def with_endpoints(config: RunConfig, pub: str | None, cmd: str | None) -> RunConfig:
-    """The config with the driver's endpoints replaced where given."""
+    """The config with the driver's endpoints replaced where given, and those left at the default ("") made the
+    robot's local ones: ipc sockets only this user can reach (robots/contract/security.py)."""
     link = replace(config.link, **{k: v for k, v in (("pub_endpoint", pub), ("cmd_endpoint", cmd)) if v is not None})
+    local_pub, local_cmd = local_endpoints(config.robot)
+    link = replace(link, pub_endpoint=link.pub_endpoint or local_pub, cmd_endpoint=link.cmd_endpoint or local_cmd)
     return replace(config, link=link)

@@ -21,6 +21,7 @@ import zmq
 from robots.contract import messages as msg
 from robots.contract.link import DEFAULT_LINK, LinkConfig, Mode
 from robots.contract.receiver import LatestReceiver
+from robots.contract.security import NO_KEYS, LinkSecurity, connect
 from robots.contract.session import fingerprint, new_session_token
 from robots.contract.wire import WireError
 
@@ -54,17 +55,19 @@ class DriverClient:
         context: zmq.Context | None = None,
         source: str = "runtime",
         receive_hwm: int = DEFAULT_LINK.receive_hwm,
+        security: LinkSecurity = NO_KEYS,
     ) -> None:
+        """`security`: CURVE keys, needed for a driver off loopback (robots/contract/security.py: the rule)."""
         self.pub_endpoint, self.cmd_endpoint = pub_endpoint, cmd_endpoint
         self.context = context or zmq.Context.instance()
         self._sub = self.context.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
         self._sub.setsockopt(zmq.RCVHWM, receive_hwm)  # before connect: it applies to pipes made afterwards
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(pub_endpoint)
+        connect(self._sub, pub_endpoint, security)
         self._cmd = self.context.socket(zmq.PUB)
         self._cmd.setsockopt(zmq.LINGER, 0)
-        self._cmd.connect(cmd_endpoint)
+        connect(self._cmd, cmd_endpoint, security)
         self.receiver = LatestReceiver(self._sub)
         self.source = source
         self.session = new_session_token()
@@ -74,7 +77,9 @@ class DriverClient:
 
     @classmethod
     def for_link(cls, link: LinkConfig, source: str = "runtime") -> DriverClient:
-        return cls(link.pub_endpoint, link.cmd_endpoint, source=source, receive_hwm=link.receive_hwm)
+        return cls(
+            link.pub_endpoint, link.cmd_endpoint, source=source, receive_hwm=link.receive_hwm, security=link.security
+        )
 
     # ---------------------------------------------------------------- receiving
     def wait(self, timeout_ms: int) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from robots.contract.security import NO_KEYS, LinkSecurity
+
 
 class Mode(str, enum.Enum):
     """What a command asks of the arm (DESIGN §2). A str enum: it compares and hashes as its wire value."""
@@ -59,8 +61,12 @@ class DriverFault(str, enum.Enum):
 class LinkConfig:
     """One driver link: where it is and the timing both ends assume."""
 
-    pub_endpoint: str = "tcp://127.0.0.1:5555"  # driver → runtime: state, images, status
-    cmd_endpoint: str = "tcp://127.0.0.1:5556"  # runtime → driver: commands (and, in the sim, tick and reset)
+    # "" (the default): the robot's ipc sockets in this user's private directory, `security.local_endpoints`
+    # (ipc://$XDG_RUNTIME_DIR/pac-runtime/<robot>-pub and -cmd), which no other local user can reach. A driver on
+    # another host: tcp://HOST:PORT, which the link refuses without CURVE keys in `security`.
+    pub_endpoint: str = ""  # driver → runtime: state, images, status
+    cmd_endpoint: str = ""  # runtime → driver: commands (and, in the sim, tick and reset)
+    security: LinkSecurity = NO_KEYS  # CURVE key files (robots/contract/security.py); none: ipc and loopback only
     period_s: float = 0.05  # control period: 20 Hz (DESIGN §5)
     command_timeout_ms: float = 200.0  # driver holds when no valid command came for this long (DESIGN §2)
     # The driver refuses a motion command computed from an observation older than this (its capture time, on the

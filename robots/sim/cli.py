@@ -1,4 +1,7 @@
-"""`pac-sim`: run the simulated Sawyer or Panda driver on loopback until SIGINT/SIGTERM (or --duration).
+"""`pac-sim`: run the simulated Sawyer or Panda driver until SIGINT/SIGTERM (or --duration).
+
+By default it serves ipc sockets only this user can reach (robots/contract/security.py); another host reaches
+it only over CURVE (`--keys DIR`, keys made by `pac-keys`).
 
 `build_parser`, `build_config` and `run_driver` are shared with the task-aware driver (`pac-sim-task`,
 robots/tasks/driver.py), which takes the same flags plus `--task`.
@@ -11,8 +14,10 @@ import logging
 import signal
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from robots.contract.link import DEFAULT_LINK
+from robots.contract.security import LinkSecurity, local_endpoints
 from robots.sim.driver import DriverConfig, SimDriver
 from robots.spec import ARMS, load_spec
 
@@ -44,8 +49,17 @@ def build_parser(prog: str = "pac-sim", description: str | None = __doc__) -> ar
         default="all" if d.objects else "none",
         help="publish the scene objects' poses ('none': a cell without a tracker)",
     )
-    p.add_argument("--pub", default=link.pub_endpoint, help="endpoint for state, images and status")
-    p.add_argument("--cmd", default=link.cmd_endpoint, help="endpoint for commands")
+    where = "(default: an ipc socket only this user can reach)"
+    p.add_argument("--pub", default=link.pub_endpoint, help=f"endpoint for state, images and status {where}")
+    p.add_argument("--cmd", default=link.cmd_endpoint, help=f"endpoint for commands {where}")
+    p.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="CURVE: serve with DIR/server.key_secret and admit only the clients whose keys are in DIR/clients/ "
+        "(made by pac-keys); required to bind an address off loopback",
+    )
     p.add_argument("--command-timeout-ms", type=float, default=link.command_timeout_ms)
     p.add_argument("--state-rate", type=float, default=d.state_rate_hz, help="Hz, real-time mode")
     p.add_argument("--camera-rate", type=float, default=d.camera_rate_hz, help="Hz, real-time mode")
@@ -58,14 +72,16 @@ def build_parser(prog: str = "pac-sim", description: str | None = __doc__) -> ar
 
 def build_config(args: argparse.Namespace) -> DriverConfig:
     """The driver's config from parsed flags; raises KeyError or ValueError for a bad one (e.g. a camera)."""
+    default_pub, default_cmd = local_endpoints(args.robot)
     return DriverConfig(
         robot=args.robot,
         lockstep=args.lockstep,
         cameras=parse_cameras(args.cameras, args.robot),
         link=replace(
             DEFAULT_LINK,
-            pub_endpoint=args.pub,
-            cmd_endpoint=args.cmd,
+            pub_endpoint=args.pub or default_pub,
+            cmd_endpoint=args.cmd or default_cmd,
+            security=LinkSecurity.server_keys(args.keys) if args.keys else DEFAULT_LINK.security,
             command_timeout_ms=args.command_timeout_ms,
             jpeg_quality=args.jpeg_quality,
         ),
@@ -85,14 +101,14 @@ def run_driver(driver: SimDriver, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: driver.stop())
     signal.signal(signal.SIGTERM, lambda *_: driver.stop())
     log.info(
-        "%s driver (%s) ready: %s on %s, commands on %s, cameras %s, objects %s",
+        "%s driver (%s) ready: %s on %s, commands on %s, cameras %s, objects %s; %s",
         args.robot,
         "lockstep" if args.lockstep else "real time",
         ", ".join(driver.topics()),
-        args.pub,
-        args.cmd,
+        *driver.endpoints,
         ",".join(driver.sim.camera_names) or "none",
         "published" if driver.config.objects else "not published",
+        driver.link_server.describe(),
     )
     driver.run(args.duration)
     if driver.counters.overruns:

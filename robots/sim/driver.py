@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 
 import numpy as np
 import zmq
 
 from robots.contract import messages as msg
 from robots.contract.link import DEFAULT_LINK, DriverFault, DriverMode, LinkConfig
+from robots.contract.security import LinkServer, local_endpoints
 from robots.contract.session import SessionGate, valid_token
 from robots.contract.wire import WireError, decode
 from robots.sim.cell import SimCell
@@ -35,7 +35,6 @@ from robots.spec import load_spec
 
 log = logging.getLogger("pac-sim")
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 MAX_INPUT_BYTES = 64 * 1024  # a command or control message is < 1 KiB; ZeroMQ drops a peer that sends more
 MAX_INPUTS_PER_STEP = 8  # real time: messages handled per physics chunk (10 ms): 800/s, 16x the runtime's rate
 OVERRUN_WINDOW_S = 1.0  # real time: overruns within this window ...
@@ -53,15 +52,6 @@ class DriverConfig:
     status_rate_hz: float = 10.0
     raw_images: bool = False  # send images uncompressed instead of JPEG
     objects: bool = True  # publish the `objects` topic (at the camera rate); False models a cell without a tracker
-
-
-def check_bind_endpoint(endpoint: str) -> None:
-    """Refuse to bind anything but loopback: off-loopback links need CURVE keys (DESIGN §2), not built yet."""
-    parsed = urlparse(endpoint)
-    if parsed.scheme == "tcp" and parsed.hostname not in LOOPBACK_HOSTS:
-        raise ValueError(
-            f"refusing to bind {endpoint}: a non-loopback address needs CURVE keys; bind 127.0.0.1 instead"
-        )
 
 
 @dataclass
@@ -93,20 +83,23 @@ class SimDriver:
         self.mode = (DriverMode.LOCKSTEP if config.lockstep else DriverMode.REALTIME).value
         self.counters = DriverCounters()
         self.sessions = SessionGate(link.lease_ms)
-        for endpoint in (link.pub_endpoint, link.cmd_endpoint):
-            check_bind_endpoint(endpoint)
+        default_pub, default_cmd = local_endpoints(config.robot)  # this user's private ipc sockets (security.py)
+        self.endpoints = (link.pub_endpoint or default_pub, link.cmd_endpoint or default_cmd)
+        self.link_server = LinkServer(link.security)  # loads and checks the CURVE keys, if any
+        for endpoint in self.endpoints:
+            self.link_server.check(endpoint)  # off loopback without keys: refused before anything is bound
         self.context = context or zmq.Context.instance()
         self.pub = self.context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, 1000)
-        self.pub.bind(link.pub_endpoint)
+        self.link_server.bind(self.pub, self.endpoints[0])
         self.sub = self.context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, 1000 if config.lockstep else 16)
         self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_INPUT_BYTES)
         for topic in (msg.COMMAND, *msg.CONTROL_TOPICS):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.sub.bind(link.cmd_endpoint)
+        self.link_server.bind(self.sub, self.endpoints[1])
         self._stop = False
 
     # ----------------------------------------------------------------- clock
@@ -335,3 +328,4 @@ class SimDriver:
         self.cell.close()
         self.pub.close(0)
         self.sub.close(0)
+        self.link_server.close()
