@@ -9,6 +9,7 @@ budget runs still fail on any new bug; when the fix lands, the xfail passes and 
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 
 import msgpack
@@ -29,7 +30,7 @@ MESSAGE_BUDGET = 150  # per message type
 
 # signature (benchmarks.fuzz.signature) → the strict xfail that pins it
 KNOWN_BUGS: dict[str, dict[str, str]] = {
-    "metadata": {},
+    "metadata": {"OverflowError in metadata.py signature": "test_metadata_refuses_a_critic_with_infinite_q_bins"},
     "driver": {},
 }
 
@@ -295,6 +296,16 @@ def test_metadata_refuses_a_bound_too_large_for_a_float(actor_props) -> None:
 
 def test_metadata_refuses_a_model_entry_that_is_no_map(actor_props) -> None:
     _refused(actor_props | {"pac.model": "1.5"})
+
+
+@pytest.mark.xfail(
+    strict=True, raises=OverflowError, reason="metadata.py signature(): int(inf) of the critic's q_bins, uncaught"
+)
+def test_metadata_refuses_a_critic_with_infinite_q_bins() -> None:
+    critic = dict(fuzz.MetadataTarget().seeds[1])
+    model = json.loads(critic["pac.model"])
+    model["config"]["q_bins"] = math.inf
+    _refused(critic | {"pac.model": json.dumps(model)})
 
 
 def test_driver_counts_a_release_from_a_session_that_does_not_hold(driver_target) -> None:
