@@ -17,10 +17,12 @@ import argparse
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from policies.spec import ObservationSpec, action_spec
 from robots.contract.client import DriverClient, DriverUnavailable
+from robots.contract.security import NO_KEYS, LinkRefused
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import ARMS, load_spec
 from runtime.clock import MONOTONIC
@@ -195,11 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_REFUSED
         print(f"operator control: {control.endpoint}  (pac-ctl --control {control.endpoint} status)", flush=True)
         obs = policy.metadata.observation
-        if args.sim:
-            sim, pub, cmd = start_sim(config.robot, *sim_flags(obs, args.lockstep), capture=False, nice=10)
-            config = with_endpoints(config, pub, cmd)
-        config = with_endpoints(config, args.pub, args.cmd)
-        client = DriverClient.for_link(config.link, source="pac-run")
+        try:
+            if args.sim:  # a sim of our own, on loopback and without keys: the config's keys are for its driver
+                sim, pub, cmd = start_sim(config.robot, *sim_flags(obs, args.lockstep), capture=False, nice=10)
+                config = replace(with_endpoints(config, pub, cmd), link=replace(config.link, security=NO_KEYS))
+            config = with_endpoints(config, args.pub, args.cmd)
+            client = DriverClient.for_link(config.link, source="pac-run")
+        except LinkRefused as exc:  # an off-host endpoint without keys, a socket directory others can enter
+            print(f"pac-run: refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
         client.receiver.expect(message_shapes(load_spec(config.robot), obs))  # other shapes: dropped, counted
         try:
             driver, lockstep = check_driver(client, config, config.driver_wait_s)

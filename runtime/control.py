@@ -18,8 +18,6 @@ import json
 import logging
 import os
 import socket
-import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from robots.contract.link import DriverFault
+from robots.contract.security import LinkRefused, local_dir, private_dir
 from runtime.safety.causes import Cause, CauseKind, names
 from runtime.safety.state_machine import LATCHED, State
 from runtime.safety.watchdogs import driver_lost
@@ -67,26 +66,13 @@ class BadRequest(ValueError):
 
 
 def runtime_dir() -> Path:
-    """This user's directory for control sockets: $XDG_RUNTIME_DIR/pac-runtime, else <tmp>/pac-runtime-<uid>;
-    created 0700. One that is a link, someone else's, or open to group or others is refused: whoever can enter
-    it could connect to (or stand in for) pac-run."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
-    if os.path.isabs(xdg) and os.path.isdir(xdg):
-        base = Path(xdg) / "pac-runtime"
-    else:
-        base = Path(tempfile.gettempdir()) / f"pac-runtime-{os.getuid()}"
+    """This user's socket directory (robots.contract.security: $XDG_RUNTIME_DIR/pac-runtime, else
+    <tmp>/pac-runtime-<uid>), created 0700; one that is a link, someone else's, or open to group or others is
+    refused: whoever can enter it could connect to (or stand in for) pac-run."""
     try:
-        os.mkdir(base, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ControlError(f"cannot create the control directory {base}: {exc.strerror}") from exc
-    st = os.lstat(base)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise ControlError(f"{base} is not a directory of this user's: refusing to serve a control socket there")
-    if st.st_mode & 0o077:
-        raise ControlError(f"{base} is open to group or others (mode {stat.S_IMODE(st.st_mode):04o}): chmod 700 it")
-    return base
+        return private_dir(local_dir())
+    except LinkRefused as exc:
+        raise ControlError(f"control socket: {exc}") from exc
 
 
 def default_endpoint() -> str:

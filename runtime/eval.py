@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from policies.spec import DECODINGS
 from robots.contract.client import DriverClient, DriverUnavailable
+from robots.contract.security import NO_KEYS
 from robots.sim.process import free_loopback_endpoint, stop_sim
 from robots.spec import ARMS, load_spec
 from robots.tasks.tasks import TASKS
@@ -203,7 +204,8 @@ class EpisodeRunner:
         self.driver = subprocess.Popen(
             argv, stdout=self._driver_log, stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent
         )
-        self.config = with_endpoints(job.config, pub, cmd)
+        config = with_endpoints(job.config, pub, cmd)  # its own driver, on loopback without keys
+        self.config = replace(config, link=replace(config.link, security=NO_KEYS))
         self.client = DriverClient.for_link(self.config.link, source="pac-eval")
         try:
             _, lockstep = check_driver(self.client, self.config, timeout_s=max(30.0, self.config.driver_wait_s))
