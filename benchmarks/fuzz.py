@@ -1117,8 +1117,9 @@ class DriverTarget(Target):
             self.token = self.new_token(rng)
             return frames
         sessions = getattr(self.driver, "sessions", None)
-        if sessions is not None and sessions.held() and sessions.token in self.strangers and rng.random() < 0.2:
-            own, self.token = self.token, sessions.token  # the stranger gives the arm back, as its client would
+        if sessions is not None and sessions.held() and sessions.token != self.token and rng.random() < 0.2:
+            # another session (a hostile token that was valid) holds the arm: it gives it back, as its client would
+            own, self.token = self.token, sessions.token
             frames, self.token = self.control(rng, msg.RELEASE), own
             return frames
         r = rng.random()
