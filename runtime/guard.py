@@ -2,11 +2,11 @@
 
 `watch` turns a tick's inputs into hold causes (stale sources: state, cameras, object poses; heartbeat;
 acknowledgement; a command the driver refused; a lapsed lease; TCP outside its box) and latches FAULT/ESTOP on
-a lost driver, an arm another session took, or a pressed stop. Acknowledgements and rejections count only
-when the driver reports this session (`session`, its fingerprint) as the arm's holder; `decide`
-filters the policy's action and returns a typed `Decision`: the action in the arm's mode when the state
-machine is RUNNING, else a hold. Nothing but a hold leaves the guard unless it passed `filter_action` and is
-finite (DESIGN §4).
+a lost or restarted driver, a jump of its clock, an arm another session took, or a pressed stop.
+Acknowledgements and rejections count only when the driver reports this session (`session`, its fingerprint)
+as the arm's holder; `decide` filters the policy's action and returns a typed `Decision`: the action in the
+arm's mode when the state machine is RUNNING, else a hold. Nothing but a hold leaves the guard unless it passed
+`filter_action` and is finite (DESIGN §4).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robots.contract.link import DriverFault, Mode
+from robots.contract.link import DriverFault, DriverMode, Mode
 from runtime.link import NO_ACTION, Inputs
 from runtime.policy_step import PolicyOutput
 from runtime.safety.causes import Cause, CauseKind
@@ -27,6 +27,72 @@ from runtime.safety.watchdogs import AckTracker, WatchdogConfig, driver_lost, he
 WORKSPACE_TOLERANCE_M = 0.02  # TCP this far outside the box (tracking error, a push): hold, don't steer back
 # Filter rejections that mean a number is not finite: the policy or the driver is sick, so FAULT, not HOLD.
 NON_FINITE_REJECTIONS = {"non_finite": "action", "non_finite_state": "state", "non_finite_fk": "fk"}
+# Real time: a capture stamped this far past the runtime's own clock is a jump, not an offset (the pre-flight
+# allows max_clock_offset_ms between hosts, 5 ms by default; on one host a capture is never ahead at all).
+CLOCK_AHEAD_TOLERANCE_MS = 100.0
+
+
+class DriverClock:
+    """Is the driver still the one this run began with, and can its clock be trusted? (issue 12)
+
+    - restarted: its state or status names another `instance` than the first one seen.
+    - clock back: a newer message of a source (higher seq) is stamped earlier than the one before it.
+    - clock ahead: real time, a capture stamped past the tick's own clock by CLOCK_AHEAD_TOLERANCE_MS; lockstep,
+      the sim clock ran further than one period per tick since the first tick (each command advances it one
+      period; nothing else can while this session holds the arm).
+    `now` is the driver's time as far as the runtime knows: the tick's clock or the newest stamp it was sent, if
+    later. In lockstep (where the tick's clock is the state's stamp) that is what keeps ages running when the state
+    stream stalls and the cameras and heartbeats go on. An operator's reset out of FAULT starts a new DriverClock:
+    the driver as it is then is the one the run goes on with.
+    """
+
+    def __init__(self, period_ns: int):
+        self.period_ns = period_ns
+        self.instance = ""
+        self._last: dict[str, tuple[int, int]] = {}  # source → (seq, capture) of the newest message seen
+        self._first: tuple[int, int] | None = None  # lockstep: (tick, newest capture) at the first tick
+
+    @staticmethod
+    def _stamps(inputs: Inputs) -> dict[str, tuple[int, int]]:
+        sources = {"state": inputs.state, "status": inputs.status, "objects": inputs.objects}
+        sources |= {f"image/{camera}": frame for camera, frame in inputs.frames.items()}
+        return {name: (m.seq, m.t_capture_ns) for name, m in sources.items() if m is not None}
+
+    def now(self, inputs: Inputs) -> int:
+        return max([inputs.tick_ns, *(t for _, t in self._stamps(inputs).values())])
+
+    def check(self, inputs: Inputs, tick: int) -> Cause | None:
+        """The first thing wrong with the driver's identity or clock at this tick, as a latching cause."""
+        for report in (inputs.status, inputs.state):
+            instance = getattr(report, "instance", "")
+            if instance and not self.instance:
+                self.instance = instance
+            elif instance and instance != self.instance:
+                return Cause(CauseKind.DRIVER_RESTARTED, detail=f"instance {instance}, was {self.instance}")
+        stamps, back = self._stamps(inputs), None
+        for source, (seq, t) in stamps.items():
+            last = self._last.get(source)
+            if last is None or seq > last[0]:
+                if last is not None and t < last[1] and back is None:
+                    back = f"{source} {seq} stamped {(last[1] - t) / 1e6:.0f} ms before {source} {last[0]}"
+                self._last[source] = (seq, t)
+        if back is not None:
+            return Cause(CauseKind.CLOCK_JUMP, "back", detail=back)
+        if not stamps:
+            return None
+        newest = max(t for _, t in stamps.values())
+        report = inputs.state or inputs.status
+        if report is not None and report.mode == DriverMode.LOCKSTEP:
+            if self._first is None:
+                self._first = (tick, newest)
+            ran, ticks = newest - self._first[1], tick - self._first[0]
+            if ran > (ticks + 1) * self.period_ns:
+                return Cause(CauseKind.CLOCK_JUMP, "ahead", detail=f"sim clock {ran / 1e6:.0f} ms on in {ticks} ticks")
+        elif newest - inputs.tick_ns > CLOCK_AHEAD_TOLERANCE_MS * 1e6:
+            return Cause(
+                CauseKind.CLOCK_JUMP, "ahead", detail=f"stamped {(newest - inputs.tick_ns) / 1e6:.0f} ms ahead"
+            )
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +131,8 @@ class Guard:
         self.fk = fk  # joint mode: TCP position of a joint target, for the filter's workspace check
         self.safety = SafetyStateMachine()
         self.acks = AckTracker(watchdogs.ack_timeout_ms)
+        self.clock = DriverClock(round(limits.period_s * 1e9))  # the driver's identity and clock
+        self._transitions_seen = 0
         self.counts = GuardCounts()
         self._max_age = (
             {"state": watchdogs.max_state_age_ms}
@@ -85,6 +153,11 @@ class Guard:
         if driver_lost(inputs.silent_ns, self.watchdogs):
             detail = f"nothing from the driver for {inputs.silent_ns / 1e6:.0f} ms"
             self.safety.latch(Cause(CauseKind.DRIVER_LOST, detail=detail), tick, now)
+        if self._reset_since_last_tick():
+            self.clock = DriverClock(self.clock.period_ns)
+        if (wrong := self.clock.check(inputs, tick)) is not None:  # restarted, or its clock jumped
+            self.safety.latch(wrong, tick, now)
+        now = self.clock.now(inputs)  # ages on the driver's newest time (lockstep: not just the state's stamp)
         causes = stale_sources(now, inputs.captures(self.cameras, self.objects), self._max_age)
         if heartbeat_lost(now, status.t_capture_ns if status is not None else None, self.watchdogs):
             causes.add(Cause(CauseKind.HEARTBEAT))
@@ -98,6 +171,12 @@ class Guard:
         if self.acks.overdue(now):
             causes.add(Cause(CauseKind.NO_ACK))
         return frozenset(causes)
+
+    def _reset_since_last_tick(self) -> bool:
+        """Whether an operator reset the state machine out of FAULT or ESTOP since the last `watch`."""
+        new = self.safety.transitions[self._transitions_seen :]
+        self._transitions_seen = len(self.safety.transitions)
+        return any(t.source in LATCHED and t.target is State.READY for t in new)
 
     def _session_causes(self, inputs: Inputs, tick: int) -> set[Cause]:
         """Whether this session still holds the arm, and whether the driver refused one of its commands."""

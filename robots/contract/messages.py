@@ -37,6 +37,11 @@ def _field(env: Envelope, name: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
+def _optional(env: Envelope, name: str, kind: type, default: Any) -> Any:
+    """A field a driver may leave out (older drivers, other vendors): `default` when absent, checked when not."""
+    return _field(env, name, kind) if name in env.fields else default
+
+
 def _array(env: Envelope, name: str, shape: tuple[int | None, ...], dtype: type = np.float64) -> np.ndarray:
     arr = env.arrays.get(name)
     if (
@@ -71,6 +76,7 @@ class StateMsg:
     last_rx_seq: int = -1  # last message (command or tick) of the holding session the driver processed
     step: int = 0  # control periods simulated since the last reset (lockstep)
     holder: str = ""  # fingerprint of the session holding the arm ("" when free): whose the two seqs are
+    instance: str = ""  # random per driver start: a new one means a restarted driver, its seqs and clock anew
 
     def to_frames(self) -> list[bytes]:
         return encode(
@@ -87,6 +93,7 @@ class StateMsg:
                 "last_rx_seq": int(self.last_rx_seq),
                 "step": int(self.step),
                 "holder": self.holder,
+                "instance": self.instance,
             },
             arrays={"q": self.q, "dq": self.dq, "tcp_pose": self.tcp_pose},
         )
@@ -110,6 +117,7 @@ class StateMsg:
             last_rx_seq=_field(env, "last_rx_seq", int),
             step=_field(env, "step", int),
             holder=_field(env, "holder", str),
+            instance=_optional(env, "instance", str, ""),
         )
 
     def proprio_fields(self) -> dict[str, np.ndarray]:
@@ -312,6 +320,7 @@ class StatusMsg:
     not_owner: int = 0  # messages refused because another session held the arm
     overruns: int = 0  # real time: periods physics fell behind the wall clock (a fault only when sustained)
     workspace_stops: int = 0  # physics steps in which the driver stopped the TCP at its workspace box
+    instance: str = ""  # random per driver start, as in the state
 
     _FIELDS = (
         ("robot", str),
@@ -337,13 +346,14 @@ class StatusMsg:
     )
 
     def to_frames(self) -> list[bytes]:
-        fields = {name: getattr(self, name) for name, _ in self._FIELDS}
+        fields = {name: getattr(self, name) for name, _ in self._FIELDS} | {"instance": self.instance}
         return encode(STATUS, seq=self.seq, source=self.source, t_capture_ns=self.t_capture_ns, fields=fields)
 
     @classmethod
     def from_envelope(cls, env: Envelope) -> StatusMsg:
         _check_topic(env, STATUS)
         values = {name: _field(env, name, kind) for name, kind in cls._FIELDS}
+        values["instance"] = _optional(env, "instance", str, "")
         return cls(seq=env.seq, source=env.source, t_capture_ns=env.t_capture_ns, **values)
 
 

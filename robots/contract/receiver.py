@@ -2,7 +2,8 @@
 
 A control loop wants the newest state, not a backlog: each `poll` takes everything queued without blocking
 and keeps only the newest valid message per topic. A malformed, oversized, wrong-version, stale or superseded
-message is dropped and counted by reason; none of them ever stops the loop (DESIGN.md section 2).
+message is dropped and counted by reason; none of them ever stops the loop (DESIGN.md section 2). A restarted
+driver (another `instance` in its state or status) begins its seqs again: its messages are taken, not dropped.
 
 Some shapes only the reader knows: a state's joint count is the arm's, a frame's size the model's. Given them
 (`expect`), the receiver drops a message with another shape as "wrong_shape:<topic>" before it can replace
@@ -63,6 +64,7 @@ class LatestReceiver:
         self.drops = DropCounts()
         self.expect(shapes or {})
         self._last_seq: dict[tuple[str, str], int] = {}  # (topic, source) -> last accepted seq
+        self.instances: dict[str, str] = {}  # source -> the driver instance its newest state or status named
         self._latest: dict[str, Envelope] = {}
         self._warned: set[str] = set()  # drop reasons already explained in the log
 
@@ -108,6 +110,7 @@ class LatestReceiver:
                 self._warned.add(reason)
                 log.warning("dropping %s messages from %r: %s (counted as %s)", env.topic, env.source, wrong, reason)
             return
+        self._new_instance(env)
         key = (env.topic, env.source)
         last = self._last_seq.get(key)
         if last is not None and env.seq <= last:
@@ -118,6 +121,21 @@ class LatestReceiver:
             self.drops.add("superseded")
         fresh[env.topic] = env
         self._latest[env.topic] = env
+
+    def _new_instance(self, env: Envelope) -> None:
+        """A source that names another instance than before restarted: its seqs begin again, so forget the old
+        ones rather than drop the new source's messages as out of order until its seqs catch up. Telling the
+        loop is the guard's job (the instance travels in the state and status it reads)."""
+        instance = env.fields.get("instance")
+        if not isinstance(instance, str) or not instance:
+            return
+        known = self.instances.get(env.source)
+        if known is not None and known != instance:
+            log.warning(
+                "%s restarted: instance %s, was %s; its sequence numbers begin again", env.source, instance, known
+            )
+            self._last_seq = {key: seq for key, seq in self._last_seq.items() if key[1] != env.source}
+        self.instances[env.source] = instance
 
     def _wrong_shape(self, env: Envelope) -> str | None:
         """What is wrong with the shapes of `env`'s arrays, or None when they are as expected."""

@@ -12,14 +12,20 @@ refused and counted (`not_owner`), so no other process can move the arm or lock 
 bounded before it is decoded: messages over MAX_INPUT_BYTES are cut off by ZeroMQ itself, and real-time mode
 takes at most MAX_INPUTS_PER_STEP messages per physics chunk, so no flood can starve the physics, the
 servo's dead-man or the state stream. An overrun is counted; only a sustained run of them is a fault.
+
+Each start draws a random `instance` id, published in state and status, so a runtime tells a restarted driver
+from the one it began with (a restart begins seqs and sim time anew). A motion command whose observation this
+instance cannot have published (stamped before its start, or ahead of its clock: a runtime still acting on a
+previous instance's data, or on a jumped clock) is refused as of no age (`stale_observation`).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import zmq
@@ -82,6 +88,7 @@ class SimDriver:
         self.source = f"sim/{config.robot}"
         self.mode = (DriverMode.LOCKSTEP if config.lockstep else DriverMode.REALTIME).value
         self.counters = DriverCounters()
+        self.instance = secrets.token_hex(8)  # new per start: a runtime tells a restarted driver from this one
         self.sessions = SessionGate(link.lease_ms)
         default_pub, default_cmd = local_endpoints(config.robot)  # this user's private ipc sockets (security.py)
         self.endpoints = (link.pub_endpoint or default_pub, link.cmd_endpoint or default_cmd)
@@ -154,7 +161,10 @@ class SimDriver:
         if env.topic == msg.RESET:
             self.reset(request.seed)
         elif env.topic == msg.COMMAND:
-            rejection = self.cell.submit(request, self.now_ns())
+            now = self.now_ns()
+            if not self._t0_ns <= request.obs_t_ns <= now:  # not an observation this instance published (before
+                request = replace(request, obs_t_ns=-1)  # its start, or ahead of its clock): of no age, so refused
+            rejection = self.cell.submit(request, now)
             if rejection is not None:
                 log.warning("command %d rejected: %s", request.seq, rejection.value)
         if self.config.lockstep and env.topic in (msg.COMMAND, msg.TICK):
@@ -183,6 +193,7 @@ class SimDriver:
             self.counters.steps,
             self.sessions.holder_fingerprint,
         )
+        state.instance = self.instance
         self.pub.send_multipart(state.to_frames(), copy=False)
 
     def publish_images(self) -> None:
@@ -246,6 +257,7 @@ class SimDriver:
             not_owner=self.counters.dropped.get("not_owner", 0),
             overruns=self.counters.overruns,
             workspace_stops=st.workspace_stops,
+            instance=self.instance,
         )
         self.pub.send_multipart(status.to_frames())
 

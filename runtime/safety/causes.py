@@ -27,9 +27,13 @@ class CauseKind(enum.Enum):
     DRIVER_LOST = "driver_lost"  # nothing from the driver for driver_lost_ms, or it stopped answering
     ESTOP = "estop"  # the driver reports a pressed emergency stop
     ARM_TAKEN = "arm_taken"  # another session holds the arm: this one must not go on as if it commanded it
+    DRIVER_RESTARTED = "driver_restarted"  # another driver instance answers: its arm state is not the one we had
+    CLOCK_JUMP = "clock_jump"  # the driver's clock went back, or ahead of what time allows: no age can be trusted
 
 
-FAULT_KINDS = frozenset({CauseKind.NON_FINITE, CauseKind.DRIVER_LOST, CauseKind.ARM_TAKEN})
+FAULT_KINDS = frozenset(
+    {CauseKind.NON_FINITE, CauseKind.DRIVER_LOST, CauseKind.ARM_TAKEN, CauseKind.DRIVER_RESTARTED, CauseKind.CLOCK_JUMP}
+)
 ESTOP_KINDS = frozenset({CauseKind.ESTOP})
 
 
