@@ -30,7 +30,7 @@ MESSAGE_BUDGET = 150  # per message type
 
 # signature (benchmarks.fuzz.signature) → the strict xfail that pins it
 KNOWN_BUGS: dict[str, dict[str, str]] = {
-    "metadata": {"OverflowError in metadata.py signature": "test_metadata_refuses_a_critic_with_infinite_q_bins"},
+    "metadata": {},
     "driver": {},
 }
 
@@ -298,9 +298,6 @@ def test_metadata_refuses_a_model_entry_that_is_no_map(actor_props) -> None:
     _refused(actor_props | {"pac.model": "1.5"})
 
 
-@pytest.mark.xfail(
-    strict=True, raises=OverflowError, reason="metadata.py signature(): int(inf) of the critic's q_bins, uncaught"
-)
 def test_metadata_refuses_a_critic_with_infinite_q_bins() -> None:
     critic = dict(fuzz.MetadataTarget().seeds[1])
     model = json.loads(critic["pac.model"])

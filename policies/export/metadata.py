@@ -105,7 +105,7 @@ class PolicyMetadata:
         if self.graph == "actor":
             return inputs, {"action_logits": ("float32", (1, act.size, act.bins))}
         inputs["actions"] = ("float32", (1, self.candidates, act.size))
-        return inputs, {"q_logits": ("float32", (1, self.candidates, int(self.model["config"]["q_bins"])))}
+        return inputs, {"q_logits": ("float32", (1, self.candidates, _count(self.model["config"]["q_bins"])))}
 
     def tokenizer(self) -> InstructionTokenizer:
         return InstructionTokenizer(self.tokenizer_model)
