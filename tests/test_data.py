@@ -17,7 +17,7 @@ from policies.data.collect import Episode, collect, dataset_id, tokenizer, write
 from policies.data.dataset import DatasetError, open_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.frames import FrameError
-from policies.data.nstep import n_step_targets, per_step_rewards
+from policies.data.nstep import n_step_targets, per_step_rewards, staged_success_rewards
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.data.transitions import TransitionConfig, TransitionDataset, TransitionSampler, transition_loader
 from robots.tasks.env import PacTaskEnv
@@ -219,6 +219,8 @@ def test_transitions_carry_the_n_step_table_from_the_file(synthetic):
     np.testing.assert_allclose(shaped[np.arange(4)].reward, (1 - 0.5) * 17.0)  # (1 − γ)·r: truncated, no end value
     ended = TransitionDataset(synthetic, DID, replace(config, reward="shaped", n_step=1), episodes=[0])
     np.testing.assert_allclose(ended[np.arange(4)].reward, [3.5, 3.5, 3.5, 7.0])  # the terminal step keeps r
+    staged = TransitionDataset(synthetic, DID, replace(config, reward="staged", n_step=1), episodes=[0])
+    np.testing.assert_allclose(staged[np.arange(4)].reward, [1.75, 1.75, 1.75, 7.0])  # half the stage, full end
 
 
 @settings(max_examples=200, deadline=None)
@@ -233,10 +235,11 @@ def test_dense_rewards_keep_every_return_on_the_critics_unit_scale(rewards, term
     r = np.array(rewards)
     ends = np.zeros(r.size, bool)
     ends[-1] = terminated
-    t = n_step_targets(per_step_rewards(r, ends, gamma), ends, n, gamma)
-    for bootstrap in (0.0, 1.0):
-        ret = t.reward + t.discount * bootstrap
-        assert np.all(ret >= -1e-6) and np.all(ret <= 1 + 1e-5)
+    for per_step in (per_step_rewards(r, ends, gamma), staged_success_rewards(r, ends, gamma)):
+        t = n_step_targets(per_step, ends, n, gamma)
+        for bootstrap in (0.0, 1.0):
+            ret = t.reward + t.discount * bootstrap
+            assert np.all(ret >= -1e-6) and np.all(ret <= 1 + 1e-5)
 
 
 def test_succeeding_is_worth_more_than_hovering_one_stage_short():

@@ -9,7 +9,8 @@ whole episodes, so the table of cases is tested without a dataset.
 A dense reward r in [0, 1] per step is put on the critic's [0, 1] return scale by `per_step_rewards`: each step
 earns (1 − γ)·r, and a terminal step (the task done) earns r itself, the value of staying in that state for ever
 (Σ γ^j (1 − γ) r = r). Without that absorbing value, ending an episode by succeeding would be worth less than
-hovering one stage short of success until the time limit.
+hovering one stage short of success until the time limit. `staged_success_rewards` weights the stage value
+down (w < 1) and keeps the success at its full absorbing value: hovering is then worth at most w, finishing 1.
 """
 
 from __future__ import annotations
@@ -60,3 +61,15 @@ def per_step_rewards(rewards: np.ndarray, terminations: np.ndarray, gamma: float
     if not 0.0 <= gamma < 1.0:
         raise ValueError(f"a dense reward needs gamma in [0, 1), got {gamma}")
     return np.where(terminations, rewards, (1.0 - gamma) * rewards).astype(np.float32)
+
+
+def staged_success_rewards(
+    shaped: np.ndarray, terminations: np.ndarray, gamma: float, stage_weight: float = 0.5
+) -> np.ndarray:
+    """The stage value at `stage_weight` per step, and the full absorbing value at a termination (the success,
+    where the stored stage value is 1): per_step_rewards of the weighted rewards with the terminal one unweighted."""
+    if not 0.0 <= stage_weight <= 1.0:
+        raise ValueError(f"stage_weight must lie in [0, 1], got {stage_weight}")
+    terminations = np.asarray(terminations, dtype=bool)
+    weighted = np.where(terminations, np.asarray(shaped, dtype=np.float64), stage_weight * np.asarray(shaped))
+    return per_step_rewards(weighted, terminations, gamma)

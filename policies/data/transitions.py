@@ -19,9 +19,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from policies.data.episodes import IMAGES, REWARDS, EpisodeReader
 from policies.data.errors import DatasetError
-from policies.data.nstep import n_step_targets, per_step_rewards
+from policies.data.nstep import n_step_targets, per_step_rewards, staged_success_rewards
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.spec import ObservationSpec
+
+
+TRAINING_REWARDS = (*REWARDS, "staged")
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,16 @@ class TransitionConfig:
 
     n_step: int = 5
     gamma: float = 0.99
-    reward: str = "sparse"  # one of REWARDS; "shaped" is put on the [0, 1] return scale (nstep.per_step_rewards)
+    # one of TRAINING_REWARDS: "sparse" (1 at success), "shaped" (the stage value on the [0, 1] return scale,
+    # nstep.per_step_rewards) or "staged" (the stage value at half weight, success at its full value)
+    reward: str = "sparse"
     batch_size: int = 256
     seed: int = 0  # the shard assignment and every epoch's order
     images: bool = True  # decode camera frames when the dataset has them (False: state observations only)
 
     def __post_init__(self) -> None:
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if self.reward not in TRAINING_REWARDS:
+            raise ValueError(f"reward must be one of {TRAINING_REWARDS}, got {self.reward!r}")
         if self.n_step < 1 or not 0.0 <= self.gamma <= 1.0 or self.batch_size < 1:
             raise ValueError(f"need n_step ≥ 1, gamma in [0, 1], batch_size ≥ 1: {self}")
 
@@ -106,10 +111,12 @@ class TransitionDataset(Dataset):
         actions, rewards, discounts, rows, next_rows, steps, next_steps, owners = [], [], [], [], [], [], [], []
         start = 0
         for episode in self.episodes:
-            arrays = self.reader.arrays(int(episode), cfg.reward)
+            arrays = self.reader.arrays(int(episode), "sparse" if cfg.reward == "sparse" else "shaped")
             per_step = arrays.rewards
             if cfg.reward == "shaped":
                 per_step = per_step_rewards(per_step, arrays.terminations, cfg.gamma)
+            elif cfg.reward == "staged":
+                per_step = staged_success_rewards(per_step, arrays.terminations, cfg.gamma)
             targets = n_step_targets(per_step, arrays.terminations, cfg.n_step, cfg.gamma)
             for k, v in arrays.observations.items():
                 obs.setdefault(k, []).append(v)

@@ -55,7 +55,7 @@ class TrainConfig:
     batch_size: int = 256  # per process; the global batch is this × world size
     n_step: int = 5
     gamma: float = 0.99
-    reward: str = "sparse"  # 1 on success: returns lie in [0, 1], the critic's support (RESULTS.md says why)
+    reward: str = "sparse"  # sparse, shaped or staged (policies/data/transitions.py); every return lies in [0, 1]
     holdout: float = 0.05  # fraction of episodes kept out of training for the held-out losses
     workers: int = 0  # DataLoader processes decoding frames (0: in the training process)
     # optimiser: AdamW, linear warm-up from lr_init to lr_peak, then cosine to lr_end at `steps`
