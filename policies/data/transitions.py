@@ -23,7 +23,6 @@ from policies.data.nstep import n_step_targets, per_step_rewards, staged_success
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.spec import ObservationSpec
 
-
 TRAINING_REWARDS = (*REWARDS, "staged")
 
 
