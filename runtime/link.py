@@ -174,7 +174,8 @@ class LockstepLink(DriverLink):
         deadline = self.now_ns() + LOCKSTEP_DEADLINE_PERIODS * self.link.period_ns
         started = self.clock.now_ns()
         try:
-            self.client.step(mode, action, deadline_ns=deadline, timeout_s=self.step_timeout_s)
+            oldest = _oldest_capture(inputs, self.cameras, self.objects) if mode is not Mode.HOLD else -1
+            self.client.step(mode, action, deadline_ns=deadline, obs_t_ns=oldest, timeout_s=self.step_timeout_s)
         except DriverUnavailable:
             pass
         self.timer.record("send_wait", (self.clock.now_ns() - started) / 1e6)
