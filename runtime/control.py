@@ -13,7 +13,6 @@ two runs never share one; tcp binds only on loopback (off-host control would nee
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from robots.contract.link import DriverFault
-from robots.contract.security import LinkRefused, local_dir, private_dir
+from robots.contract.security import MAX_IPC_PATH_BYTES, LinkRefused, endpoint_kind, local_dir, private_dir
 from runtime.safety.causes import Cause, CauseKind, names
 from runtime.safety.state_machine import LATCHED, State
 from runtime.safety.watchdogs import driver_lost
@@ -43,7 +42,6 @@ ACTIONS = ("reset", "estop", "stop")  # the verbs that change something: each ne
 MAX_REQUEST_BYTES = 2048  # a verb, a name and a sentence; anything longer is refused before decoding
 MAX_FRAME_BYTES = 65536  # libzmq drops a peer that sends a larger frame: never buffered, never answered
 MAX_REQUESTS_PER_TICK = 4  # an operator types one at a time; a flood waits for later ticks instead of the arm
-MAX_IPC_PATH_BYTES = 107  # sockaddr_un.sun_path holds 108 bytes with the terminating NUL
 MAX_OPERATOR_CHARS = 64
 MAX_REASON_CHARS = 500
 SOCKET_PREFIX, SOCKET_SUFFIX = "pac-run-", ".ctl"  # default ipc socket: pac-run-<pid>.ctl in runtime_dir()
@@ -100,26 +98,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name, an interface or "*": anything may be behind it
-        return False
-
-
 def check_endpoint(endpoint: str) -> None:
-    """Only ipc://PATH or tcp on loopback: an operator socket others could reach would need authentication."""
-    transport, sep, address = endpoint.partition("://")
-    if sep and transport == "ipc" and address and not address.startswith("@"):  # abstract: no file permissions
+    """Only ipc://PATH or tcp on loopback (security.endpoint_kind): an operator socket others could reach would
+    need authentication."""
+    try:
+        kind = endpoint_kind(endpoint)
+    except LinkRefused as exc:
+        raise ControlError(f"control endpoint {endpoint!r}: use ipc://PATH or tcp://127.0.0.1:PORT ({exc})") from exc
+    if kind == "ipc":
+        address = endpoint.partition("://")[2]
         if len(os.fsencode(address)) > MAX_IPC_PATH_BYTES:
             raise ControlError(f"ipc path {address} is longer than {MAX_IPC_PATH_BYTES} bytes: choose a shorter one")
         return
-    if sep and transport == "tcp":
-        host, colon, port = address.rpartition(":")
-        if colon and port.isdigit() and _loopback(host.strip("[]")):
-            return
+    if kind == "loopback" and endpoint.rpartition(":")[2].isdigit():
+        return
+    if kind in ("loopback", "network") and endpoint.startswith("tcp://"):
         raise ControlError(f"refusing control endpoint {endpoint!r}: tcp only on loopback (tcp://127.0.0.1:PORT)")
     raise ControlError(f"control endpoint {endpoint!r}: use ipc://PATH or tcp://127.0.0.1:PORT")
 
