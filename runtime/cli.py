@@ -2,9 +2,11 @@
 
     pac-run --robot sawyer --policy pac_S.onnx --sim            # starts the embedded MuJoCo driver
     pac-run --robot sawyer --policy pac_L.onnx --device tensorrt  # a running driver (real arm or pac-sim)
+    pac-run --robot sawyer --policy pac_S.onnx --sim --record runs/today    # MCAP recording, per-tick record
+    pac-run --replay runs/today --policy pac_S.onnx    # re-run it in virtual time: every command identical?
 
 Exit codes: 0 finished or stopped by SIGINT/SIGTERM (after the driver acknowledged a hold); 2 refused at
-start-up (nothing moved); 3 FAULT; 4 ESTOP.
+start-up (nothing moved); 3 FAULT; 4 ESTOP. With --replay: 0 every command identical, 1 not, 2 refused.
 
 The operator's verbs (status, reset, estop, stop) reach a running pac-run through `pac-ctl` on its control
 endpoint (runtime/control.py), printed at start-up. FAULT and ESTOP end the run unless `--await-reset`: then it
@@ -25,7 +27,7 @@ from robots.contract.client import DriverClient, DriverUnavailable
 from robots.contract.security import NO_KEYS, LinkRefused
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import ARMS, load_spec
-from runtime.clock import MONOTONIC
+from runtime.clock import MONOTONIC, Clock
 from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides
 from runtime.control import ControlError, ControlServer, default_endpoint
 from runtime.guard import Guard
@@ -77,7 +79,7 @@ def sim_flags(obs: ObservationSpec, lockstep: bool) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     session = SessionConfig()
     p = argparse.ArgumentParser(prog="pac-run", description="Drive an arm with a PAC policy at 20 Hz, safely.")
-    p.add_argument("--robot", choices=ARMS, required=True)
+    p.add_argument("--robot", choices=ARMS, default=None, help="the arm (required unless --replay)")
     p.add_argument("--policy", type=Path, required=True, help="exported actor (.onnx)")
     p.add_argument("--sim", action="store_true", help="start the embedded MuJoCo driver (pac-sim) for this arm")
     p.add_argument("--lockstep", action="store_true", help="with --sim: one sim period per command (tests)")
@@ -86,7 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--instruction", default=None)
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--ticks", type=int, default=None, help="stop after this many control periods")
-    p.add_argument("--record", type=Path, default=None, help="directory for the per-tick record and summary")
+    p.add_argument(
+        "--record", type=Path, default=None, help="directory for the run's recording (MCAP), per-tick record, summary"
+    )
+    p.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        help="re-run the recording in DIR in virtual time with --policy; exit 1 unless every command is identical",
+    )
     p.add_argument("--config", type=Path, default=None, help="runtime YAML (default: runtime/configs/ROBOT.yaml)")
     p.add_argument(
         "--summary", type=Path, default=None, help="summary JSON (default: RECORD/summary.json, else out/pac-run/)"
@@ -142,12 +152,14 @@ def build_loop(
     recorder: Recorder | None,
     control: ControlServer | None = None,
     await_reset: bool = False,
+    *,
+    clock: Clock = MONOTONIC,
 ) -> ControlLoop:
-    """The loop's parts for this config and policy, on the host's monotonic clock; `control` served between ticks."""
+    """The loop's parts for this config and policy, on `clock`; `control` served between ticks."""
     arm = load_spec(config.robot)
     cameras, objects = policy.metadata.observation.cameras, bool(policy.metadata.observation.objects)
-    timer = StageTimer(STAGES, clock=MONOTONIC)
-    parts = (client, cameras, config.link, timer, MONOTONIC)
+    timer = StageTimer(STAGES, clock=clock)
+    parts = (client, cameras, config.link, timer, clock)
     link: DriverLink
     if lockstep:
         link = LockstepLink(*parts, step_timeout_s=config.watchdogs.driver_lost_ms / 1000, objects=objects)
@@ -159,17 +171,25 @@ def build_loop(
     guard = Guard(limits, w, cameras, fk=_tcp_position(arm), objects=objects, session=client.fingerprint)
     serve = control.serve if control is not None else None
     return ControlLoop(
-        link, step, guard, timer, recorder=recorder, clock=MONOTONIC, between_ticks=serve, await_reset=await_reset
+        link, step, guard, timer, recorder=recorder, clock=clock, between_ticks=serve, await_reset=await_reset
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.replay is not None:
+        from runtime.replay import verify  # here: runtime.replay builds its loop with this module's build_loop
+
+        return verify(args.replay, args.policy)
+    if args.robot is None:
+        parser.error("the following arguments are required: --robot")
     sim = None
     client = None
+    recorder = None
     control = None
     try:
         try:
@@ -200,13 +220,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.sim:  # a sim of our own, on loopback and without keys: the config's keys are for its driver
                 sim, pub, cmd = start_sim(config.robot, *sim_flags(obs, args.lockstep), capture=False, nice=10)
-                config = replace(with_endpoints(config, pub, cmd), link=replace(config.link, security=NO_KEYS))
+                config = with_endpoints(replace(config, link=replace(config.link, security=NO_KEYS)), pub, cmd)
             config = with_endpoints(config, args.pub, args.cmd)
             client = DriverClient.for_link(config.link, source="pac-run")
         except LinkRefused as exc:  # an off-host endpoint without keys, a socket directory others can enter
             print(f"pac-run: refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
         client.receiver.expect(message_shapes(load_spec(config.robot), obs))  # other shapes: dropped, counted
+        if args.record:
+            recorder = Recorder(args.record)
+            recorder.attach(client)  # what the pre-flight receives is recorded too: it primes a replay
         try:
             driver, lockstep = check_driver(client, config, config.driver_wait_s)
             checks = [
@@ -223,8 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_REFUSED
         print("pre-flight:\n" + "\n".join(f"  {c.name:<12} ok  {c.detail}" for c in checks), flush=True)
 
-        recorder = Recorder(args.record) if args.record else None
-        loop = build_loop(config, policy, client, lockstep, recorder, control, args.await_reset)
+        clock = MONOTONIC
+        if recorder is not None:
+            recorder.begin(client, config, policy, session, lockstep, args.duration, args.ticks)
+            clock = recorder.clock  # every reading traced, so a replay takes the same branches
+        loop = build_loop(config, policy, client, lockstep, recorder, control, args.await_reset, clock=clock)
+        if recorder is not None:
+            recorder.timer = loop.timer
         previous_handlers = {
             sig: signal.signal(sig, lambda signum, _frame: loop.stop(f"signal {signal.Signals(signum).name}"))
             for sig in (signal.SIGINT, signal.SIGTERM)
@@ -242,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             summary.write(path)
             print(f"summary written to {path}")
             if recorder is not None:
-                recorder.close()
+                recorder.end(summary)
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
         return code
@@ -251,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             control.close()
         if client is not None:
             client.close()
+        if recorder is not None:
+            recorder.close()
         if sim is not None:
             stop_sim(sim)
 

@@ -13,7 +13,9 @@ explicitly (and says who holds it when it cannot); `close` gives it back.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import zmq
@@ -80,6 +82,13 @@ class DriverClient:
         return cls(
             link.pub_endpoint, link.cmd_endpoint, source=source, receive_hwm=link.receive_hwm, security=link.security
         )
+
+    def tap(self, wrap: Callable[[zmq.Socket, str], Any]) -> None:
+        """Route this client's traffic through `wrap(socket, "sub" | "cmd")`, a stand-in with the socket's
+        poll/recv_multipart/send_multipart/close: the recorder logs what passes (runtime/recorder.py), a replay
+        serves a recording instead (runtime/replay.py)."""
+        self._sub = self.receiver.socket = wrap(self._sub, "sub")
+        self._cmd = wrap(self._cmd, "cmd")
 
     # ---------------------------------------------------------------- receiving
     def wait(self, timeout_ms: int) -> bool:
