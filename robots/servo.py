@@ -169,7 +169,7 @@ class CommandServo:
             return Rejection.NON_FINITE
         if mode is not Mode.HOLD and cmd.obs_t_ns is not None:
             age_ns = now_ns - cmd.obs_t_ns
-            if cmd.obs_t_ns < 0 or age_ns > self.config.max_observation_age_s * 1e9:
+            if cmd.obs_t_ns < 0 or not 0 <= age_ns <= self.config.max_observation_age_s * 1e9:  # or from the future
                 return Rejection.STALE_OBSERVATION
         if mode is Mode.JOINT_POSITION:
             goal = np.clip(action[:-1], self.spec.action_spaces[mode].low[:-1], self.spec.action_spaces[mode].high[:-1])

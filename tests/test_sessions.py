@@ -137,7 +137,13 @@ def test_a_command_from_an_observation_older_than_the_bound_is_refused_by_the_dr
     runtime = clients("pac-run")
     state = runtime.reset().state
     runtime.claim()
-    for obs_t_ns, applied in ((state.t_capture_ns - 200 * MS, False), (-1, False), (state.t_capture_ns, True)):
+    ahead = state.t_capture_ns + 1000 * MS  # "computed" from an observation a jumped clock stamped in the future
+    for obs_t_ns, applied in (
+        (state.t_capture_ns - 200 * MS, False),
+        (-1, False),
+        (ahead, False),
+        (state.t_capture_ns, True),
+    ):
         latest = runtime.step(Mode.CARTESIAN_VELOCITY, _twist(vx=0.01), obs_t_ns=obs_t_ns)
         status = runtime.poll(100).status
         if applied:

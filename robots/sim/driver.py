@@ -162,8 +162,9 @@ class SimDriver:
             self.reset(request.seed)
         elif env.topic == msg.COMMAND:
             now = self.now_ns()
-            if not self._t0_ns <= request.obs_t_ns <= now:  # not an observation this instance published (before
-                request = replace(request, obs_t_ns=-1)  # its start, or ahead of its clock): of no age, so refused
+            if request.obs_t_ns < self._t0_ns:  # not an observation this instance published (from before its start:
+                request = replace(request, obs_t_ns=-1)  # a previous instance's): of no age, so refused; the servo
+                # refuses one ahead of the clock itself
             rejection = self.cell.submit(request, now)
             if rejection is not None:
                 log.warning("command %d rejected: %s", request.seq, rejection.value)
