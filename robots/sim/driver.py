@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -60,6 +61,23 @@ class DriverConfig:
     objects: bool = True  # publish the `objects` topic (at the camera rate); False models a cell without a tracker
 
 
+class OverrunWindow:
+    """Overruns within the last OVERRUN_WINDOW_S: `sustained` once OVERRUN_FAULT_COUNT of them fall inside it, so
+    physics that cannot keep up is a fault and a lone stall (a page fault, a pause elsewhere) is only counted."""
+
+    def __init__(self, window_s: float = OVERRUN_WINDOW_S, count: int = OVERRUN_FAULT_COUNT) -> None:
+        self.window_ns, self.count = round(window_s * 1e9), count
+        self.times: deque[int] = deque()
+
+    def add(self, t_ns: int) -> None:
+        self.times.append(t_ns)
+
+    def sustained(self, now_ns: int) -> bool:
+        while self.times and self.times[0] < now_ns - self.window_ns:
+            self.times.popleft()
+        return len(self.times) >= self.count
+
+
 @dataclass
 class DriverCounters:
     state_seq: int = 0
@@ -68,7 +86,7 @@ class DriverCounters:
     objects_seq: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     overruns: int = 0  # real-time mode: physics fell behind the wall clock
-    recent_overruns: list[int] = field(default_factory=list)  # their times (ns), within OVERRUN_WINDOW_S
+    recent_overruns: OverrunWindow = field(default_factory=OverrunWindow)
     last_rx_seq: int = -1  # of the holding session
     steps: int = 0
 
@@ -263,18 +281,11 @@ class SimDriver:
         self.pub.send_multipart(status.to_frames())
 
     def _overrun(self) -> None:
-        now = time.monotonic_ns()
         self.counters.overruns += 1
-        self.counters.recent_overruns.append(now)
+        self.counters.recent_overruns.add(time.monotonic_ns())
 
     def _sustained_overrun(self) -> bool:
-        """At least OVERRUN_FAULT_COUNT overruns within the last OVERRUN_WINDOW_S: physics cannot keep up. A
-        lone stall (a page fault, a GC pause elsewhere) is counted in `overruns` but is no fault."""
-        horizon = time.monotonic_ns() - round(OVERRUN_WINDOW_S * 1e9)
-        recent = self.counters.recent_overruns
-        while recent and recent[0] < horizon:
-            recent.pop(0)
-        return len(recent) >= OVERRUN_FAULT_COUNT
+        return self.counters.recent_overruns.sustained(time.monotonic_ns())
 
     def publish_all(self) -> None:
         """State last: a client that sees the state acknowledging its command has that period's images, objects,
