@@ -44,8 +44,8 @@ from tqdm import tqdm
 
 from policies.spec import DECODINGS
 from robots.contract.client import DriverClient, DriverUnavailable
-from robots.contract.security import NO_KEYS
-from robots.sim.process import free_loopback_endpoint, stop_sim
+from robots.contract.security import NO_KEYS, private_endpoint
+from robots.sim.process import stop_sim
 from robots.spec import ARMS, load_spec
 from robots.tasks.tasks import TASKS
 from runtime.cli import EXIT_OK, EXIT_REFUSED, build_loop, claim_arm, open_policy
@@ -196,7 +196,7 @@ class EpisodeRunner:
         self.policy = policy or open_policy(job.config, job.policy, SESSION)
         obs = self.policy.metadata.observation
         cameras = tuple(dict.fromkeys(obs.cameras + ((job.sheet_camera,) if job.sheet_camera else ())))
-        pub, cmd = free_loopback_endpoint(), free_loopback_endpoint()
+        pub, cmd = private_endpoint("eval-pub"), private_endpoint("eval-cmd")
         argv = [sys.executable, "-m", "robots.tasks.driver", "--task", job.task, "--robot", job.config.robot]
         argv += ["--pub", pub, "--cmd", cmd, "--lockstep", "--cameras", ",".join(cameras) or "none"]
         argv += ["--objects", "all"]

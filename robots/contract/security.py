@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
 import socket
 import stat
 import sys
@@ -118,6 +119,13 @@ def local_endpoints(robot: str) -> tuple[str, str]:
         raise LinkRefused(f"robot name {robot!r} cannot name a socket file")
     d = local_dir()
     return f"ipc://{d}/{robot}-pub", f"ipc://{d}/{robot}-cmd"
+
+
+def private_endpoint(tag: str) -> str:
+    """A fresh ipc endpoint in this user's private socket directory, for a driver started by (and for) one
+    process: pac-run --sim, pac-eval and the tests' sims. No other local user can connect to it."""
+    directory = private_dir(local_dir())
+    return f"ipc://{directory}/{tag}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def private_dir(path: Path, create: bool = True) -> Path:

@@ -1,4 +1,4 @@
-"""Start and stop a `pac-sim` driver as a child process on free loopback ports.
+"""Start and stop a `pac-sim` driver as a child process on fresh private ipc sockets (security.private_endpoint).
 
 Tests, benchmarks and the demo all run the driver as its own process, as a real arm's driver would be,
 and reach it only through the ZeroMQ contract.
@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 
+from robots.contract.security import private_endpoint
+
 
 def free_loopback_endpoint() -> str:
     with socket.socket() as s:
@@ -19,12 +21,13 @@ def free_loopback_endpoint() -> str:
 
 
 def start_sim(robot: str, *args: str, capture: bool = True, nice: int = 0) -> tuple[subprocess.Popen, str, str]:
-    """`pac-sim --robot ROBOT ARGS...` on fresh ports; returns (process, pub endpoint, cmd endpoint).
+    """`pac-sim --robot ROBOT ARGS...` on fresh ipc sockets only this user can reach; returns (process, pub
+    endpoint, cmd endpoint).
 
     `nice` > 0 lowers the driver's CPU priority: an embedded sim sharing a small machine with the control
     loop should yield to it, as a real arm's driver would not compete for the loop's cores at all.
     """
-    pub, cmd = free_loopback_endpoint(), free_loopback_endpoint()
+    pub, cmd = private_endpoint("sim-pub"), private_endpoint("sim-cmd")
     argv = [sys.executable, "-m", "robots.sim.cli", "--robot", robot, "--pub", pub, "--cmd", cmd, *args]
     out = subprocess.PIPE if capture else subprocess.DEVNULL
     preexec = (lambda: os.nice(nice)) if nice else None
