@@ -57,7 +57,7 @@ from robots.contract.receiver import LatestReceiver
 HANG_S = 1.0  # an input slower than this is a hang
 HARD_LIMIT_S = 10.0  # and one still running after this is interrupted (where Python code is running)
 REPO = Path(__file__).resolve().parents[1]
-DECODERS = ("wire", "messages", "receiver", "config", "metadata", "driver")
+DECODERS = ("wire", "messages", "receiver", "config", "metadata", "driver", "dataset", "control")
 MESSAGE_TYPES = ("StateMsg", "ImageMsg", "ObjectsMsg", "TaskMsg", "StatusMsg", "CommandMsg", "ControlMsg")
 
 
@@ -1188,6 +1188,670 @@ def _topic(frames: Any) -> str:
         return ""
 
 
+# ----------------------------------------------------------------------------------------------- datasets
+
+_HDF5_SIGNATURES = (b"\x89HDF", b"OHDR", b"TREE", b"HEAP", b"SNOD", b"GCOL", b"BTHD", b"BTLF", b"FRHP", b"FHDB")
+_HDF5_NAMES = (b"episode_", b"pac_checksums", b"pac_format", b"crc32", b"total_steps", b"observations", b"actions")
+
+
+class DatasetCase:
+    """One damaged dataset: the HDF5 file's and metadata.json's bytes, what was done to them, and the step of
+    each episode whose frame is read."""
+
+    def __init__(self, ops: list[str], hdf5: bytes, meta: bytes, steps: tuple[int, ...]):
+        self.ops, self.hdf5, self.meta, self.steps = ops, hdf5, meta, steps
+
+    def __repr__(self) -> str:
+        return (
+            f"DatasetCase({'; '.join(self.ops)}; hdf5 {len(self.hdf5)} B, steps {self.steps}, meta {self.meta[:300]!r})"
+        )
+
+
+class DatasetTarget(Target):
+    """A small sealed dataset (3 episodes, one JPEG camera), its HDF5 bytes and metadata.json damaged (bytes
+    flipped or overwritten anywhere, HDF5 structures most often; truncation; attributes, datasets and groups
+    changed, deleted or linked through h5py; hostile metadata values), then checked whole (`check_dataset`
+    with data, what `open_dataset` runs) and read through `EpisodeReader` (every episode's arrays and one
+    frame). Accepted only when everything read equals what was written; a DatasetError is a rejection."""
+
+    name = "dataset"
+    LENGTHS = (3, 2, 3)
+    CAMERA = "front_left"
+
+    def __init__(self) -> None:
+        from policies.data import dataset as dataset_module
+        from policies.data import integrity
+        from policies.data.collect import dataset_id, write_dataset
+        from policies.data.episodes import EpisodeReader
+        from policies.data.errors import DatasetError
+
+        self.typed = (DatasetError,)
+        self.dataset, self.integrity, self.reader_cls = dataset_module, integrity, EpisodeReader
+        warnings.simplefilter("ignore", integrity.UncheckedDataWarning)
+        logging.getLogger("minari").setLevel(logging.ERROR)
+        shm = Path("/dev/shm")
+        self.dir = tempfile.TemporaryDirectory(prefix="pac-fuzz-", dir=shm if shm.is_dir() else None)
+        base = Path(self.dir.name)
+        self.did = dataset_id("sawyer", "stack", "mixed")
+        seed_root = base / "seed"
+        env = os.environ.get("MINARI_DATASETS_PATH")
+        try:
+            write_dataset(
+                self._episodes(), seed_root, "sawyer", "stack", "mixed", cameras=(self.CAMERA,), objects=False
+            )
+        finally:  # write_dataset points Minari at its root: put it back
+            if env is None:
+                os.environ.pop("MINARI_DATASETS_PATH", None)
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = env
+        data = seed_root / self.did / "data"
+        self.hdf5 = (data / "main_data.hdf5").read_bytes()
+        self.meta_text = (data / "metadata.json").read_bytes()
+        self.meta = json.loads(self.meta_text)
+        self.root = base / "root"
+        self.data = self.root / self.did / "data"
+        self.data.mkdir(parents=True)
+        self.path, self.meta_path = self.data / "main_data.hdf5", self.data / "metadata.json"
+        self.scratch = base / "scratch.hdf5"
+        self.objects, self.data_ranges = self._survey(data / "main_data.hdf5")
+        self.hotspots = sorted(
+            {m.start() for s in (*_HDF5_SIGNATURES, *_HDF5_NAMES) for m in re.finditer(re.escape(s), self.hdf5)}
+        )
+        self.structure = self._structure_offsets()
+
+    def _episodes(self) -> list[Any]:
+        from policies.data.collect import Episode, tokenizer
+
+        spec = tokenizer("sawyer", (self.CAMERA,), objects=False).spec
+        _, _, height, width = spec.image_shape
+        episodes = []
+        for index, steps in enumerate(self.LENGTHS):
+            proprio = np.zeros((steps + 1, spec.proprio_size), np.float32)
+            proprio[:, 0] = 100 * index + np.arange(steps + 1)
+            last = np.arange(steps) == steps - 1
+            t = np.arange(steps + 1)[:, None, None, None, None]
+            channel = 60 * np.arange(3)[None, None, :, None, None]
+            images = (np.add.outer(np.arange(height), np.arange(width)) + 40 * t + 7 * index + channel) % 256
+            instruction = np.full((steps + 1, spec.instruction_length), index + 1, np.int64)
+            episodes.append(
+                Episode(
+                    seed=index,
+                    observations={"proprio": proprio, "instruction": instruction, "images": images.astype(np.uint8)},
+                    actions=np.full((steps, 5), index + 0.5, np.float32),
+                    rewards=np.arange(1, steps + 1, dtype=np.float32),
+                    terminations=last & (index != 1),
+                    truncations=last & (index == 1),
+                    shaped=np.full(steps, 10.0 * index + 7, np.float32),
+                    success=index != 1,
+                    quality="mixed",
+                )
+            )
+        return episodes
+
+    def _survey(self, path: Path) -> tuple[list[str], list[tuple[int, int]]]:
+        """Every object's path, and the byte ranges of the datasets' raw data (the rest is HDF5 structure)."""
+        import h5py
+
+        objects, ranges = [""], []
+        with h5py.File(path, "r") as f:
+
+            def visit(name: str, obj: Any) -> None:
+                objects.append(name)
+                if isinstance(obj, h5py.Dataset):
+                    offset = obj.id.get_offset()
+                    if offset is not None:
+                        ranges.append((offset, obj.id.get_storage_size()))
+                    elif obj.chunks is not None:
+                        for i in range(obj.id.get_num_chunks()):
+                            info = obj.id.get_chunk_info(i)
+                            ranges.append((info.byte_offset, info.size))
+
+            f.visititems(visit)
+        return objects, sorted(ranges)
+
+    def _structure_offsets(self) -> list[int]:
+        inside = np.zeros(len(self.hdf5), bool)
+        for start, size in self.data_ranges:
+            inside[start : start + size] = True
+        return np.flatnonzero(~inside).tolist()
+
+    # --- generating
+    def _offset(self, rng: random.Random) -> int:
+        r = rng.random()
+        if r < 0.35:
+            return rng.choice(self.structure)
+        if r < 0.6 and self.hotspots:
+            return min(len(self.hdf5) - 1, rng.choice(self.hotspots) + rng.randrange(-8, 64))
+        if r < 0.85:
+            start, size = rng.choice(self.data_ranges)
+            return start + rng.randrange(max(1, size))
+        return rng.randrange(len(self.hdf5))
+
+    def _damage_bytes(self, rng: random.Random, data: bytes, ops: list[str]) -> bytes:
+        buf = bytearray(data)
+        op = rng.randrange(8)
+        at = min(self._offset(rng), max(0, len(buf) - 1))
+        if op <= 2:
+            bit = rng.randrange(8)
+            buf[at] ^= 1 << bit
+            ops.append(f"flip {at:#x} bit {bit}")
+        elif op == 3:
+            value = bytes([rng.choice(_MAGIC_BYTES)]) * rng.choice((1, 2, 4, 8))
+            buf[at : at + len(value)] = value
+            ops.append(f"write {value.hex()} at {at:#x}")
+        elif op == 4:
+            n = rng.choice((1, 8, 64, 512))
+            buf[at : at + n] = (
+                bytes(len(buf[at : at + n])) if rng.random() < 0.5 else rng.randbytes(len(buf[at : at + n]))
+            )
+            ops.append(f"zero/randomise {n} B at {at:#x}")
+        elif op == 5:
+            cut = rng.choice((at, rng.randrange(len(buf)), len(buf) - rng.randrange(1, 2048), 0, 8, 512))
+            del buf[max(0, cut) :]
+            ops.append(f"truncate at {max(0, cut):#x}")
+        elif op == 6:
+            src = self._offset(rng)
+            n = rng.choice((4, 8, 16, 64))
+            buf[at : at + n] = buf[src : src + n]
+            ops.append(f"copy {n} B from {src:#x} to {at:#x}")
+        else:
+            extra = rng.randbytes(rng.choice((1, 100, 4096))) if rng.random() < 0.5 else bytes(buf[:512])
+            buf += extra
+            ops.append(f"append {len(extra)} B")
+        return bytes(buf)
+
+    def _attr_value(self, rng: random.Random) -> Any:
+        return rng.choice(
+            (
+                0,
+                -1,
+                1,
+                2,
+                3,
+                2**31,
+                2**63 - 1,
+                np.int64(-5),
+                np.uint64(2**64 - 1),
+                1.0,
+                3.0,
+                math.nan,
+                math.inf,
+                True,
+                np.bool_(False),
+                "",
+                "3",
+                "x" * 3000,
+                "é",
+                b"\xff\xfe",
+                np.zeros(3),
+                np.array([1, 2], np.uint32),
+                np.zeros(0, np.int8),
+                np.array(["a", "b"], dtype=object),
+                np.zeros((2, 2)),
+                np.array(1.5, np.float16),
+                np.zeros(3, np.uint32),
+                "{}",
+                "[]",
+                "null",
+                '{"fields": {}, "attrs": {}}',
+            )
+        )
+
+    def _damage_h5(self, rng: random.Random, data: bytes, ops: list[str]) -> bytes:
+        """`data` changed through h5py (on a scratch copy): what an edit by hand, a crash or another tool does."""
+        import h5py
+
+        self.scratch.write_bytes(data)
+        episodes = [f"episode_{i}" for i in range(len(self.LENGTHS))]
+        with h5py.File(self.scratch, "r+") as f:
+            op = rng.randrange(12)
+            name = rng.choice(self.objects)
+            obj = f[name] if name else f
+            if op <= 1:  # an attribute deleted, or given another value
+                keys = list(obj.attrs)
+                key = rng.choice(keys) if keys and rng.random() < 0.85 else random_string(rng)[:20] or "x"
+                if rng.random() < 0.3 and key in obj.attrs:
+                    del obj.attrs[key]
+                    ops.append(f"del {name}@{key}")
+                else:
+                    value = self._attr_value(rng)
+                    obj.attrs[key] = value
+                    ops.append(f"set {name}@{key} = {value!r:.60}")
+            elif op == 2:  # the manifest's JSON changed
+                episode = f[rng.choice(episodes)]
+                manifest = json.loads(episode.attrs[self.integrity.MANIFEST_ATTR])
+                manifest = mutate_tree(rng, manifest, rng.choice((1, 1, 2)), wide_ints=True, binary=False)
+                episode.attrs[self.integrity.MANIFEST_ATTR] = _json(manifest, "{")
+                ops.append(f"manifest of {episode.name} mutated")
+            elif op == 3:  # a per-step checksum array changed
+                ds = f[f"{rng.choice(episodes)}/observations/images/{self.CAMERA}"]
+                crcs = np.array(ds.attrs[self.integrity.STEP_ATTR])
+                what = rng.randrange(4)
+                if what == 0 and crcs.size:
+                    crcs[rng.randrange(crcs.size)] ^= 1 << rng.randrange(32)
+                elif what == 1:
+                    crcs = crcs[:-1]
+                elif what == 2:
+                    crcs = crcs.astype(rng.choice((np.int64, np.float64, np.uint16)))
+                else:
+                    crcs = np.concatenate([crcs, crcs[:1]])
+                ds.attrs[self.integrity.STEP_ATTR] = crcs
+                ops.append(f"crc32 of {ds.name} = {crcs!r:.80}")
+            elif op == 4:  # a dataset's values changed in place, its checksums not
+                datasets = [n for n in self.objects if n and isinstance(f[n], h5py.Dataset)]
+                ds = f[rng.choice(datasets)]
+                if h5py.check_vlen_dtype(ds.dtype) is not None:
+                    row = np.array(ds[0])
+                    row[rng.randrange(row.size)] ^= 1
+                    ds[0] = row
+                else:
+                    values = ds[()]
+                    flat = values.reshape(-1)
+                    if flat.size:
+                        i = rng.randrange(flat.size)
+                        flat[i] = (not flat[i]) if values.dtype == bool else flat[i] + 1
+                    ds[...] = values
+                ops.append(f"values of {ds.name} changed")
+            elif op == 5:  # a dataset replaced by one of another dtype or shape
+                datasets = [n for n in self.objects if n and isinstance(f[n], h5py.Dataset)]
+                n = rng.choice(datasets)
+                values = f[n][()]
+                del f[n]
+                kind = rng.randrange(5)
+                if kind == 0:
+                    f[n] = (
+                        values.astype(rng.choice((np.float64, np.int32, np.uint8, bool)))
+                        if values.dtype != object
+                        else values[:1]
+                    )
+                elif kind == 1:
+                    f[n] = values[:-1]
+                elif kind == 2:
+                    f[n] = np.concatenate([values, values[:1]])
+                elif kind == 3:
+                    f[n] = values.reshape(len(values), -1)[:, :0] if values.ndim else values
+                else:
+                    f[n] = np.float64(1.0)
+                ops.append(f"{n} replaced (kind {kind})")
+            elif op == 6:  # an object deleted
+                n = rng.choice(self.objects[1:])
+                if n in f:
+                    del f[n]
+                ops.append(f"del {n}")
+            elif op == 7:  # episodes renamed or swapped
+                a, b = rng.sample(episodes, 2)
+                if rng.random() < 0.5:
+                    f.move(a, "tmp")
+                    f.move(b, a)
+                    f.move("tmp", b)
+                    ops.append(f"swap {a} {b}")
+                else:
+                    new = rng.choice(("episode_3", "episode_-1", "episode_01", "Episode_0", "x"))
+                    f.move(a, new)
+                    ops.append(f"move {a} -> {new}")
+            elif op == 8:  # a link where an object was
+                n = rng.choice(self.objects[1:])
+                if n in f:
+                    del f[n]
+                kind = rng.randrange(4)
+                if kind == 0:
+                    f[n] = h5py.SoftLink("/nowhere")
+                elif kind == 1:
+                    f[n] = h5py.ExternalLink("/nonexistent.h5", "/x")
+                elif kind == 2:
+                    other = rng.choice([o for o in self.objects[1:] if o != n and not o.startswith(n + "/")])
+                    if other in f:
+                        f[n] = f[other]  # a hard link to another object
+                else:
+                    f[n] = h5py.SoftLink("/" + n)  # a cycle
+                ops.append(f"{n} -> link kind {kind}")
+            elif op == 9:  # something extra
+                parent = rng.choice([o for o in self.objects if not o or isinstance(f[o], h5py.Group)])
+                where = f[parent] if parent else f
+                extra = rng.choice(("extra", "episode_3", "infos", "images", "actions2"))
+                if extra not in where:
+                    if rng.random() < 0.5:
+                        where.create_group(extra)
+                    else:
+                        where[extra] = np.zeros(rng.choice((0, 3, 4)))
+                ops.append(f"add {parent}/{extra}")
+            elif op == 10:  # unsealed: no checksums anywhere (a file written before them, or stripped)
+                f.attrs.pop(self.integrity.FORMAT_ATTR, None) if hasattr(f.attrs, "pop") else None
+                if self.integrity.FORMAT_ATTR in f.attrs:
+                    del f.attrs[self.integrity.FORMAT_ATTR]
+                for e in episodes:
+                    if e in f and self.integrity.MANIFEST_ATTR in f[e].attrs:
+                        del f[e].attrs[self.integrity.MANIFEST_ATTR]
+                ops.append("unsealed")
+            else:  # a whole episode's group replaced by something else
+                e = rng.choice(episodes)
+                del f[e]
+                if rng.random() < 0.5:
+                    f[e] = np.zeros(3)
+                else:
+                    f.create_group(e)
+                ops.append(f"{e} emptied or a dataset")
+        return self.scratch.read_bytes()
+
+    def _damage_meta(self, rng: random.Random, ops: list[str]) -> bytes:
+        r = rng.random()
+        if r < 0.4:
+            key = rng.choice(("total_episodes", "total_steps", "dataset_id"))
+            value = rng.choice((None, True, 3.0, "3", -1, 0, 2, 4, 7, 9, 2**64, 10**400, [], {}, math.nan))
+            meta = dict(self.meta)
+            if rng.random() < 0.2:
+                meta.pop(key, None)
+                ops.append(f"meta: del {key}")
+            else:
+                meta[key] = value
+                ops.append(f"meta: {key} = {value!r:.40}")
+            return _json(meta, "{").encode()
+        if r < 0.7:
+            ops.append("meta: tree mutated")
+            meta = mutate_tree(rng, self.meta, rng.choice((1, 2)), wide_ints=True, binary=False)
+            return _json(meta, "[").encode("utf-8", "surrogatepass")
+        ops.append("meta: bytes mutated")
+        return mutate_bytes(rng, self.meta_text)
+
+    def generate(self, rng: random.Random) -> DatasetCase:
+        ops: list[str] = []
+        hdf5, meta = self.hdf5, self.meta_text
+        r = rng.random()
+        if r < 0.5:
+            for _ in range(rng.choice((1, 1, 1, 2, 3))):
+                hdf5 = self._damage_bytes(rng, hdf5, ops)
+        elif r < 0.8:
+            hdf5 = self._damage_h5(rng, hdf5, ops)
+        elif r < 0.92:
+            meta = self._damage_meta(rng, ops)
+        elif r < 0.95:
+            hdf5 = self._damage_h5(rng, hdf5, ops)
+            hdf5 = self._damage_bytes(rng, hdf5, ops)
+        else:
+            ops.append("unchanged")
+        steps = tuple(rng.randrange(n + 1) for n in self.LENGTHS)
+        return DatasetCase(ops, hdf5, meta, steps)
+
+    # --- checking
+    def _read_all(self, steps: tuple[int, ...]) -> list[Any]:
+        """All the reader gives: lengths, sealed, layout, every episode's arrays (both rewards) and one frame each."""
+        reader = self.reader_cls(self.root, self.did)
+        try:
+            out: list[Any] = [reader.lengths, reader.sealed, reader.layout, len(reader)]
+            for i in range(len(reader)):
+                for reward in ("sparse", "shaped"):
+                    a = reader.arrays(i, reward)
+                    out += [a.observations, a.actions, a.rewards, a.terminations, a.truncations]
+                out.append(reader.frames(i, steps[i] if i < len(steps) else 0))
+            return out
+        finally:
+            reader.close()
+
+    def check(self, case: DatasetCase) -> str:
+        self.path.write_bytes(case.hdf5)
+        self.meta_path.write_bytes(case.meta)
+        self.dataset._SOUND.clear()  # each input checked afresh, whatever its mtime
+        full = None
+        try:
+            self.dataset.check_dataset(self.root, self.did, data=True)  # what open_dataset checks first
+        except self.typed as exc:
+            full = exc
+        self.dataset._SOUND.clear()
+        seed_steps = case.steps
+        try:
+            read = self._read_all(seed_steps)
+        except self.typed:
+            if full is None:
+                raise
+            raise full from None
+        original = self._original(seed_steps)
+        if not _same(read, original):
+            if not read[1]:  # unsealed: no checksums to check the data against (warned, by design)
+                return "accepted_unsealed_altered" if full is None else "rejected:" + self.reason(full)
+            raise InvariantBroken("altered_data_read", f"{case.ops[:3]}", "reader")
+        if full is not None:  # what the reader read is sound; the whole check found damage elsewhere
+            raise full
+        return "accepted"
+
+    def _original(self, steps: tuple[int, ...]) -> list[Any]:
+        cache = getattr(self, "_originals", None)
+        if cache is None:
+            cache = self._originals = {}
+        if steps not in cache:
+            self.path.write_bytes(self.hdf5)
+            self.meta_path.write_bytes(self.meta_text)
+            self.dataset._SOUND.clear()
+            cache[steps] = self._read_all(steps)
+        return cache[steps]
+
+    def reason(self, exc: BaseException) -> str:
+        text = str(exc).replace(str(self.path), "<file>").replace(str(self.meta_path), "<metadata>")
+        lines = text.split("\n")
+        several = len(lines) > 1 and "corrupt episodes" in lines[0]
+        text = lines[1].strip() if several else lines[0]
+        text = re.sub(r"^<file>:? ?", "", text)
+        text = re.sub(r"episode \d+, ", "", text)
+        text = re.sub(r"\((\w+(?:Error|Exception)): .*", r"(\1)", text)  # h5py's message: keep its type
+        text = re.sub(r" \((?:stored|sealed|has|\d).*", "", text)
+        text = _normalise(text)
+        return ("several episodes; " if several else "") + text
+
+    def detail(self, exc: BaseException) -> str:
+        return self.reason(exc)
+
+    def close(self) -> None:
+        self.dir.cleanup()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and not isinstance(a, str):
+        return isinstance(b, type(a)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    return bool(a == b)
+
+
+# ------------------------------------------------------------------------------------------------ control
+
+
+class _ControlLoop:
+    """What ControlServer reads of a ControlLoop: the guard (a real SafetyStateMachine, watchdogs, session),
+    the tick count, the last tick's inputs, the driver clock and stop()."""
+
+    def __init__(self, safety: Any, watchdogs: Any, await_reset: bool, last_inputs: Any) -> None:
+        from types import SimpleNamespace
+
+        self.guard = SimpleNamespace(safety=safety, watchdogs=watchdogs, session="me")
+        self.link = SimpleNamespace(now_ns=lambda: 123)
+        self.await_reset, self.last_inputs = await_reset, last_inputs
+        self.ticks, self.stop_reason = 7, ""
+
+    def stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+
+
+_CONTROL_ATTACKS = (
+    b"",
+    b"{}",
+    b"[]",
+    b"null",
+    b'"status"',
+    b"1e999",
+    b"NaN",
+    b'{"verb": "status", "verb": "reset"}',
+    b'{"verb": "reset", "operator": "ana", "reason": "x", "verb": "status"}',
+    b'{"verb": "STATUS"}',
+    b'{"verb": "status "}',
+    b'{"verb": ["status"]}',
+    b'{"verb": {"status": 1}}',
+    b'{"verb": null}',
+    b'{"verb": "estop", "operator": "\\ud800", "reason": "x"}',
+    b'{"verb": "estop", "operator": "ana\\u2028", "reason": "x"}',
+    b'{"verb": "estop", "operator": "ana", "reason": "a\\u0000b"}',
+    b'{"verb": "estop", "operator": "   ", "reason": "x"}',
+    b'{"verb": "estop", "operator": 5, "reason": "x"}',
+    b'{"verb": "stop", "operator": "ana", "reason": "' + b"x" * 501 + b'"}',
+    b'{"verb": "reset", "operator": "ana", "reason": "x", "extra": 1}',
+    b'{"verb": "status", "operator": "ana"}',
+    b"\xef\xbb\xbf" + b'{"verb": "status"}',
+    b'{"verb": "st\xc3atus"}',
+    b'{"verb": "\xed\xa0\x80"}',
+    b"[" * 1000 + b"]" * 1000,
+    b'{"verb": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    b'{"verb": ' + b'{"a":' * 300 + b"1" + b"}" * 301,
+    b'{"verb": "status", "x": ' + b"[" * 900 + b"]" * 900 + b"}",
+    b'{"verb": ' + b"9" * 1900 + b"}",
+    b'{"verb": "stop", "operator": "ana", "reason": "x"}' + b" " * 2000,
+)
+
+
+class ControlTarget(Target):
+    """pac-run's control endpoint (`ControlServer._answer`, what `serve` calls for each received request) on
+    mutated request frames, with a real SafetyStateMachine behind it in every state. Accepted: a verb answered
+    (done or refused, with its reply); rejected: a BadRequest reason, as counted in the run summary. A bug: an
+    exception, an `internal` reply, a reply that is not JSON, a count that did not move, or the safety state
+    changed by anything but a valid reset or estop."""
+
+    name = "control"
+
+    def __init__(self) -> None:
+        from runtime import control
+        from runtime.safety.watchdogs import WatchdogConfig
+
+        self.control = control
+        self.typed = (control.BadRequest,)
+        self.watchdogs = WatchdogConfig()
+        logging.getLogger(control.__name__).setLevel(logging.CRITICAL)  # a line per request otherwise
+        logging.getLogger("runtime.safety.state_machine").setLevel(logging.CRITICAL)
+        self.dir = tempfile.TemporaryDirectory(prefix="pac-fuzz-")
+        self.server = control.ControlServer(f"ipc://{self.dir.name}/c.ctl")
+        self.seeds = [control.encode_request("status")]
+        for verb in control.ACTIONS:
+            self.seeds += [
+                control.encode_request(verb, "ana", "cube jammed"),
+                control.encode_request(verb, "Zoë", "é" * 10),
+            ]
+
+    def _setup(self, rng: random.Random) -> dict[str, Any]:
+        return {
+            "state": rng.choice(("STARTING", "READY", "RUNNING", "HOLD", "FAULT", "ESTOP", "FAULT", "ESTOP")),
+            "await_reset": rng.random() < 0.8,
+            "inputs": rng.choice((None, "quiet", "lost", "estop_pressed", "other_holder")),
+        }
+
+    def _loop(self, setup: dict[str, Any]) -> _ControlLoop:
+        from runtime.link import Inputs
+        from runtime.safety.causes import Cause, CauseKind
+        from runtime.safety.state_machine import SafetyStateMachine
+
+        safety = SafetyStateMachine()
+        state = setup["state"]
+        if state != "STARTING":
+            safety.ready(0, 0)
+        if state in ("RUNNING", "HOLD"):
+            safety.update({Cause(CauseKind.STALE, "state")} if state == "HOLD" else set(), 1, 1)
+        elif state == "FAULT":
+            safety.latch(Cause(CauseKind.NON_FINITE, "action"), 1, 1)
+        elif state == "ESTOP":
+            safety.latch(Cause(CauseKind.ESTOP, "driver"), 1, 1)
+        inputs = None
+        kind = setup["inputs"]
+        if kind is not None:
+            from types import SimpleNamespace
+
+            from robots.contract.link import DriverFault
+
+            faults = [DriverFault.ESTOP] if kind == "estop_pressed" else []
+            status = SimpleNamespace(holder="them" if kind == "other_holder" else "me", faults=faults)
+            silent = 10**10 if kind == "lost" else 0
+            inputs = Inputs(0, None, status, {}, silent)
+        return _ControlLoop(safety, self.watchdogs, setup["await_reset"], inputs)
+
+    def generate(self, rng: random.Random) -> Any:
+        seed = rng.choice(self.seeds)
+        r = rng.random()
+        if r < 0.35:
+            body = mutate_tree(rng, json.loads(seed), rng.choice((1, 1, 2, 3)), wide_ints=True, binary=False)
+            try:
+                text = json.dumps(body, ensure_ascii=rng.random() < 0.5)
+            except (ValueError, RecursionError):
+                text = seed.decode()
+            frames = [text.encode("utf-8", "surrogatepass")]
+        elif r < 0.6:
+            data = seed
+            for _ in range(rng.choice((1, 1, 2, 4))):
+                data = mutate_bytes(rng, data)
+            frames = [data]
+        elif r < 0.72:
+            frames = [rng.choice(_CONTROL_ATTACKS)]
+        elif r < 0.8:
+            op = rng.randrange(4)
+            if op == 0:
+                frames = []
+            elif op == 1:
+                frames = [seed, seed] if rng.random() < 0.5 else [seed, b""]
+            elif op == 2:
+                frames = [seed + b" " * (self.control.MAX_REQUEST_BYTES + 1 - len(seed))]
+            else:
+                frames = [b"x" * rng.choice((self.control.MAX_REQUEST_BYTES, 2 * 10**4, self.control.MAX_FRAME_BYTES))]
+        elif r < 0.88:
+            frames = [rng.randbytes(rng.choice((0, 1, 8, 100, 2048)))]
+        else:
+            frames = [seed]
+        return (frames, self._setup(rng))
+
+    def check(self, case: Any) -> str:
+        frames, setup = case
+        loop = self._loop(setup)
+        safety = loop.guard.safety
+        before = (safety.state, safety.fault_cause, len(safety.transitions))
+        rejected, actions = sum(self.server.rejected.values()), len(self.server.actions)
+        reply = self.server._answer(list(frames), loop)
+        after = (safety.state, safety.fault_cause, len(safety.transitions))
+        try:
+            sent = json.loads(json.dumps(reply))  # what serve() sends: it must encode
+        except (TypeError, ValueError) as exc:
+            raise InvariantBroken("reply_not_json", repr(exc)) from exc
+        if not isinstance(sent, dict) or not isinstance(sent.get("ok"), bool):
+            raise InvariantBroken("reply_malformed", f"{sent!r:.100}")
+        counted = sum(self.server.rejected.values()) - rejected
+        acted = len(self.server.actions) - actions
+        verb = sent.get("verb")
+        if sent.get("error") == "internal":
+            raise InvariantBroken("internal_error", sent.get("detail", ""), str(verb))
+        if "error" in sent:
+            if counted != 1 or acted or before != after or loop.stop_reason:
+                raise InvariantBroken("rejection_acted", f"{sent} counted {counted} acted {acted}")
+            raise self.control.BadRequest(sent["error"], str(sent.get("detail", "")))
+        if verb not in self.control.VERBS or counted:
+            raise InvariantBroken("answer_uncounted", f"{sent!r:.100}")
+        if acted != (verb in self.control.ACTIONS):
+            raise InvariantBroken("action_not_recorded", f"{verb}: {acted} actions recorded")
+        if acted:
+            action = self.server.actions[-1]
+            for text, limit in ((action.operator, self.control.MAX_OPERATOR_CHARS), (action.reason, 500)):
+                if not text or len(text) > limit or not text.isprintable():
+                    raise InvariantBroken("action_text_unchecked", f"{text!r:.80}", verb)
+        changed = before != after
+        if changed and not (sent["ok"] and verb in ("reset", "estop")):
+            raise InvariantBroken("state_changed", f"{before[0]} -> {after[0]} by {verb}", str(verb))
+        if verb == "reset" and sent["ok"] and after[0].value != "READY":
+            raise InvariantBroken("reset_not_ready", f"{after[0]}", verb)
+        if verb == "estop" and after[0].value != "ESTOP":
+            raise InvariantBroken("estop_not_latched", f"{after[0]}", verb)
+        if bool(loop.stop_reason) != (verb == "stop"):
+            raise InvariantBroken("stop_mismatch", f"{verb}: {loop.stop_reason!r}", str(verb))
+        if len(self.server.actions) > 1000:
+            self.server.actions.clear()
+        return f"{verb}:{'done' if sent['ok'] else 'refused'}"
+
+    def close(self) -> None:
+        self.server.close()
+        self.dir.cleanup()
+
+
 # ------------------------------------------------------------------------------------------------- runner
 
 
@@ -1273,6 +1937,8 @@ def make_target(name: str) -> Target:
         "config": ConfigTarget,
         "metadata": MetadataTarget,
         "driver": DriverTarget,
+        "dataset": DatasetTarget,
+        "control": ControlTarget,
     }[name]()
 
 

@@ -25,7 +25,7 @@ from robots.contract import wire
 from runtime.config import ConfigError, load_config
 
 CI_HANG_S = 3.0  # the benchmark's 1 s, with room for a shared CI machine; a real hang is minutes
-BUDGETS = {"wire": 600, "receiver": 200, "config": 300, "metadata": 400, "driver": 200}
+BUDGETS = {"wire": 600, "receiver": 200, "config": 300, "metadata": 400, "driver": 200, "dataset": 150, "control": 400}
 MESSAGE_BUDGET = 150  # per message type
 
 # signature (benchmarks.fuzz.signature) → the strict xfail that pins it
