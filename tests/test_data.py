@@ -144,6 +144,10 @@ def test_reader_refuses_a_damaged_frame_naming_it(dataset, tmp_path, damage, mes
     with h5py.File(tmp_path / DID / "data" / "main_data.hdf5", "a") as f:
         frames = f["episode_0/observations/images/front_right"]
         frames[5] = damage(frames[5]).astype(np.uint8)
+    with pytest.raises(DatasetError, match=rf"episode 0, field 'observations/images/front_right', step 5: {message}"):
+        EpisodeReader(tmp_path, DID, spec)  # the file's CRC-32 fails on open; the full survey names the frame
+    meta = tmp_path / DID / "data" / "metadata.json"  # a file without it (from before): the read names the frame
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "pac_file_crc32"}))
     reader = EpisodeReader(tmp_path, DID, spec)
     reader.frames(0, 4)
     with pytest.raises(FrameError, match=rf"episode 0, field 'observations/images/front_right', step 5: {message}"):

@@ -19,7 +19,7 @@ from policies.data.collect import Episode, main, tokenizer, write_dataset
 from policies.data.dataset import DatasetError, check_dataset, open_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.frames import FrameError
-from policies.data.integrity import FORMAT_ATTR, MANIFEST_ATTR, STEP_ATTR, UncheckedDataWarning
+from policies.data.integrity import FILE_CRC_KEY, FORMAT_ATTR, MANIFEST_ATTR, STEP_ATTR, UncheckedDataWarning
 from tests.test_data import DID, synthetic_episode
 
 CAMERA = "front_left"
@@ -208,24 +208,38 @@ def test_metadata_of_the_wrong_type_is_named(copy):
         EpisodeReader(copy, DID)
 
 
-def test_flipped_bytes_in_an_array_are_named_when_the_episode_is_read(copy):
+def test_flipped_bytes_in_an_array_are_named_when_the_dataset_is_opened(copy):
+    """The whole file's CRC-32 fails on open; the guarded survey then names the episode and field."""
     flip(copy / HDF5, offset_of(copy / HDF5, "episode_1/observations/proprio") + 8)
-    reader = EpisodeReader(copy, DID)  # the structure is sound: opening reads no array
-    reader.arrays(0)
     message = r"episode 1, field 'observations/proprio': checksum mismatch \(stored crc32 0x[0-9a-f]{8}, read 0x"
     with pytest.raises(DatasetError, match=message):
-        reader.arrays(1)
+        EpisodeReader(copy, DID)
     with pytest.raises(DatasetError, match=message):
         check_dataset(copy, DID, data=True)
 
 
+def drop_file_crc(root: Path) -> None:
+    """Remove the whole file's CRC-32 from metadata.json, as a dataset written before it lacks it."""
+    meta = root / HDF5.parent / "metadata.json"
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != FILE_CRC_KEY}))
+
+
+def test_flipped_bytes_in_an_array_of_an_unsealed_file_are_named_when_the_episode_is_read(copy):
+    """Without the file's CRC-32 (a dataset from before it), opening reads no array: the read names the damage."""
+    drop_file_crc(copy)
+    flip(copy / HDF5, offset_of(copy / HDF5, "episode_1/observations/proprio") + 8)
+    reader = EpisodeReader(copy, DID)
+    reader.arrays(0)
+    message = r"episode 1, field 'observations/proprio': checksum mismatch \(stored crc32 0x[0-9a-f]{8}, read 0x"
+    with pytest.raises(DatasetError, match=message):
+        reader.arrays(1)
+
+
 def test_flipped_bytes_in_a_jpeg_frame_are_named_with_their_step(copy):
     flip(copy / HDF5, frame_offset(copy / HDF5, 1, 2), bit=3)
-    reader = EpisodeReader(copy, DID)
-    reader.frames(1, 1)
     message = r"episode 1, field 'observations/images/front_left', step 2: checksum mismatch"
-    with pytest.raises(FrameError, match=message):
-        reader.frames(1, 2)
+    with pytest.raises(DatasetError, match=message):
+        EpisodeReader(copy, DID)
     with pytest.raises(DatasetError, match=message):
         check_dataset(copy, DID, data=True)
 
@@ -242,8 +256,8 @@ def test_a_rewritten_frame_is_named(copy, damage, message):
     with h5py.File(copy / HDF5, "a") as f:
         frames = f[f"episode_0/observations/images/{CAMERA}"]
         frames[3] = damage(frames[3])
-    with pytest.raises(FrameError, match=rf"episode 0, field 'observations/images/front_left', step 3: {message}"):
-        EpisodeReader(copy, DID).frames(0, 3)
+    with pytest.raises(DatasetError, match=rf"episode 0, field 'observations/images/front_left', step 3: {message}"):
+        EpisodeReader(copy, DID)  # the file's CRC-32 fails on open; the guarded survey names the frame
 
 
 def test_damaged_per_step_checksums_are_named(copy):
@@ -257,7 +271,8 @@ def test_damaged_per_step_checksums_are_named(copy):
 def test_the_full_check_names_every_corrupt_episode(copy, capsys):
     flip(copy / HDF5, offset_of(copy / HDF5, "episode_0/actions"))
     flip(copy / HDF5, frame_offset(copy / HDF5, 2, 0))
-    EpisodeReader(copy, DID)
+    with pytest.raises(DatasetError, match="2 corrupt episodes"):
+        EpisodeReader(copy, DID)  # the file's CRC-32 fails on open: every episode is read to name the damage
     with pytest.raises(DatasetError, match="2 corrupt episodes") as report:
         check_dataset(copy, DID, data=True)
     assert "episode 0, field 'actions': checksum mismatch" in str(report.value)
@@ -269,6 +284,7 @@ def test_the_full_check_names_every_corrupt_episode(copy, capsys):
 
 
 def test_a_dataset_from_before_checksums_has_its_structure_checked_and_is_warned_about_once(copy):
+    drop_file_crc(copy)
     with h5py.File(copy / HDF5, "a") as f:
         del f.attrs[FORMAT_ATTR]
         for i in range(len(LENGTHS)):

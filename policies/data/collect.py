@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from policies.data.dataset import DatasetError, locate_dataset, survey_dataset
 from policies.data.frames import FRAMES, image_space, write_frames
-from policies.data.integrity import FORMAT_ATTR, seal
+from policies.data.integrity import FILE_CRC_KEY, FORMAT_ATTR, file_crc32, seal
 from policies.spec import ObservationSpec, observation_spec, scene_objects
 from policies.tokenizer.language import InstructionTokenizer
 from policies.tokenizer.observation import ObservationTokenizer
@@ -217,7 +217,8 @@ def write_dataset(
             for i, e in enumerate(episodes):
                 write_frames(f[f"episode_{i}/observations"], e.observations["images"], tok.spec.cameras)
         seal(f)
-    dataset.storage.update_metadata({"dataset_size": dataset.storage.get_size()})
+    data_file = Path(dataset.storage.data_path) / "main_data.hdf5"
+    dataset.storage.update_metadata({"dataset_size": dataset.storage.get_size(), FILE_CRC_KEY: file_crc32(data_file)})
     return dataset
 
 

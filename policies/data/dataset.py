@@ -13,6 +13,7 @@ data as it reads it; `pac-collect --check` reads every episode and names every c
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -78,13 +79,74 @@ def survey_dataset(
     root: Path, dataset_id: str, spec: ObservationSpec | None = None, data: bool = False
 ) -> tuple[Path, list[DatasetError]]:
     """The HDF5 file and one DatasetError per corrupt episode (as `check_dataset`); a problem with the whole
-    file (its metadata, its HDF5 structure, the observations against `spec`) raises instead."""
+    file (its metadata, its HDF5 structure, the observations against `spec`) raises instead.
+
+    A file whose bytes no longer match the CRC-32 written with it is damaged somewhere: it is surveyed in a
+    child process with a time limit, since some damage to HDF5's own structures makes libhdf5 loop for ever."""
     root = Path(root)
     path = _data_file(root, dataset_id)
     meta_path = path.with_name("metadata.json")
     if not path.is_file() or not meta_path.is_file():
         raise DatasetError(f"dataset {dataset_id!r} not found: no {path} (collect one with pac-collect)")
-    expected, total_steps = _metadata(meta_path)
+    expected, total_steps, stored_crc = _metadata(meta_path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if stored_crc is not None and key not in _SOUND and (read := _integrity.file_crc32(path)) != stored_crc:
+        detail = f"stored crc32 {stored_crc:#010x}, read {read:#010x}"
+        return path, _survey_guarded(path, expected, total_steps, spec, data, detail)
+    return path, _survey(path, expected, total_steps, spec, data, key)
+
+
+# A damaged file's survey in a child process: past this (2 s, plus 1 s per 5 MB read) HDF5 is taken to hang on it.
+SURVEY_TIMEOUT_S, SURVEY_BYTES_PER_S = 2.0, 5e6
+
+
+def _survey_guarded(
+    path: Path, expected: int, total_steps: int, spec: ObservationSpec | None, data: bool, detail: str
+) -> list[DatasetError]:
+    """`_survey` of a damaged file, all of its data read, in a forked child killed after SURVEY_TIMEOUT_S: the
+    episodes and fields it names, or one DatasetError for the file when HDF5 cannot read it at all."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            problems = _survey(path, expected, total_steps, spec, True, None)  # every byte read: name the damage
+            send.send(("problems", [str(p) for p in problems]))
+        except DatasetError as exc:
+            send.send(("error", str(exc)))
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    try:
+        timeout_s = SURVEY_TIMEOUT_S + path.stat().st_size / SURVEY_BYTES_PER_S
+        answer = receive.recv() if receive.poll(timeout_s) else None
+    except EOFError:  # the child died (libhdf5 can abort on a damaged file)
+        answer = None
+    finally:
+        proc.kill()
+        proc.join()
+    if answer is None:
+        raise DatasetError(
+            f"{path}: damaged (its bytes do not match the checksum written with it: {detail}) and HDF5 cannot read "
+            f"it within {timeout_s:.0f} s; re-collect the dataset"
+        )
+    kind, text = answer
+    if kind == "error":
+        raise DatasetError(f"{text} (file checksum: {detail})")
+    if not text:  # damage outside every episode's checked contents: still not the file that was written
+        raise DatasetError(f"{path}: damaged outside its episodes' checked contents ({detail}); re-collect the dataset")
+    return [DatasetError(t) for t in text]
+
+
+def _survey(
+    path: Path,
+    expected: int,
+    total_steps: int,
+    spec: ObservationSpec | None,
+    data: bool,
+    key: tuple[str, int, int] | None,
+) -> list[DatasetError]:
     problems: list[DatasetError] = []
     try:
         with h5py.File(path, "r") as f:
@@ -94,11 +156,9 @@ def survey_dataset(
             if unexpected := sorted(set(episodes) - {f"episode_{i}" for i in range(expected)}):
                 raise DatasetError(f"{path}: {unexpected} where episodes 0..{expected - 1} belong")
             sealed = _integrity.file_format(path, f, episodes) is not None
-            stat = path.stat()
-            key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-            if data or key not in _SOUND:
+            if data or key is None or key not in _SOUND:
                 problems, first = _check_episodes(path, f, total_steps, sealed, data)
-                if not problems:
+                if not problems and key is not None:
                     _SOUND.add(key)
             else:
                 first = 0
@@ -108,7 +168,7 @@ def survey_dataset(
         raise
     except _integrity.UNREADABLE as exc:  # damage outside any episode: the superblock, the root group
         raise DatasetError(f"{path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from exc
-    return path, problems
+    return problems
 
 
 # Files whose every episode was found sound in this process, by (path, mtime, size): the trainer opens one
@@ -137,17 +197,20 @@ def _check_episodes(
     return problems, reference and reference.index
 
 
-def _metadata(meta_path: Path) -> tuple[int, int]:
-    """(total_episodes, total_steps) of a Minari metadata file, each an integer."""
+def _metadata(meta_path: Path) -> tuple[int, int, int | None]:
+    """(total_episodes, total_steps, the data file's CRC-32 or None) of a Minari metadata file, each checked."""
     try:
         meta = json.loads(meta_path.read_text())
         counts = meta["total_episodes"], meta["total_steps"]
-    except (ValueError, KeyError, TypeError) as exc:
+        crc = meta.get(_integrity.FILE_CRC_KEY)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DatasetError(f"{meta_path} is not a Minari metadata file: {exc!r}") from exc
     for name, value in zip(("total_episodes", "total_steps"), counts, strict=True):
         if type(value) is not int or value < 0:
             raise DatasetError(f"{meta_path}: {name!r} is {value!r}, not a non-negative integer")
-    return counts
+    if crc is not None and (type(crc) is not int or not 0 <= crc < 2**32):
+        raise DatasetError(f"{meta_path}: {_integrity.FILE_CRC_KEY!r} is {crc!r}, not a CRC-32")
+    return (*counts, crc)
 
 
 def _check_observations(path: Path, obs, spec: ObservationSpec | None) -> None:
