@@ -370,6 +370,8 @@ def _match_manifest(path: Path, index: int, manifest: Manifest, contents: _Conte
             raise _error(path, index, f"field {field!r}", f"{dtype} {shape}, sealed as {sealed.dtype} {sealed.shape}")
     for obj in sorted(manifest.attrs.keys() | contents.attrs.keys()):
         sealed, read = json.loads(manifest.attrs.get(obj, "{}")), json.loads(contents.attrs.get(obj, "{}"))
+        if not isinstance(sealed, dict) or not isinstance(read, dict):  # a damaged manifest (found by the fuzzer)
+            raise _error(path, index, f"attributes of {obj!r}", f"damaged checksum record {_short(sealed)}")
         for name in sorted(sealed.keys() | read.keys()):
             if _canonical(sealed.get(name)) != _canonical(read.get(name)):
                 where = f"attribute {name!r}" + (f" of {obj!r}" if obj else "")
@@ -422,3 +424,9 @@ def _str(value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{value!r} is not a string")
     return value
+
+
+def _short(value, limit: int = 80) -> str:
+    """A bounded repr for messages: a damaged record may be long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
