@@ -152,6 +152,10 @@ DAMAGE = {
         r"episode 0, attribute 'height' of 'observations/images': '128', sealed as 128",
     ),
     "checksums not JSON": (_set("episode_1", MANIFEST_ATTR, "{"), r"episode 1, attribute 'pac_checksums': damaged"),
+    "checksums' attrs a list": (  # found by the dataset fuzzer: AttributeError before
+        _set("episode_1", MANIFEST_ATTR, '{"fields": {}, "attrs": []}'),
+        r"episode 1, attribute 'pac_checksums': damaged",
+    ),
     "checksums deleted": (
         lambda f: f["episode_2"].attrs.__delitem__(MANIFEST_ATTR),
         r"episode 2, attribute 'pac_checksums': missing",

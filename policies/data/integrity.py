@@ -212,7 +212,7 @@ def manifest_of(path: Path, group: h5py.Group, index: int) -> Manifest:
             for k, v in data["fields"].items()
         }
         attrs = {str(k): _canonical(v) for k, v in data["attrs"].items()}
-    except (*UNREADABLE, json.JSONDecodeError) as exc:
+    except (*UNREADABLE, json.JSONDecodeError, AttributeError) as exc:  # AttributeError: "fields" or "attrs" no map
         raise _error(path, index, where, f"damaged ({type(exc).__name__}: {exc})") from exc
     return Manifest(fields, attrs)
 
