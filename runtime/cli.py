@@ -19,16 +19,15 @@ import argparse
 import logging
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from policies.spec import ObservationSpec, action_spec
 from robots.contract.client import DriverClient, DriverUnavailable
-from robots.contract.security import NO_KEYS, LinkRefused
+from robots.contract.security import LinkRefused
 from robots.sim.process import start_sim, stop_sim
 from robots.spec import ARMS, load_spec
 from runtime.clock import MONOTONIC, Clock
-from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides
+from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides, with_own_sim
 from runtime.control import ControlError, ControlServer, default_endpoint
 from runtime.guard import Guard
 from runtime.inference.loader import LoadedPolicy, PolicyRefused, load_policy, read_metadata
@@ -218,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"operator control: {control.endpoint}  (pac-ctl --control {control.endpoint} status)", flush=True)
         obs = policy.metadata.observation
         try:
-            if args.sim:  # a sim of our own, on loopback and without keys: the config's keys are for its driver
+            if args.sim:  # a sim of our own (config.with_own_sim)
                 sim, pub, cmd = start_sim(config.robot, *sim_flags(obs, args.lockstep), capture=False, nice=10)
-                config = with_endpoints(replace(config, link=replace(config.link, security=NO_KEYS)), pub, cmd)
+                config = with_own_sim(config, pub, cmd)
             config = with_endpoints(config, args.pub, args.cmd)
             client = DriverClient.for_link(config.link, source="pac-run")
         except LinkRefused as exc:  # an off-host endpoint without keys, a socket directory others can enter

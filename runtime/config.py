@@ -20,7 +20,7 @@ import yaml
 
 from policies.spec import DECODINGS
 from robots.contract.link import DEFAULT_LINK, MOTION_MODES, LinkConfig, Mode
-from robots.contract.security import local_endpoints
+from robots.contract.security import NO_KEYS, local_endpoints
 from robots.tasks.tasks import TASKS
 from runtime.safety.watchdogs import WatchdogConfig
 
@@ -175,3 +175,9 @@ def with_endpoints(config: RunConfig, pub: str | None, cmd: str | None) -> RunCo
     local_pub, local_cmd = local_endpoints(config.robot)
     link = replace(link, pub_endpoint=link.pub_endpoint or local_pub, cmd_endpoint=link.cmd_endpoint or local_cmd)
     return replace(config, link=link)
+
+
+def with_own_sim(config: RunConfig, pub: str, cmd: str) -> RunConfig:
+    """The config for a sim this process started itself on `pub`/`cmd`: private ipc sockets, no keys (the
+    config's keys are for its real driver)."""
+    return with_endpoints(replace(config, link=replace(config.link, security=NO_KEYS)), pub, cmd)

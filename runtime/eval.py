@@ -44,12 +44,12 @@ from tqdm import tqdm
 
 from policies.spec import DECODINGS
 from robots.contract.client import DriverClient, DriverUnavailable
-from robots.contract.security import NO_KEYS, private_endpoint
+from robots.contract.security import private_endpoint
 from robots.sim.process import stop_sim
 from robots.spec import ARMS, load_spec
 from robots.tasks.tasks import TASKS
 from runtime.cli import EXIT_OK, EXIT_REFUSED, build_loop, claim_arm, open_policy
-from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides
+from runtime.config import ConfigError, RunConfig, load_config, with_overrides, with_own_sim
 from runtime.inference.loader import LoadedPolicy, PolicyRefused
 from runtime.inference.providers import ProviderUnavailable, SessionConfig
 from runtime.preflight import PreflightFailed, check_driver, check_instruction, check_sensors
@@ -204,8 +204,7 @@ class EpisodeRunner:
         self.driver = subprocess.Popen(
             argv, stdout=self._driver_log, stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent
         )
-        config = with_endpoints(job.config, pub, cmd)  # its own driver, on loopback without keys
-        self.config = replace(config, link=replace(config.link, security=NO_KEYS))
+        self.config = with_own_sim(job.config, pub, cmd)
         self.client = DriverClient.for_link(self.config.link, source="pac-eval")
         try:
             _, lockstep = check_driver(self.client, self.config, timeout_s=max(30.0, self.config.driver_wait_s))

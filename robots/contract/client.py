@@ -134,6 +134,10 @@ class DriverClient:
         """Whether `state` reports this session as the arm's holder (its seqs are then this session's)."""
         return state is not None and state.holder == self.fingerprint
 
+    def _held_by_another(self, status: msg.StatusMsg | None) -> bool:
+        """Whether `status` shows another session holding the arm on a live lease."""
+        return status is not None and status.holder not in ("", self.fingerprint) and status.lease_ms_left > 0
+
     # ------------------------------------------------------------------ sending
     def _next_seq(self) -> int:
         self.seq += 1
@@ -169,7 +173,7 @@ class DriverClient:
                 if latest.status is not None and latest.status.holder == self.fingerprint and self.mine(latest.state):
                     return latest.status  # both say so: the first tick after a claim sees its own state
             status = self.latest.status
-            if status is not None and status.holder and status.holder != self.fingerprint and status.lease_ms_left > 0:
+            if self._held_by_another(status):
                 raise ArmHeld(
                     f"the arm on {self.cmd_endpoint} is held by {status.holder_label} (session {status.holder}) "
                     f"for another {status.lease_ms_left:.0f} ms; stop that session first"
@@ -191,7 +195,7 @@ class DriverClient:
                 if self.mine(state) and state.last_rx_seq >= seq:
                     return self.latest
                 status = self.latest.status
-                if status is not None and status.holder not in ("", self.fingerprint) and status.lease_ms_left > 0:
+                if self._held_by_another(status):
                     raise ArmHeld(f"the arm on {self.cmd_endpoint} is held by {status.holder_label} ({status.holder})")
         raise DriverUnavailable(f"driver on {self.cmd_endpoint} did not acknowledge message {seq} in {timeout_s} s")
 
