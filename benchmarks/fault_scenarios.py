@@ -419,6 +419,7 @@ def _rogue(injector: FaultInjector, partition: faults.Rule, notes: dict, done: t
         rogue.wait_ready(10)
         rogue.seq = 10**12  # a higher seq than pac-run's: it used to win the driver's one global order
         push = _twist_down()
+        _until_heard(rogue, push)  # a PUB socket drops what it sends before its connection is up (slow joiner)
         for _ in range(ROGUE_COMMANDS):
             rogue.send_command(Mode.CARTESIAN_VELOCITY, push, deadline_ns=2**62)
         try:
@@ -440,6 +441,22 @@ def _rogue(injector: FaultInjector, partition: faults.Rule, notes: dict, done: t
         done.wait(30)
     finally:
         rogue.close()
+
+
+def _until_heard(rogue: DriverClient, push: np.ndarray, timeout_s: float = 10.0) -> None:
+    """Send one command every 100 ms until the driver's status has counted a refusal after it: from then on
+    the rogue's uplink is connected and every message it sends reaches the driver."""
+    base = rogue.poll(100).status
+    counted = base.not_owner if base is not None else 0
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        rogue.send_command(Mode.CARTESIAN_VELOCITY, push, deadline_ns=2**62)
+        resend_at = time.monotonic() + 0.1
+        while time.monotonic() < resend_at:
+            status = rogue.poll(10).status
+            if status is not None and status.not_owner > counted:
+                return
+    raise TimeoutError(f"the driver did not count the rogue's commands within {timeout_s} s")
 
 
 def _twist_down() -> np.ndarray:
