@@ -432,6 +432,7 @@ class Target:
     name: str
     typed: tuple[type[BaseException], ...] = ()
     unit = "input"
+    hang_s = HANG_S  # an input slower than this is a hang (a target whose decoder is bounded slower says so)
 
     def generate(self, rng: random.Random) -> Any:
         raise NotImplementedError
@@ -1258,6 +1259,10 @@ class DatasetTarget(Target):
             {m.start() for s in (*_HDF5_SIGNATURES, *_HDF5_NAMES) for m in re.finditer(re.escape(s), self.hdf5)}
         )
         self.structure = self._structure_offsets()
+        # A damaged file is surveyed in a child given SURVEY_TIMEOUT_S plus its size's read time, and an input is
+        # surveyed twice (check_dataset, then EpisodeReader's open): slower than both is a hang.
+        survey_s = dataset_module.SURVEY_TIMEOUT_S + len(self.hdf5) / dataset_module.SURVEY_BYTES_PER_S
+        self.hang_s = 2 * survey_s + HANG_S
 
     def _episodes(self) -> list[Any]:
         from policies.data.collect import Episode, tokenizer
@@ -1329,7 +1334,7 @@ class DatasetTarget(Target):
 
     def _damage_bytes(self, rng: random.Random, data: bytes, ops: list[str]) -> bytes:
         buf = bytearray(data)
-        op = rng.randrange(8)
+        op = rng.randrange(8) if buf else 7  # an earlier truncation left nothing to change: append
         at = min(self._offset(rng), max(0, len(buf) - 1))
         if op <= 2:
             bit = rng.randrange(8)
@@ -1866,6 +1871,7 @@ class Tally:
     bugs: Counter = dataclasses.field(default_factory=Counter)  # signature → count
     examples: dict[str, list[dict[str, str]]] = dataclasses.field(default_factory=dict)
     hangs: int = 0
+    hang_s: float = HANG_S
     generator_errors: int = 0  # the harness's own failures to make an input (not counted as inputs)
     check_s: float = 0.0
     wall_s: float = 0.0
@@ -1899,6 +1905,7 @@ class Tally:
             "bugs": sum(self.bugs.values()),
             "bugs_by_signature": dict(self.bugs.most_common()),
             "hangs": self.hangs,
+            "hang_s": self.hang_s,
             "generator_errors": self.generator_errors,
             "bug_examples": self.examples,
             "inputs_per_s": self.inputs / self.wall_s if self.wall_s else 0.0,
@@ -1960,11 +1967,12 @@ def run_target(
     seed: int = 0,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
-    hang_s: float = HANG_S,
+    hang_s: float | None = None,
 ) -> Tally:
     """Generate and check `inputs` inputs; every outcome counted, every bug kept with its input."""
     rng = random.Random(f"{seed}/{target.name}")
-    tally = Tally(target.name, target.unit)
+    hang_s = target.hang_s if hang_s is None else hang_s
+    tally = Tally(target.name, target.unit, hang_s=hang_s)
     report = report or tqdm.write
     alarm = signal.getsignal(signal.SIGALRM) if _main_thread() else None
     if alarm is not None:
@@ -2121,7 +2129,7 @@ def main(argv: list[str] | None = None) -> int:
             "git": _git(),
             "inputs_per_decoder": args.inputs,
             "seed": args.seed,
-            "hang_s": HANG_S,
+            "hang_s": HANG_S,  # the default; a decoder bounded slower has its own (decoders[].hang_s)
             "decoders": [t.as_dict() for t in tallies],
         }
         args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")

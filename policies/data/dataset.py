@@ -115,6 +115,8 @@ def _survey_guarded(
             send.send(("problems", [str(p) for p in problems]))
         except DatasetError as exc:
             send.send(("error", str(exc)))
+        except Exception as exc:  # noqa: BLE001 - h5py's own errors on a damaged file: named, not a traceback
+            send.send(("error", f"{path}: HDF5 cannot read it: {type(exc).__name__}: {exc}"))
 
     proc = ctx.Process(target=child, daemon=True)
     proc.start()
