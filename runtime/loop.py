@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 from collections.abc import Callable
-
-import numpy as np
 
 from runtime.clock import MONOTONIC, Clock
 from runtime.guard import Decision, Guard
@@ -136,7 +135,7 @@ class ControlLoop:
         total_ms = (self.clock.now_ns() - started_ns) / 1e6
         self.timer.record("tick", total_ms)
         waited = [self.timer.last(s) for s in WAITING]  # NaN: did not run this tick
-        self.timer.record("overhead", total_ms - sum(x for x in waited if np.isfinite(x)))
+        self.timer.record("overhead", total_ms - sum(x for x in waited if math.isfinite(x)))
         if self.recorder is not None:
             self.recorder.tick(self.ticks, decision, inputs.state, seq)
         self.timer.next_tick()
