@@ -49,12 +49,22 @@ demo-pipeline: setup  # collect → train → export → evaluate, at small scal
 bench: setup
 	$(BIN)/python -m benchmarks.sim_speed
 
-BENCH_S ?= 600
-bench-runtime: setup $(S_POLICY)  # make bench-runtime BENCH_S=60 for a minute
-	$(BIN)/pac-bench --robot sawyer --policy $(S_POLICY) --duration $(BENCH_S)
+BENCH := benchmarks/results/bench
+BENCH_S ?= 60
+bench-runtime: setup $(S_POLICY)  # pac-bench end to end, S int8 and S fp32 (make bench-runtime BENCH_S=600 for a soak)
+	$(BIN)/pac-bench --policy $(S_POLICY) --backends ort --no-sweep --duration 10 --e2e --e2e-duration $(BENCH_S) \
+		--json $(BENCH)/S_int8_e2e.json --plot $(BENCH)/S_int8_e2e.png
+	$(BIN)/pac-bench --policy $(DEMO)/pac_S_sawyer.onnx --backends ort --no-sweep --duration 10 --e2e \
+		--e2e-duration $(BENCH_S) --json $(BENCH)/S_fp32_e2e.json --plot $(BENCH)/S_fp32_e2e.png
 
-bench-model: setup
-	$(BIN)/python -m benchmarks.model_latency --sizes S,M,L
+$(DEMO)/pac_%_sawyer.onnx: | setup  # untrained policies of each size (fp32 and int8): latency needs no training
+	$(BIN)/pac-export --robot sawyer --size $* --out $@ --variants fp32,int8
+
+bench-model: setup $(DEMO)/pac_S_sawyer.onnx $(DEMO)/pac_M_sawyer.onnx $(DEMO)/pac_L_sawyer.onnx  # pac-bench per size
+	for size in S M L; do \
+		$(BIN)/pac-bench --policy $(DEMO)/pac_$${size}_sawyer.onnx --duration 60 \
+			--json $(BENCH)/$${size}.json --plot $(BENCH)/$${size}.png || true; \
+	done
 
 lint: setup
 	$(BIN)/ruff check .

@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
         help="ORT CPU threads spin between calls: faster inference, but they steal the CPU the rest of the loop needs",
     )
     p.add_argument(
+        "--threads",
+        type=int,
+        default=session.threads,
+        help="ORT intra-op threads on the CPU (default 0: one per core); pac-bench recommends a value",
+    )
+    p.add_argument(
         "--control",
         default=None,
         help="operator endpoint for pac-ctl: ipc://PATH or tcp://127.0.0.1:PORT "
@@ -196,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"pac-run: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+        if args.threads < 0:
+            parser.error("--threads must be 0 (one per core) or more")
         session = SessionConfig(
-            device=args.device, allow_cpu_fallback=args.allow_cpu_fallback, allow_spinning=args.cpu_spin == "on"
+            device=args.device,
+            allow_cpu_fallback=args.allow_cpu_fallback,
+            allow_spinning=args.cpu_spin == "on",
+            threads=args.threads,
         )
         try:
             policy = open_policy(config, args.policy, session)

@@ -1,0 +1,108 @@
+"""End-to-end mode: the real loop (`pac-run`, its own process) against the sim driver (`pac-sim`, cameras
+on, at nice 10 as `pac-run --sim` starts it), in real time, measured from both sides.
+
+Reported: per-stage latency from pac-run's summary (receive with the JPEG decode of arrivals, tokenize,
+infer, action decode, guard = watchdogs + safety filter + state machine, send), the loop overhead (the
+tick less inference and waiting), observation age at dispatch, overruns at the target rate, and the CPU
+time and peak RSS of both processes (from the kernel's rusage when each exits). The JPEG decode of one
+tick's frames, timed in this process just before, is the baseline the overhead is judged against.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from robots.sim.process import start_sim
+from runtime.bench.probes import jpeg_decode_baseline
+from runtime.bench.stats import LatencyStats
+from runtime.cli import sim_flags
+from runtime.inference.loader import read_metadata
+
+STAGES = ("receive", "frame_wait", "tokenize", "infer", "decode", "guard", "send", "overhead", "tick")
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    cpu_s: float  # user + system
+    cpu_percent: float  # of one core, over the wall time
+    max_rss_mb: float
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    policy: str
+    provider: str
+    exit_code: int
+    duration_s: float
+    ticks: int
+    overruns: int
+    stages_ms: dict[str, dict[str, float]]  # stage → p50, p99, n
+    obs_age_ms: dict[str, float]
+    rss_mb: dict[str, float]  # pac-run's own: after warm-up, at the end
+    decode_baseline: LatencyStats  # one tick's JPEG frames, this process
+    pac_run: ProcessUsage
+    pac_sim: ProcessUsage
+
+    @property
+    def overhead_p99_ms(self) -> float:
+        return self.stages_ms["overhead"]["p99"]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _reap(proc: subprocess.Popen, started: float) -> ProcessUsage:
+    """Wait for `proc` (started at monotonic `started`) and read its rusage (CPU time, peak RSS) from the kernel."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    wall_s = time.monotonic() - started
+    cpu = usage.ru_utime + usage.ru_stime
+    return ProcessUsage(cpu, 100 * cpu / wall_s if wall_s > 0 else float("nan"), usage.ru_maxrss / 1024)
+
+
+def run_e2e(
+    policy: Path, robot: str, duration_s: float, out: Path, *, threads: int = 0, spinning: bool = False
+) -> EndToEnd:
+    """Run pac-run for `duration_s` against a fresh sim; raise RuntimeError if it refuses to start."""
+    out.mkdir(parents=True, exist_ok=True)
+    baseline = jpeg_decode_baseline()
+    obs = read_metadata(policy).observation
+    summary_path = out / f"{policy.stem}_e2e_summary.json"
+    summary_path.unlink(missing_ok=True)
+    sim, pub, cmd = start_sim(robot, *sim_flags(obs, lockstep=False), capture=False, nice=10)
+    started = time.monotonic()
+    try:
+        argv = [sys.executable, "-m", "runtime.cli", "--robot", robot, "--policy", str(policy), "--pub", pub]
+        argv += ["--cmd", cmd, "--duration", str(duration_s), "--summary", str(summary_path)]
+        argv += ["--cpu-spin", "on" if spinning else "off", "--threads", str(threads)]
+        log = out / f"{policy.stem}_e2e_pac_run.log"
+        with log.open("w") as f:
+            run_started = time.monotonic()
+            runner = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+            run_usage = _reap(runner, run_started)
+    finally:
+        sim.terminate()
+        sim_usage = _reap(sim, started)
+    if not summary_path.is_file():
+        raise RuntimeError(f"pac-run did not run (see {log}):\n{log.read_text()[-2000:]}")
+    s = json.loads(summary_path.read_text())
+    return EndToEnd(
+        policy=str(policy),
+        provider=s["provider"],
+        exit_code=s["exit_code"],
+        duration_s=duration_s,
+        ticks=s["ticks"],
+        overruns=s["overruns"],
+        stages_ms={k: v for k, v in s["stages_ms"].items() if k in STAGES},
+        obs_age_ms=s["obs_age_ms"],
+        rss_mb=s["rss_mb"],
+        decode_baseline=baseline,
+        pac_run=run_usage,
+        pac_sim=sim_usage,
+    )
