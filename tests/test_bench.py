@@ -163,3 +163,16 @@ def test_a_file_that_is_no_policy_is_refused_with_exit_2(tmp_path, capsys):
     bad.write_bytes(b"not a model")
     assert cli.main(["--policy", str(bad), "--no-progress"]) == cli.EXIT_REFUSED
     assert "not a readable ONNX file" in capsys.readouterr().err
+
+
+def test_end_to_end_mode_runs_the_real_loop_against_the_sim_and_measures_both_processes(exported_policy, tmp_path):
+    from runtime.bench.e2e import run_e2e
+
+    e = run_e2e(exported_policy("sawyer"), "sawyer", 3.0, tmp_path, threads=1)
+    assert e.exit_code == 0 and e.ticks > 0 and e.provider == "CPUExecutionProvider"
+    for stage in ("receive", "tokenize", "infer", "decode", "guard", "send", "overhead"):
+        assert e.stages_ms[stage]["n"] > 0, stage
+    assert e.obs_age_ms["n"] > 0 and e.decode_baseline.n > 0
+    for usage in (e.pac_run, e.pac_sim):  # from the kernel's rusage of each child
+        assert usage.cpu_s > 0 and usage.max_rss_mb > 50
+    assert [b for b, _, _ in e.budgets()][0].startswith("loop overhead p99")

@@ -24,6 +24,10 @@ from runtime.bench.stats import LatencyStats
 from runtime.cli import sim_flags
 from runtime.inference.loader import read_metadata
 
+# What the loop is held to (DESIGN §5, issue 13): its own work per tick, the age of what it acts on, its pace,
+# and its memory over the run.
+OVERHEAD_P99_MS, OVERHEAD_X_DECODE, OBS_AGE_P99_MS, RSS_GROWTH_MB = 1.0, 4.0, 30.0, 5.0
+
 STAGES = ("receive", "frame_wait", "tokenize", "infer", "decode", "guard", "send", "overhead", "tick")
 
 
@@ -53,8 +57,25 @@ class EndToEnd:
     def overhead_p99_ms(self) -> float:
         return self.stages_ms["overhead"]["p99"]
 
+    def budgets(self) -> list[tuple[str, str, bool]]:
+        """(what, measured, met) for each of the loop's budgets."""
+        over, age = self.stages_ms["overhead"]["p99"], self.obs_age_ms["p99"]
+        ratio = over / self.decode_baseline.p99_ms
+        growth = self.rss_mb.get("end", float("nan")) - self.rss_mb.get("start", float("nan"))
+        return [
+            (f"loop overhead p99 ≤ {OVERHEAD_P99_MS:g} ms", f"{over:.3f} ms", over <= OVERHEAD_P99_MS),
+            (
+                f"loop overhead p99 ≤ {OVERHEAD_X_DECODE:g}× JPEG decode p99",
+                f"{ratio:.1f}×",
+                ratio <= OVERHEAD_X_DECODE,
+            ),
+            (f"obs age at dispatch p99 ≤ {OBS_AGE_P99_MS:g} ms", f"{age:.2f} ms", age <= OBS_AGE_P99_MS),
+            ("overruns = 0", str(self.overruns), self.overruns == 0),
+            (f"pac-run RSS growth after warm-up < {RSS_GROWTH_MB:g} MB", f"{growth:.2f} MB", growth < RSS_GROWTH_MB),
+        ]
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "budgets": [{"budget": b, "measured": m, "met": ok} for b, m, ok in self.budgets()]}
 
 
 def _reap(proc: subprocess.Popen, started: float) -> ProcessUsage:

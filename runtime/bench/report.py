@@ -117,6 +117,12 @@ class Report:
             )
         for label, reason in self.unavailable.items():
             lines.append(f"| {label} | unavailable: {reason} |" + " |" * 11)
+        fastest = {}
+        for r in sorted(self.measured, key=lambda r: r.stats.p50_ms):
+            fastest.setdefault(r.backend, r)
+        if fastest:
+            best = ", ".join(f"{r.label} ({r.stats.p50_ms:.2f} ms)" for r in fastest.values())
+            lines += ["", f"fastest setting per backend (p50): {best}"]
         if self.e2e is not None:
             lines += ["", *e2e_table(self.e2e)]
         lines += ["", self.verdict.message]
@@ -144,6 +150,10 @@ def e2e_table(e: EndToEnd) -> list[str]:
         "| --- | --- | --- | --- |",
         f"| pac-run | {e.pac_run.cpu_s:.1f} | {e.pac_run.cpu_percent:.0f} | {e.pac_run.max_rss_mb:.0f} |",
         f"| pac-sim | {e.pac_sim.cpu_s:.1f} | {e.pac_sim.cpu_percent:.0f} | {e.pac_sim.max_rss_mb:.0f} |",
+        "",
+        "| loop budget | measured | met |",
+        "| --- | --- | --- |",
+        *(f"| {b} | {m} | {'yes' if ok else 'NO'} |" for b, m, ok in e.budgets()),
     ]
     return lines
 
