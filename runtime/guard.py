@@ -166,7 +166,7 @@ class Guard:
             if self.session is None or state.holder == self.session:
                 self.acks.acknowledged(state.last_cmd_seq)
             excess = workspace_excess(state.tcp_pose[:3], self.limits.workspace_low, self.limits.workspace_high)
-            if np.max(excess) > WORKSPACE_TOLERANCE_M:
+            if excess.max() > WORKSPACE_TOLERANCE_M:
                 causes.add(Cause(CauseKind.WORKSPACE))
         if self.acks.overdue(now):
             causes.add(Cause(CauseKind.NO_ACK))
@@ -237,6 +237,6 @@ class Guard:
             if result.rejected in NON_FINITE_REJECTIONS:
                 return None, {Cause(CauseKind.NON_FINITE, NON_FINITE_REJECTIONS[result.rejected])}
             return None, {Cause(CauseKind.FILTER, result.rejected)}
-        if not np.all(np.isfinite(result.action)):  # the filter guarantees this; never trust, check
+        if not np.isfinite(result.action).all():  # the filter guarantees this; never trust, check
             return None, {Cause(CauseKind.NON_FINITE, "filtered_action")}
         return result.action, set()

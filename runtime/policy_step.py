@@ -45,7 +45,7 @@ class PolicyStep:
         with self.timer.section("infer"):
             logits = self.policy.infer(obs)
         self.inferences += 1
-        if not np.all(np.isfinite(logits)):
+        if not np.isfinite(logits).all():
             return PolicyOutput(None, Cause(CauseKind.NON_FINITE, "policy_output"))
         if self.timer.last("infer") > self.deadline_ms:
             return PolicyOutput(None, Cause(CauseKind.INFERENCE_DEADLINE))
