@@ -49,6 +49,8 @@ class ObservationTokenizer:
         self.spec = spec
         self.language = language
         self._images = np.zeros((1, *spec.image_shape), dtype=np.uint8)  # reused: no allocation per tick
+        # Each camera's three channel planes, contiguous views of `_images`, for cv2.split to write into.
+        self._planes = [list(self._images[0, i]) for i in range(len(spec.cameras))]
 
     def proprio(self, fields: Mapping[str, np.ndarray]) -> np.ndarray:
         """float32 (1, P): the spec's fields concatenated in the spec's order."""
@@ -79,7 +81,10 @@ class ObservationTokenizer:
                 )
             if frame.shape[:2] != (h, w):
                 frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            self._images[0, i] = frame.transpose(2, 0, 1)
+            if frame.flags.c_contiguous:  # HWC → CHW: cv2.split is a third of numpy's strided copy, every tick
+                cv2.split(frame, self._planes[i])
+            else:
+                self._images[0, i] = frame.transpose(2, 0, 1)
         return self._images
 
     def objects(self, poses: Mapping[str, np.ndarray]) -> np.ndarray:
