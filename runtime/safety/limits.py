@@ -107,6 +107,19 @@ class SafetyLimits:
         index.setflags(write=False)
         return index
 
+    @functools.cached_property
+    def free_box(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(low, high) corners of the part of the workspace where the workspace limit cannot bind (velocity mode).
+
+        Each wall moved in by twice the stopping distance of the axis's fastest command in range, plus 1 µm: from
+        there the braking speed toward every wall exceeds any speed the range allows, so `limit_workspace`
+        returns its input unchanged. The filter skips it there (issue 13: it is the costliest limit).
+        """
+        lin = self.linear
+        fastest = np.maximum(np.abs(self.low[lin]), np.abs(self.high[lin]))
+        free = 2.0 * stopping_distance(fastest, self.max_step[lin], self.period_s) + 1e-6
+        return tuple((self.workspace_low + free).tolist()), tuple((self.workspace_high - free).tolist())
+
     @classmethod
     def from_arm(cls, arm: ArmSpec, mode: Mode | str, period_s: float = DEFAULT_LINK.period_s) -> SafetyLimits:
         """The limits for `arm` in `mode`, all from its YAML (robots/specs/<arm>.yaml `limits`).
@@ -327,12 +340,13 @@ def filter_action(
     if not joint_mode:
         speed = limit_speed(out, limits.dims, limits.max_linear_speed, limits.max_angular_speed)
         out = _apply("speed", out, speed, clipped)
-        lin = limits.linear
-        moved = out.copy()
-        moved[lin] = limit_workspace(
-            out[lin], tcp, limits.workspace_low, limits.workspace_high, limits.max_step[lin], limits.period_s
-        )
-        out = _apply("workspace", out, moved, clipped)
+        if not _inside(tcp, limits.free_box):  # inside, the limit returns `out` as it is (SafetyLimits.free_box)
+            lin = limits.linear
+            moved = out.copy()
+            moved[lin] = limit_workspace(
+                out[lin], tcp, limits.workspace_low, limits.workspace_high, limits.max_step[lin], limits.period_s
+            )
+            out = _apply("workspace", out, moved, clipped)
     elif fk is not None:
         target = np.asarray(fk(out[:-1]), dtype=np.float64)
         if target.shape != (3,):
@@ -343,6 +357,11 @@ def filter_action(
         if np.any(workspace_excess(target, limits.workspace_low, limits.workspace_high) > now):
             return _reject("workspace")
     return FilterResult(out, "", tuple(clipped))
+
+
+def _inside(point: np.ndarray, box: tuple[tuple[float, ...], tuple[float, ...]]) -> bool:
+    """Whether `point` lies strictly inside the box (low, high), on Python floats: no numpy call."""
+    return all(lo < x < hi for x, lo, hi in zip(point.tolist(), *box, strict=True))
 
 
 def _apply(name: str, before: np.ndarray, after: np.ndarray, clipped: list[str]) -> np.ndarray:
