@@ -34,6 +34,7 @@ _DESCRIPTOR_KEYS = frozenset({"name", "dtype", "shape", "enc"})
 _MAX_NDIM = 32
 _MAX_JPEG_SIDE = 65535  # the JPEG frame header stores each side in 16 bits
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+_EXACT_SCALARS = frozenset(_PLAIN_SCALARS)  # these types exactly (not subclasses): plain, nothing to look into
 # Start-of-frame markers SOF0..SOF15; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
@@ -173,7 +174,8 @@ def _check_plain(value: object, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise MalformedMessage(f"{path}: map keys must be str, got {key!r}")
-            _check_plain(item, f"{path}.{key}")
+            if type(item) not in _EXACT_SCALARS:  # a plain scalar needs no call (nor a path string) of its own
+                _check_plain(item, f"{path}.{key}")
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             _check_plain(item, f"{path}[{index}]")
@@ -184,14 +186,15 @@ def _check_plain(value: object, path: str) -> None:
 def _encode_raw(name: str, array: np.ndarray, limits: WireLimits) -> tuple[dict[str, Any], bytes]:
     if not isinstance(array, np.ndarray):
         raise MalformedMessage(f"array {name!r} must be a numpy array, got {type(array).__name__}")
-    if array.dtype.name not in DTYPES or array.dtype.fields is not None:
+    dtype = array.dtype.name  # once: numpy computes the name in Python on every access
+    if dtype not in DTYPES or array.dtype.fields is not None:
         raise MalformedMessage(f"array {name!r}: dtype {array.dtype} is not allowed on the wire")
     if array.nbytes > limits.max_buffer_bytes:
         raise OversizedMessage(f"array {name!r} of {array.nbytes} B > {limits.max_buffer_bytes} B")
-    little = DTYPES[array.dtype.name]
+    little = DTYPES[dtype]
     if array.dtype != little:  # swap bytes rather than convert values, so NaN payloads survive
         array = array.byteswap().view(little)
-    descriptor = {"name": name, "dtype": array.dtype.name, "shape": list(array.shape), "enc": "raw"}
+    descriptor = {"name": name, "dtype": dtype, "shape": list(array.shape), "enc": "raw"}
     return descriptor, array.tobytes(order="C")
 
 
