@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             recorder = Recorder(args.record)
             recorder.attach(client)  # what the pre-flight receives is recorded too: it primes a replay
         try:
+            calibration_check, calibration = check_calibration(config, obs)
             driver, lockstep = check_driver(client, config, config.driver_wait_s)
             checks = [
                 *policy_checks(policy),
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 claim_arm(client, config),
                 check_clock(client, config, lockstep),
                 check_sensors(client, obs.cameras, lockstep, config.driver_wait_s, objects=obs.objects),
-                check_calibration(config),
+                calibration_check,
             ]
         except PreflightFailed as exc:
             print(f"pac-run: pre-flight failed: {exc}", file=sys.stderr)
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
         clock = MONOTONIC
         if recorder is not None:
-            recorder.begin(client, config, policy, session, lockstep, args.duration, args.ticks)
+            recorder.begin(client, config, policy, session, lockstep, args.duration, args.ticks, calibration)
             clock = recorder.clock  # every reading traced, so a replay takes the same branches
         loop = build_loop(config, policy, client, lockstep, recorder, control, args.await_reset, clock=clock)
         if recorder is not None:
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             code = {State.FAULT: EXIT_FAULT, State.ESTOP: EXIT_ESTOP}.get(final, EXIT_OK)
             summary = RunSummary.of(
-                loop.stats(), config.robot, policy.path, policy.provider, code, control=control.record()
+                loop.stats(), config.robot, policy.path, policy.provider, code, control.record(), calibration
             )
             print(summary.table(), flush=True)
             path = args.summary or (args.record / "summary.json" if args.record else DEFAULT_SUMMARY)

@@ -67,7 +67,7 @@ class RunConfig:
     cameras: tuple[str, ...] = ()  # empty: all of the arm's cameras
     instruction: str = TASKS["stack"].instruction
     decode: str = "argmax"  # bins → action: one of DECODINGS
-    calibration: str = ""  # calibration YAML; empty: none (sim)
+    calibration: tuple[str, ...] = ()  # pac-calibrate result files (one name reads as a list of one); none: sim
     calibration_max_age_days: float = 30.0
     max_clock_offset_ms: float = 5.0  # cross-host clock offset the pre-flight tolerates
     driver_wait_s: float = 5.0  # how long the pre-flight waits for the driver's first heartbeat
@@ -115,6 +115,8 @@ def _value(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {_show(value)} is not one of {[m.value for m in MOTION_MODES]}")
         return mode
     if hint == tuple[str, ...]:
+        if isinstance(value, str):  # `calibration: /etc/pac/cell.yaml`: one name
+            return (value,) if value else ()
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{where}: expected a list of names, got {_show(value)}")
         return tuple(value)

@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from calibration.io import HANDEYE, INTRINSICS, CalibrationFileError, read_result
 from policies.spec import ObservationSpec, observation_spec, scene_objects
 from policies.tokenizer.language import PAD_ID, InstructionTooLong
 from robots.contract.client import DriverClient, DriverUnavailable, LatestMessages
@@ -146,27 +145,46 @@ def check_sensors(
     )
 
 
-def check_calibration(config: RunConfig, now: _dt.datetime | None = None) -> Check:
+def check_calibration(
+    config: RunConfig, observation: ObservationSpec, now: _dt.datetime | None = None
+) -> tuple[Check, dict[str, str]]:
+    """The calibration files the config names: each present, a pac-calibrate result for this robot, younger
+    than calibration_max_age_days, made at the model's image resolution; and, once any are named, intrinsics
+    and a hand-eye pose for every camera the model reads. Returns the check and {path: sha256} for the run's
+    summary and recording."""
     if not config.calibration:
-        return Check("calibration", "none configured (simulation)")
-    path = Path(config.calibration)
-    if not path.is_file():
-        raise PreflightFailed(f"calibration file {path} does not exist; run pac-calibrate")
-    raw = yaml.safe_load(path.read_text()) or {}
-    stamp = raw.get("date") if isinstance(raw, dict) else None
-    when = (
-        _dt.datetime.fromisoformat(str(stamp))
-        if stamp
-        else _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc)
-    )
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
-    age_days = ((now or _dt.datetime.now(_dt.timezone.utc)) - when).total_seconds() / 86400
-    if age_days > config.calibration_max_age_days:
-        raise PreflightFailed(
-            f"calibration {path} is {age_days:.0f} days old (limit {config.calibration_max_age_days:.0f}); recalibrate"
-        )
-    return Check("calibration", f"{path} ({age_days:.1f} days old)")
+        return Check("calibration", "none configured (simulation)"), {}
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    found = []
+    for name in config.calibration:
+        try:
+            result = read_result(Path(name))
+        except CalibrationFileError as exc:
+            raise PreflightFailed(str(exc)) from exc
+        if result.robot and result.robot != config.robot:
+            raise PreflightFailed(f"calibration {name} is for a {result.robot}, not a {config.robot}")
+        age_days = (now - result.date).total_seconds() / 86400
+        if age_days > config.calibration_max_age_days:
+            raise PreflightFailed(
+                f"calibration {name} is {age_days:.0f} days old (limit {config.calibration_max_age_days:.0f}); "
+                "recalibrate"
+            )
+        model_size = (observation.image_width, observation.image_height)
+        if result.camera in observation.cameras and result.resolution != model_size:
+            got = "x".join(map(str, result.resolution or ("?", "?")))
+            raise PreflightFailed(
+                f"calibration {name} was made from {got} images of {result.camera}; the model reads "
+                f"{model_size[0]}x{model_size[1]}: calibrate at the resolution the model sees"
+            )
+        found.append(result)
+    have = {(r.kind, r.camera) for r in found}
+    for camera in observation.cameras:
+        for kind in (INTRINSICS, HANDEYE):
+            if (kind, camera) not in have:
+                raise PreflightFailed(f"no {kind} calibration of camera {camera} among {', '.join(config.calibration)}")
+    oldest = max((now - r.date).total_seconds() / 86400 for r in found)
+    kinds = ", ".join(sorted(f"{r.kind} {r.camera}".strip() for r in found))
+    return Check("calibration", f"{kinds} (oldest {oldest:.1f} days)"), {str(r.path): r.sha256 for r in found}
 
 
 def check_instruction(policy: LoadedPolicy, instruction: str) -> Check:

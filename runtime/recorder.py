@@ -140,6 +140,7 @@ class Recorder:
         lockstep: bool,
         duration_s: float | None,
         max_ticks: int | None,
+        calibration: dict[str, str] | None = None,
     ) -> None:
         """The loop is about to be built: note what a replay needs to rebuild it, and start the trace."""
         record = {
@@ -150,6 +151,7 @@ class Recorder:
             "provider": policy.provider,
             "inference": asdict(session),  # device, fallback, threads...: how the policy's session was built
             "config": asdict(config),
+            "calibration_sha256": dict(calibration or {}),  # the calibration files the run was checked against
             "link": "lockstep" if lockstep else "realtime",
             "clock": "monotonic",
             "fingerprint": client.fingerprint,

@@ -32,6 +32,7 @@ class RunSummary(LoopStats):
     control: str = ""  # the operator endpoint served
     operator_actions: list[dict[str, Any]] = field(default_factory=list)  # each verb: tick, time, who, why, outcome
     control_rejected: dict[str, int] = field(default_factory=dict)  # malformed control requests by reason
+    calibration: dict[str, str] = field(default_factory=dict)  # calibration file -> its sha256
 
     @classmethod
     def of(
@@ -42,6 +43,7 @@ class RunSummary(LoopStats):
         provider: str,
         exit_code: int,
         control: ControlRecord | None = None,
+        calibration: dict[str, str] | None = None,
     ) -> RunSummary:
         operator = {}
         if control is not None:
@@ -50,7 +52,15 @@ class RunSummary(LoopStats):
                 operator_actions=[asdict(a) for a in control.actions],
                 control_rejected=dict(control.rejected),
             )
-        return cls(**asdict(stats), robot=robot, policy=str(policy), provider=provider, exit_code=exit_code, **operator)
+        return cls(
+            **asdict(stats),
+            robot=robot,
+            policy=str(policy),
+            provider=provider,
+            exit_code=exit_code,
+            calibration=dict(calibration or {}),
+            **operator,
+        )
 
     def table(self) -> str:
         lines = [
@@ -62,6 +72,7 @@ class RunSummary(LoopStats):
             f"  holds by cause: {_counts(self.holds_by_cause)}",
             f"  filter clipped: {_counts(self.filter_clipped)}; rejected: {_counts(self.filter_rejected)}",
             f"  dropped messages: {_counts(self.messages_dropped)}; driver rejected: {_counts(self.driver_rejected)}",
+            f"  calibration: {', '.join(f'{Path(p).name} {h[:12]}' for p, h in self.calibration.items()) or 'none'}",
             *self._operator_lines(),
             "",
             f"  {'stage':<12}{'p50 ms':>10}{'p99 ms':>10}{'n':>8}",
