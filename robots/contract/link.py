@@ -52,6 +52,8 @@ class DriverFault(str, enum.Enum):
     COMMAND_TIMEOUT = "command_timeout"  # no valid command for command_timeout_ms: holding (not an error by itself)
     REALTIME_OVERRUN = "realtime_overrun"  # physics or I/O fell behind the wall clock
     ESTOP = "estop"  # an emergency stop is pressed: the runtime latches ESTOP
+    REFLEX = "reflex"  # a real arm stopped itself (collision, a limit): it refuses motion until an error recovery
+    ARM_ERROR = "arm_error"  # a real arm's SDK reports an error or a lost link: it refuses motion until recovered
 
     def __str__(self) -> str:
         return self.value

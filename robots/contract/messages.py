@@ -321,6 +321,8 @@ class StatusMsg:
     overruns: int = 0  # real time: periods physics fell behind the wall clock (a fault only when sustained)
     workspace_stops: int = 0  # physics steps in which the driver stopped the TCP at its workspace box
     instance: str = ""  # random per driver start, as in the state
+    arm_errors: list[str] = field(default_factory=list)  # a real arm: its SDK's own error names, for the operator
+    recoveries: int = 0  # a real arm: error recoveries done since the driver started
 
     _FIELDS = (
         ("robot", str),
@@ -347,6 +349,8 @@ class StatusMsg:
 
     def to_frames(self) -> list[bytes]:
         fields = {name: getattr(self, name) for name, _ in self._FIELDS} | {"instance": self.instance}
+        if self.arm_errors or self.recoveries:  # only real arms send them; a reader takes their absence as none
+            fields |= {"arm_errors": list(self.arm_errors), "recoveries": int(self.recoveries)}
         return encode(STATUS, seq=self.seq, source=self.source, t_capture_ns=self.t_capture_ns, fields=fields)
 
     @classmethod
@@ -354,6 +358,11 @@ class StatusMsg:
         _check_topic(env, STATUS)
         values = {name: _field(env, name, kind) for name, kind in cls._FIELDS}
         values["instance"] = _optional(env, "instance", str, "")
+        errors = _optional(env, "arm_errors", list, [])
+        if not all(isinstance(e, str) for e in errors):
+            raise MalformedMessage(f"{env.topic}: 'arm_errors' must be a list of str")
+        values["arm_errors"] = errors
+        values["recoveries"] = _optional(env, "recoveries", int, 0)
         return cls(seq=env.seq, source=env.source, t_capture_ns=env.t_capture_ns, **values)
 
 
