@@ -35,6 +35,7 @@ class Rejection(str, Enum):
     OUT_OF_ORDER = "out_of_order"
     STALE_OBSERVATION = "stale_observation"  # computed from an observation older than the bound (or of no stated age)
     WORKSPACE = "workspace"  # a joint target whose TCP lies outside the workspace box
+    ARM_FAULT = "arm_fault"  # a real arm in a reflex, an error or a pressed stop: no motion until it is recovered
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,7 @@ class CommandServo:
         mode = Mode.parse(cmd.mode)
         reason = self._check(cmd, mode, now_ns)
         if reason is not None:
-            self.status.last_rejected_seq = cmd.seq
-            self.status.last_rejection = reason.value
-            self.status.rejected[reason.value] = self.status.rejected.get(reason.value, 0) + 1
-            return reason
+            return self.refuse(cmd.seq, reason)
         self.last_seq = cmd.seq
         self.last_valid_ns = now_ns
         self.status.last_applied_seq = cmd.seq
@@ -154,6 +152,13 @@ class CommandServo:
         self.status.holding = mode is Mode.HOLD
         self.status.hold_cause = "hold_command" if self.status.holding else ""
         return None
+
+    def refuse(self, seq: int, reason: Rejection) -> Rejection:
+        """Count command `seq` as refused for `reason` (the driver's own reasons too, e.g. a faulted arm)."""
+        self.status.last_rejected_seq = seq
+        self.status.last_rejection = reason.value
+        self.status.rejected[reason.value] = self.status.rejected.get(reason.value, 0) + 1
+        return reason
 
     def _check(self, cmd: Command, mode: Mode | None, now_ns: int) -> Rejection | None:
         if cmd.seq <= self.last_seq:
