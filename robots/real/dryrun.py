@@ -182,7 +182,10 @@ class DryRunIntera(InteraLink):
 
     def inject(self, **flags: bool) -> None:
         """Set InteraState flags (enabled, stopped, error, estop_pressed, collision); the arm holds if any is bad."""
-        self.state = InteraState(**{**self.state.__dict__, **flags})
+        state = {**self.state.__dict__, **flags}
+        if flags.get("estop_pressed"):  # as Intera: the stop disables the arm, which stays stopped until a reset
+            state |= {"stopped": True, "enabled": False}
+        self.state = InteraState(**state)
         if not self._ok():
             self.arm.hold()
             self._from = self._to = self.arm.q_cmd.copy()
@@ -225,7 +228,7 @@ class DryRunIntera(InteraLink):
         return self.state
 
     def reset_and_enable(self) -> None:
-        if self.state.stopped or self.state.estop_pressed:
+        if self.state.estop_pressed:
             raise RuntimeError("the e-stop is pressed: the robot will not enable")
         self.state = InteraState(enabled=True, stopped=False, error=False, estop_pressed=False)
 

@@ -36,14 +36,16 @@ FRANKA_REFLEX_MODE = "reflex"  # franka::RobotMode::kReflex
 
 def franka_health(robot_mode: str, errors: Iterable[str], exception: str = "") -> ArmHealth:
     """Faults from a Franka state: its robot mode (snake case), its active error flags, and the message of a
-    control exception that ended the control loop ("" for none)."""
+    control exception that ended the control loop ("" for none; an error only when the state does not already
+    say why, as a reflex or a pressed stop do)."""
     errors = tuple(sorted(set(errors)))
     faults: list[str] = []
     if robot_mode == FRANKA_STOPPED:
         faults.append(DriverFault.ESTOP.value)
-    if robot_mode == FRANKA_REFLEX_MODE or any(e in FRANKA_REFLEXES for e in errors):
+    # libfranka enters its Reflex mode on any error: the flags say whether it was a reflex or the commanding side
+    if any(e in FRANKA_REFLEXES for e in errors) or (robot_mode == FRANKA_REFLEX_MODE and not errors):
         faults.append(DriverFault.REFLEX.value)
-    if exception or any(e not in FRANKA_REFLEXES for e in errors):
+    if any(e not in FRANKA_REFLEXES for e in errors) or (exception and not faults):  # an unexplained end: an error
         faults.append(DriverFault.ARM_ERROR.value)
     names = errors + ((f"control_exception: {exception}",) if exception else ())
     return ArmHealth(tuple(faults), names + ((robot_mode,) if faults and robot_mode else ()))
@@ -60,7 +62,7 @@ def intera_health(enabled: bool, stopped: bool, error: bool, estop_pressed: bool
     if collision:
         faults.append(DriverFault.REFLEX.value)
         errors.append("collision_detected")
-    if error or not enabled:
+    if error or not (enabled or stopped or estop_pressed):  # a stopped arm is disabled by the stop: that is the estop
         faults.append(DriverFault.ARM_ERROR.value)
         errors.append("robot_error" if error else "disabled")
     return ArmHealth(tuple(faults), tuple(errors))
