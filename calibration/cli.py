@@ -26,7 +26,7 @@ import yaml
 from calibration import io
 from calibration.board import BoardError, detect, parse_board
 from calibration.handeye import EYE_IN_HAND, EYE_TO_HAND, HandEyeError, View, calibrate_handeye, predicted_board
-from calibration.intrinsics import DISTORTION_FLAGS, IntrinsicsError, calibrate_intrinsics
+from calibration.intrinsics import DEFAULT_DISTORTION, DISTORTION_FLAGS, IntrinsicsError, calibrate_intrinsics
 from calibration.joint_offsets import CameraModel, JointOffsetError, JointView, solve_joint_offsets
 from calibration.plots import residual_image
 from calibration.poses import PoseGoals, generate_poses, handheld_poses
@@ -160,13 +160,15 @@ def cmd_handeye(args: argparse.Namespace) -> int:
         "spread_m_deg": list(h.spread),
         "rms_px": h.rms_px,
         "per_view_px": h.per_view_px,
+        "rejected_px": h.rejected,
         "intrinsics_sha256": intr.sha256,
     }
     digest = io.write_result(
         args.out, io.HANDEYE, arm.name, body, camera=intr.camera, board=board.text, resolution=intr.resolution
     )
     print(
-        f"{args.out}: {h.setup} by {h.method}, RMS {h.rms_px:.3f} px over {len(views)} views; methods spread "
+        f"{args.out}: {h.setup} by {h.method}, RMS {h.rms_px:.3f} px over {len(h.per_view_px)} views "
+        f"({len(h.rejected)} outliers dropped); methods spread "
         f"{h.spread[0] * 1e3:.1f} mm / {h.spread[1]:.2f}°; sha256 {digest[:12]}"
     )
     return 0
@@ -193,7 +195,7 @@ def cmd_joints(args: argparse.Namespace) -> int:
     views = []
     for cam in models:
         found, qs = _views(poses, Path(args.images) / cam, board, arm.chain())
-        views += [JointView(qs[n], cam, v.detection) for n, v in found.items()]
+        views += [JointView(qs[n], cam, v.detection, n) for n, v in found.items()]
     r = solve_joint_offsets(arm.chain(), views, models, target)
     body = {
         "offsets_rad": dict(zip(arm.joint_names, map(float, r.offsets), strict=True)),
@@ -202,12 +204,16 @@ def cmd_joints(args: argparse.Namespace) -> int:
         "convention": "true angle = encoder angle + offset; the first and last joints are held at 0 (gauge)",
         "rms_before_px": r.rms_before_px,
         "rms_px": r.rms_px,
+        "rejected_px": r.rejected,
     }
     digest = io.write_result(args.out, io.JOINT_OFFSETS, arm.name, body, board=board.text)
     shown = ", ".join(
         f"{arm.joint_names[i]} {r.offsets[i] * 1e3:+.2f}±{s * 1e3:.2f}" for i, s in zip(r.solved, r.std, strict=True)
     )
-    print(f"{args.out}: offsets (mrad) {shown}; RMS {r.rms_before_px:.3f} → {r.rms_px:.3f} px; sha256 {digest[:12]}")
+    print(
+        f"{args.out}: offsets (mrad) {shown}; RMS {r.rms_before_px:.3f} → {r.rms_px:.3f} px "
+        f"({len(r.rejected)} outlier views dropped); sha256 {digest[:12]}"
+    )
     return 0
 
 
@@ -263,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--board", required=True)
     i.add_argument("--robot", default="")
     i.add_argument("--camera", default="")
-    i.add_argument("--distortion", default="k1k2p1p2", choices=list(DISTORTION_FLAGS))
+    i.add_argument("--distortion", default=DEFAULT_DISTORTION, choices=list(DISTORTION_FLAGS))
     i.add_argument("--out", type=Path, required=True)
     i.add_argument("--png", type=Path)
     i.set_defaults(run=cmd_intrinsics)

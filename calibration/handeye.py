@@ -6,7 +6,9 @@ AX = XB solve serves both, as in OpenCV: eye-to-hand passes the base in the grip
 gripper in the base frame. The closed-form methods (solvers.py: Tsai-Lenz, Park-Martin, Andreff; OpenCV 5.0's
 wheel lacks calibrateHandEye) and a reprojection-error refinement of the camera and board poses together
 disagree when the data are poor, so each is run, their spread is reported, and the one that best predicts
-views it did not see (held-out reprojection error, k-fold) is kept.
+views it did not see (held-out reprojection error, k-fold) is kept. Before that, a view the refined solve
+cannot explain (its error far above the others', as intrinsics judges images) is dropped: one mis-detected
+board moves every method's answer by millimetres.
 A pose set without rotations about two different axes leaves the solution undetermined (Tsai and Lenz) and
 is refused before any solver runs.
 """
@@ -14,13 +16,13 @@ is refused before any solver runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from calibration.board import Detection
-from calibration.intrinsics import residuals
+from calibration.intrinsics import outliers, residuals
 from calibration.solvers import SOLVERS, levenberg_marquardt
 from calibration.transforms import from_rvec, invert, mean_transform, pose_error, to_rvec
 
@@ -59,8 +61,9 @@ class HandEye:
     target: np.ndarray  # 4x4: the board in the TCP frame (eye-to-hand) or in the base frame (eye-in-hand)
     method: str
     scores: dict[str, MethodScore]
-    rms_px: float  # over every view, with the kept method
+    rms_px: float  # over every view kept, with the kept method
     per_view_px: dict[str, float]
+    rejected: dict[str, float] = field(default_factory=dict)  # outlier views -> their error, px
 
     @property
     def spread(self) -> tuple[float, float]:
@@ -127,8 +130,10 @@ def _refine(views: list[View], tcp: list[np.ndarray], camera: np.ndarray, target
             ]
         )
 
-    x = levenberg_marquardt(fun, np.concatenate([*to_rvec(camera), *to_rvec(target)]))
-    return unpack(x)
+    fit = levenberg_marquardt(fun, np.concatenate([*to_rvec(camera), *to_rvec(target)]))
+    if not fit.converged:
+        raise HandEyeError(f"the reprojection refinement did not converge in {fit.iterations} iterations")
+    return unpack(fit.x)
 
 
 def _solve(label: str, views: list[View], tcp: list[np.ndarray], boards: list[np.ndarray], k, dist, setup: str):
@@ -163,6 +168,31 @@ def _rms(res: list[np.ndarray]) -> float:
     return float(np.sqrt(np.mean(np.concatenate([np.sum(r**2, axis=1) for r in res]))))
 
 
+def _outlier_views(
+    views: Mapping[str, View], boards: Mapping[str, np.ndarray], k: np.ndarray, dist: np.ndarray, setup: str
+) -> dict[str, float]:
+    """Views whose error under the refined solve of the others stands out (intrinsics.outliers), dropped one
+    round at a time until none does: name -> its error, px."""
+    rejected: dict[str, float] = {}
+    while True:
+        names = sorted(n for n in views if n not in rejected)
+        kept, tcp = [views[n] for n in names], [views[n].tcp for n in names]
+        cam, target = _solve(REFINED, kept, tcp, [boards[n] for n in names], k, dist, setup)
+        errors = {
+            n: _rms([_view_error(v, predicted_board(cam, target, t, setup), k, dist)])
+            for n, v, t in zip(names, kept, tcp, strict=True)
+        }
+        drop = outliers(errors)
+        if not drop:
+            return rejected
+        if len(names) - len(drop) < MIN_POSES:
+            raise HandEyeError(
+                f"{len(drop)} of {len(names)} views disagree with the others ({', '.join(drop[:8])}, errors up to "
+                f"{max(errors[n] for n in drop):.2f} px); fewer than {MIN_POSES} consistent views remain: recapture"
+            )
+        rejected |= {n: errors[n] for n in drop}
+
+
 def calibrate_handeye(
     views: Mapping[str, View], k: np.ndarray, dist: np.ndarray, setup: str = EYE_TO_HAND, folds: int = FOLDS
 ) -> HandEye:
@@ -171,10 +201,14 @@ def calibrate_handeye(
         raise HandEyeError(f"setup {setup!r}: {EYE_TO_HAND} or {EYE_IN_HAND}")
     if len(views) < MIN_POSES:
         raise HandEyeError(f"{len(views)} views with the board found; at least {MIN_POSES} poses are needed")
-    names = sorted(views)
+    motion_check([v.tcp for v in views.values()])
+    boards_by_name = {n: board_in_camera(v.detection, k, dist) for n, v in views.items()}
+    rejected = _outlier_views(views, boards_by_name, k, dist, setup)
+    names = sorted(n for n in views if n not in rejected)
     tcp = [views[n].tcp for n in names]
-    motion_check(tcp)
-    boards = [board_in_camera(views[n].detection, k, dist) for n in names]
+    if rejected:
+        motion_check(tcp)  # what is left must still rotate about two axes
+    boards = [boards_by_name[n] for n in names]
     ordered = [views[n] for n in names]
     held_out: dict[str, float] = {}
     for label in METHODS:
@@ -206,4 +240,5 @@ def calibrate_handeye(
         scores,
         _rms(list(per_view.values())),
         {n: float(np.sqrt(np.mean(np.sum(r**2, axis=1)))) for n, r in per_view.items()},
+        rejected,
     )

@@ -8,6 +8,7 @@ motions of the two frames X links: A_k X = X B_k for every pair of poses.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -78,14 +79,28 @@ SOLVERS: dict[str, Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], np.nda
 }
 
 
+@dataclass(frozen=True)
+class Fit:
+    x: np.ndarray
+    cost: float  # |fun(x)|²
+    iterations: int
+    converged: bool  # the cost stopped falling; False when the iterations ran out first
+
+
 def levenberg_marquardt(
-    fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, iterations: int = 50, step: float = 1e-6
-) -> np.ndarray:
-    """Minimise |fun(x)|² from x0; forward-difference Jacobian (the problems here have tens of parameters)."""
+    fun: Callable[[np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    iterations: int = 50,
+    step: float = 1e-6,
+    rtol: float = 1e-10,
+) -> Fit:
+    """Minimise |fun(x)|² from x0; forward-difference Jacobian (the problems here have tens of parameters).
+    Converged when an accepted step lowers the cost by under `rtol` of it, or no damping finds a lower cost:
+    past that, the forward differences' own error is larger than what more iterations would gain."""
     x = np.asarray(x0, dtype=float).copy()
     r = fun(x)
-    cost, lam = r @ r, 1e-3
-    for _ in range(iterations):
+    cost, lam = float(r @ r), 1e-3
+    for it in range(1, iterations + 1):
         jac = np.empty((r.size, x.size))
         for i in range(x.size):
             dx = np.zeros_like(x)
@@ -100,8 +115,9 @@ def levenberg_marquardt(
                 break
             lam *= 4
             if lam > 1e8:
-                return x
-        if abs(cost - r @ r) < 1e-12 * max(cost, 1e-30):
-            return x
-        cost = r @ r
-    return x
+                return Fit(x, cost, it, True)
+        new_cost = float(r @ r)
+        if cost - new_cost < rtol * max(cost, 1e-30):
+            return Fit(x, new_cost, it, True)
+        cost = new_cost
+    return Fit(x, cost, iterations, False)
