@@ -66,7 +66,7 @@ def andreff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
     rows = np.vstack(
         [np.kron(ai[:3, :3], np.eye(3)) - np.kron(np.eye(3), bi[:3, :3].T) for ai, bi in zip(a, b, strict=True)]
     )
-    m = np.linalg.svd(rows)[2][-1].reshape(3, 3)
+    m = np.linalg.svd(rows, full_matrices=False)[2][-1].reshape(3, 3)  # V only: a full U is (9·pairs)²
     m *= np.sign(np.linalg.det(m)) / abs(np.linalg.det(m)) ** (1 / 3)
     rot = _project_rotation(m)
     return make_transform(rot, _translation(a, b, rot))
