@@ -36,6 +36,7 @@ from robots.contract.link import DEFAULT_LINK, DriverFault, DriverMode, LinkConf
 from robots.contract.security import LinkServer, local_endpoints
 from robots.contract.session import SessionGate, valid_token
 from robots.contract.wire import WireError, decode
+from robots.driver.relay import CameraRelay
 from robots.servo import CommandServo, Rejection
 from robots.spec import ArmSpec
 
@@ -56,6 +57,7 @@ class DriverConfig:
     status_rate_hz: float = 10.0
     raw_images: bool = False  # send images uncompressed instead of JPEG
     objects: bool = True  # publish the `objects` topic (at the camera rate); False models a cell without a tracker
+    camera_endpoints: tuple[str, ...] = ()  # real time: pac-camera publishers whose frames this driver relays
 
 
 class OverrunWindow:
@@ -132,6 +134,7 @@ class DriverServer:
         for topic in (msg.COMMAND, *msg.CONTROL_TOPICS):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.link_server.bind(self.sub, self.endpoints[1])
+        self.relay = CameraRelay(self.context, config.camera_endpoints) if config.camera_endpoints else None
         self._stop = False
         self.log = logging.getLogger(self.log_name)
 
@@ -344,6 +347,8 @@ class DriverServer:
                     break
                 self.handle(self.sub.recv_multipart(copy=False))
             self.advance_chunk()
+            if self.relay is not None:
+                self.relay.forward(self.pub)
             if n % frame_every == 0:
                 self.publish_frame()
             self.publish_state()
@@ -359,6 +364,8 @@ class DriverServer:
                 time.sleep(-late / 1e9)
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
         self.pub.close(0)
         self.sub.close(0)
         self.link_server.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robots.camera.publisher import default_endpoint
 from robots.contract.link import DEFAULT_LINK
 from robots.contract.security import LinkSecurity, local_endpoints
 from robots.driver.server import DriverConfig
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="the SDK boundary replaced by the MuJoCo arm")
     p.add_argument("--lockstep", action="store_true", help="--dry-run only: one control period per command or tick")
     p.add_argument("--cameras", default="none", help="--dry-run: sim cameras to publish, comma-separated, or 'none'")
+    p.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="NAME|ENDPOINT",
+        help="relay a pac-camera's frames (its name, for its default socket, or its endpoint); repeat per camera",
+    )
     p.add_argument("--joint-offsets", type=Path, default=None, help="joint offsets from pac-calibrate joints (YAML)")
     p.add_argument(
         "--dry-run-encoder-error-mrad",
@@ -83,6 +91,7 @@ def build_config(args: argparse.Namespace) -> DriverConfig:
             jpeg_quality=args.jpeg_quality,
         ),
         objects=False,
+        camera_endpoints=tuple(c if "://" in c else default_endpoint(args.robot, c) for c in args.camera),
     )
 
 

@@ -1,0 +1,1 @@
+"""Real camera publishers (`pac-camera`): frames from OpenCV or RealSense devices as `image/<camera>` messages."""
