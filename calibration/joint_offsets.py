@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from calibration.board import Detection
 from calibration.handeye import predicted_board
-from calibration.intrinsics import outliers, residuals
+from calibration.intrinsics import outliers
 from calibration.solvers import levenberg_marquardt
 from calibration.transforms import from_rvec, make_transform, to_rvec
 from robots.kinematics import KinematicChain
@@ -66,6 +67,80 @@ def _tcp(chain: KinematicChain, q: np.ndarray) -> np.ndarray:
     return make_transform(r, p)
 
 
+def default_solved(chain: KinematicChain) -> tuple[int, ...]:
+    """Every joint but the first and last: the two whose offsets the cameras and the mount absorb."""
+    return tuple(range(1, chain.dof - 1))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each unknown sits in the solve's parameter vector: the solved joints' offsets, each camera's pose
+    (rvec, tvec; cameras in name order), then the board's pose in the TCP frame (rvec, tvec)."""
+
+    dof: int
+    solved: tuple[int, ...]
+    cameras: tuple[str, ...]
+
+    def pack(self, cameras: Mapping[str, np.ndarray], target: np.ndarray) -> np.ndarray:
+        poses = [np.concatenate(to_rvec(cameras[c])) for c in self.cameras]
+        return np.concatenate([np.zeros(len(self.solved)), *poses, *to_rvec(target)])
+
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        n = len(self.solved)
+        offsets = np.zeros(self.dof)
+        offsets[list(self.solved)] = x[:n]
+        cams = {
+            c: from_rvec(x[n + 6 * i : n + 6 * i + 3], x[n + 6 * i + 3 : n + 6 * i + 6])
+            for i, c in enumerate(self.cameras)
+        }
+        return offsets, cams, from_rvec(x[-6:-3], x[-3:])
+
+
+def _projected(
+    chain: KinematicChain,
+    layout: _Layout,
+    x: np.ndarray,
+    q: np.ndarray,
+    camera: str,
+    model: CameraModel,
+    points: np.ndarray,
+) -> np.ndarray:
+    """(N, 2) px where the parameters `x` put the board's `points` in `camera`'s image with the arm at `q`."""
+    offsets, cams, tgt = layout.unpack(x)
+    board = predicted_board(cams[camera], tgt, _tcp(chain, q + offsets), "eye_to_hand")
+    return cv2.projectPoints(points, *to_rvec(board), model.k, model.dist)[0].reshape(-1, 2)
+
+
+def pose_information(
+    chain: KinematicChain,
+    q: np.ndarray,
+    cameras: Mapping[str, CameraModel],
+    target: np.ndarray,
+    points: np.ndarray,
+    solved: Sequence[int] | None = None,
+) -> np.ndarray:
+    """What one pose, seen by every camera, tells the solve: JᵀJ (P x P) of the board's corners' pixels
+    against the solve's parameters, at zero offsets, for 1 px of corner noise. Summed over poses and inverted,
+    its first len(solved) diagonal entries are the offsets' variances (offset_variances): pose generation
+    uses it to pick the poses that pin the offsets down, before any image is taken."""
+    layout = _Layout(chain.dof, default_solved(chain) if solved is None else tuple(solved), tuple(sorted(cameras)))
+    x0 = layout.pack({c: m.pose for c, m in cameras.items()}, target)
+    pts = np.asarray(points, float)
+    base = np.concatenate([_projected(chain, layout, x0, q, c, cameras[c], pts).ravel() for c in layout.cameras])
+    jac = np.empty((base.size, x0.size))
+    for i in range(x0.size):
+        dx = np.zeros_like(x0)
+        dx[i] = 1e-6
+        moved = [_projected(chain, layout, x0 + dx, q, c, cameras[c], pts).ravel() for c in layout.cameras]
+        jac[:, i] = (np.concatenate(moved) - base) / 1e-6
+    return jac.T @ jac
+
+
+def offset_variances(information: np.ndarray, n_solved: int) -> np.ndarray:
+    """rad² per solved offset, for 1 px of corner noise, from the summed information of a pose set."""
+    return np.diag(np.linalg.pinv(information))[:n_solved]
+
+
 def solve_joint_offsets(
     chain: KinematicChain,
     views: Sequence[JointView],
@@ -75,7 +150,7 @@ def solve_joint_offsets(
 ) -> JointOffsetResult:
     """Offsets of `solved` joints (default: all but the first and last), with the cameras' poses and the
     board's pose in the TCP frame re-estimated; `target` (the hand-eye board pose) starts the search."""
-    solved = tuple(range(1, chain.dof - 1)) if solved is None else tuple(solved)
+    solved = default_solved(chain) if solved is None else tuple(solved)
     if len(views) < MIN_VIEWS:
         raise JointOffsetError(f"{len(views)} views of the board; at least {MIN_VIEWS} are needed")
     names = sorted(cameras)
@@ -83,28 +158,18 @@ def solve_joint_offsets(
     if missing:
         raise JointOffsetError(f"views from camera(s) {sorted(missing)} with no calibration given")
     n = len(solved)
-
-    def unpack(x: np.ndarray):
-        offsets = np.zeros(chain.dof)
-        offsets[list(solved)] = x[:n]
-        cams = {
-            c: from_rvec(x[n + 6 * i : n + 6 * i + 3], x[n + 6 * i + 3 : n + 6 * i + 6]) for i, c in enumerate(names)
-        }
-        tgt = from_rvec(x[-6:-3], x[-3:])
-        return offsets, cams, tgt
+    layout = _Layout(chain.dof, solved, tuple(names))
 
     def view_residuals(x: np.ndarray, v: JointView) -> np.ndarray:
-        offsets, cams, tgt = unpack(x)
-        cam = cameras[v.camera]
-        board = predicted_board(cams[v.camera], tgt, _tcp(chain, v.q + offsets), "eye_to_hand")
-        return residuals(v.detection, cam.k, cam.dist, *to_rvec(board)).ravel()
+        projected = _projected(chain, layout, x, v.q, v.camera, cameras[v.camera], v.detection.object_points)
+        return (projected - v.detection.image_points).ravel()
 
     kept = {_label(v, i): v for i, v in enumerate(views)}
 
     def fun(x: np.ndarray) -> np.ndarray:
         return np.concatenate([view_residuals(x, v) for v in kept.values()])
 
-    x0 = np.concatenate([np.zeros(n), *[np.concatenate(to_rvec(cameras[c].pose)) for c in names], *to_rvec(target)])
+    x0 = layout.pack({c: m.pose for c, m in cameras.items()}, target)
     r0 = fun(x0)
     x, rejected = x0, {}
     while True:
@@ -139,7 +204,7 @@ def solve_joint_offsets(
         )
     sigma2 = (r @ r) / max(r.size - x.size, 1)
     std = np.sqrt(np.diag(np.linalg.inv(jac.T @ jac)) * sigma2)[:n]
-    offsets, cams, tgt = unpack(x)
+    offsets, cams, tgt = layout.unpack(x)
     return JointOffsetResult(offsets, solved, _rms(r0), _rms(r), cams, tgt, std, rejected)
 
 
