@@ -82,6 +82,11 @@ class RunConfig:
         return self.link.period_s
 
 
+# List fields where a single name stands for a list of one (older configs named one calibration file).
+# Elsewhere a bare string is refused: `cameras: front_left` is a typo for a list, found by the config fuzzer.
+ONE_NAME_READS_AS_LIST = frozenset({"calibration"})
+
+
 @cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -115,8 +120,8 @@ def _value(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {_show(value)} is not one of {[m.value for m in MOTION_MODES]}")
         return mode
     if hint == tuple[str, ...]:
-        if isinstance(value, str):  # `calibration: /etc/pac/cell.yaml`: one name
-            return (value,) if value else ()
+        if isinstance(value, str) and where.rsplit(".", 1)[-1] in ONE_NAME_READS_AS_LIST:
+            return (value,) if value else ()  # `calibration: /etc/pac/cell.yaml`: one name
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{where}: expected a list of names, got {_show(value)}")
         return tuple(value)
