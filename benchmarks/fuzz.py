@@ -1968,8 +1968,10 @@ def run_target(
     progress: bool = True,
     report: Callable[[str], None] | None = None,
     hang_s: float | None = None,
+    first: int = 0,
 ) -> Tally:
-    """Generate and check `inputs` inputs; every outcome counted, every bug kept with its input."""
+    """Generate and check `inputs` inputs; every outcome counted, every bug kept with its input. With `first`,
+    the inputs before it are generated but not checked: the same run's inputs first..inputs-1, reproduced."""
     rng = random.Random(f"{seed}/{target.name}")
     hang_s = target.hang_s if hang_s is None else hang_s
     tally = Tally(target.name, target.unit, hang_s=hang_s)
@@ -1977,11 +1979,13 @@ def run_target(
     alarm = signal.getsignal(signal.SIGALRM) if _main_thread() else None
     if alarm is not None:
         signal.signal(signal.SIGALRM, _on_alarm)
-    bar = tqdm(total=inputs, desc=f"{target.name:>20}", unit=target.unit, disable=not progress, mininterval=1.0)
+    bar = tqdm(total=inputs - first, desc=f"{target.name:>20}", unit=target.unit, disable=not progress, mininterval=1.0)
     start = time.perf_counter()
     try:
         for i in range(inputs):
             case = _generate(target, rng, tally, report)
+            if i < first:
+                continue  # only advancing the generator to input `first`
             outcome, error, dt = _check_timed(target, case, alarm is not None)
             tally.check_s += dt
             tally.max_s = max(tally.max_s, dt)
@@ -2007,7 +2011,7 @@ def run_target(
             elif outcome is not None:
                 tally.add_outcome(outcome)
             tally.inputs += 1
-            if i % 200 == 199:
+            if tally.inputs % 200 == 0:
                 bar.update(200)
                 bar.set_postfix(bugs=sum(tally.bugs.values()), refresh=False)
     finally:
@@ -2103,6 +2107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", type=int, default=100_000, help="inputs per decoder")
     p.add_argument("--decoders", default=",".join(DECODERS), help="comma-separated; messages.<Type> for one type")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--from",
+        dest="first",
+        type=int,
+        default=0,
+        help="check only inputs FROM..inputs-1 of the run (reproduce a range)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write every count and each bug's inputs here")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -2112,7 +2123,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in expand(args.decoders.split(",")):
             target = make_target(name)
             try:
-                tallies.append(run_target(target, args.inputs, args.seed, progress=not args.no_progress))
+                tallies.append(
+                    run_target(target, args.inputs, args.seed, progress=not args.no_progress, first=args.first)
+                )
             finally:
                 target.close()
     print()
@@ -2129,6 +2142,7 @@ def main(argv: list[str] | None = None) -> int:
             "git": _git(),
             "inputs_per_decoder": args.inputs,
             "seed": args.seed,
+            "checked_from": args.first,
             "hang_s": HANG_S,  # the default; a decoder bounded slower has its own (decoders[].hang_s)
             "decoders": [t.as_dict() for t in tallies],
         }
