@@ -20,6 +20,7 @@ import numpy as np
 
 from robots import limits as _limits
 from robots.contract.link import DEFAULT_LINK, DriverFault, Mode
+from robots.contract.messages import CommandMsg
 from robots.kinematics import dls_solve
 from robots.rotations import axis_angle_to_mat, rotation_error
 from robots.spec import GRIPPER, ArmSpec
@@ -61,6 +62,18 @@ class Command:
     deadline_ns: int
     obs_seq: int = -1
     obs_t_ns: int | None = None  # capture time of the observation it came from; None: an in-process caller
+
+    @classmethod
+    def of(cls, message: CommandMsg) -> Command:
+        """The servo's view of a command decoded from the wire (every driver submits through this)."""
+        return cls(
+            message.seq,
+            message.mode,
+            np.asarray(message.action),
+            message.deadline_ns,
+            message.obs_seq,
+            message.obs_t_ns,
+        )
 
 
 @dataclass

@@ -100,14 +100,7 @@ class RealDriver(DriverServer):
         if self._faulted and Mode.parse(command.mode) is not Mode.HOLD:
             return self.servo.refuse(command.seq, Rejection.ARM_FAULT)
         return self.servo.submit(
-            Command(
-                command.seq,
-                command.mode,
-                np.asarray(command.action),
-                command.deadline_ns,
-                command.obs_seq,
-                command.obs_t_ns,
-            ),
+            Command.of(command),
             now_ns,
         )
 

@@ -49,14 +49,7 @@ class SimCell:
 
     def submit(self, command: msg.CommandMsg, now_ns: int) -> Rejection | None:
         return self.servo.submit(
-            Command(
-                command.seq,
-                command.mode,
-                np.asarray(command.action),
-                command.deadline_ns,
-                command.obs_seq,
-                command.obs_t_ns,
-            ),
+            Command.of(command),
             now_ns,
         )
 
