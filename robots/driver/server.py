@@ -28,12 +28,13 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import zmq
 
 from robots.contract import messages as msg
 from robots.contract.link import DEFAULT_LINK, DriverFault, DriverMode, LinkConfig
-from robots.contract.security import LinkServer, local_endpoints
+from robots.contract.security import LinkSecurity, LinkServer, local_endpoints
 from robots.contract.session import SessionGate, valid_token
 from robots.contract.wire import WireError, decode
 from robots.driver.relay import CameraRelay
@@ -44,6 +45,27 @@ MAX_INPUT_BYTES = 64 * 1024  # a command or control message is < 1 KiB; ZeroMQ d
 MAX_INPUTS_PER_STEP = 8  # real time: messages handled per chunk (10 ms): 800/s, 16x the runtime's rate
 OVERRUN_WINDOW_S = 1.0  # real time: overruns within this window ...
 OVERRUN_FAULT_COUNT = 5  # ... at least this many: a sustained overrun, reported as a fault
+
+
+def served_link(
+    robot: str,
+    pub: str | None,
+    cmd: str | None,
+    keys: Path | None,
+    command_timeout_ms: float,
+    jpeg_quality: int,
+) -> LinkConfig:
+    """The link a driver serves from its command-line flags (pac-sim and pac-driver take the same ones): the
+    endpoints given, else this user's private ipc sockets for `robot`; CURVE server keys from `keys`."""
+    default_pub, default_cmd = local_endpoints(robot)
+    return replace(
+        DEFAULT_LINK,
+        pub_endpoint=pub or default_pub,
+        cmd_endpoint=cmd or default_cmd,
+        security=LinkSecurity.server_keys(keys) if keys else DEFAULT_LINK.security,
+        command_timeout_ms=command_timeout_ms,
+        jpeg_quality=jpeg_quality,
+    )
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,13 @@ import importlib.util
 import logging
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from robots.camera.publisher import default_endpoint
 from robots.contract.link import DEFAULT_LINK
-from robots.contract.security import LinkSecurity, local_endpoints
-from robots.driver.server import DriverConfig
+from robots.driver.server import DriverConfig, served_link
 from robots.real import franka, intera
 from robots.real.backend import ArmBackend, SdkMissing
 from robots.real.driver import RealDriver
@@ -76,20 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace) -> DriverConfig:
-    default_pub, default_cmd = local_endpoints(args.robot)
     cameras = () if args.cameras.strip().lower() == "none" else tuple(c for c in args.cameras.split(",") if c)
     return DriverConfig(
         robot=args.robot,
         lockstep=args.lockstep,
         cameras=cameras,
-        link=replace(
-            DEFAULT_LINK,
-            pub_endpoint=args.pub or default_pub,
-            cmd_endpoint=args.cmd or default_cmd,
-            security=LinkSecurity.server_keys(args.keys) if args.keys else DEFAULT_LINK.security,
-            command_timeout_ms=args.command_timeout_ms,
-            jpeg_quality=args.jpeg_quality,
-        ),
+        link=served_link(args.robot, args.pub, args.cmd, args.keys, args.command_timeout_ms, args.jpeg_quality),
         objects=False,
         camera_endpoints=tuple(c if "://" in c else default_endpoint(args.robot, c) for c in args.camera),
     )

@@ -13,11 +13,10 @@ import argparse
 import logging
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from robots.contract.link import DEFAULT_LINK
-from robots.contract.security import LinkSecurity, local_endpoints
+from robots.driver.server import served_link
 from robots.sim.driver import DriverConfig, SimDriver
 from robots.spec import ARMS, load_spec
 
@@ -72,19 +71,11 @@ def build_parser(prog: str = "pac-sim", description: str | None = __doc__) -> ar
 
 def build_config(args: argparse.Namespace) -> DriverConfig:
     """The driver's config from parsed flags; raises KeyError or ValueError for a bad one (e.g. a camera)."""
-    default_pub, default_cmd = local_endpoints(args.robot)
     return DriverConfig(
         robot=args.robot,
         lockstep=args.lockstep,
         cameras=parse_cameras(args.cameras, args.robot),
-        link=replace(
-            DEFAULT_LINK,
-            pub_endpoint=args.pub or default_pub,
-            cmd_endpoint=args.cmd or default_cmd,
-            security=LinkSecurity.server_keys(args.keys) if args.keys else DEFAULT_LINK.security,
-            command_timeout_ms=args.command_timeout_ms,
-            jpeg_quality=args.jpeg_quality,
-        ),
+        link=served_link(args.robot, args.pub, args.cmd, args.keys, args.command_timeout_ms, args.jpeg_quality),
         state_rate_hz=args.state_rate,
         camera_rate_hz=args.camera_rate,
         raw_images=args.raw_images,
