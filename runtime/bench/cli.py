@@ -18,7 +18,6 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
@@ -42,6 +41,7 @@ from runtime.config import ConfigError, load_config
 from runtime.inference.loader import PolicyRefused
 
 EXIT_PASS, EXIT_FAIL, EXIT_REFUSED = 0, 1, 2
+SERVED_BY_PAC_RUN = {"ort": "cpu", "ort-int8": "cpu", "cuda": "cuda", "tensorrt": "tensorrt"}  # backend → --device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +95,7 @@ def _serving(args: argparse.Namespace, backends: list[str]) -> Setting:
 def _row(m: Measured, policy: PolicyFile) -> Row:
     """The verdict's view of a measured setting, with the pac-run flags that serve it."""
     if m.backend in ("cuda", "tensorrt"):
-        flags = f"--policy {policy.path.name} --device {m.backend}"
+        flags = f"--policy {policy.path.name} --device {SERVED_BY_PAC_RUN[m.backend]}"
     elif m.backend in ("ort", "ort-int8"):
         path = policy.int8_path() if m.backend == "ort-int8" else policy.path
         flags = f"--policy {path.name} --device cpu --threads {m.threads} --cpu-spin {'on' if m.spinning else 'off'}"
@@ -141,10 +141,19 @@ def main(argv: list[str] | None = None) -> int:
 
     e2e = None
     if args.e2e:
-        e2e_policy = policy.int8_path() if serving.backend == "ort-int8" else policy.path
-        e2e = run_e2e(
-            e2e_policy, robot, args.e2e_duration, args.out, threads=serving.threads, spinning=serving.spinning
-        )
+        served = next((m for m in measured if m.label == serving.label), None)
+        if served is None or served.backend not in SERVED_BY_PAC_RUN:
+            print(f"pac-bench: no end-to-end run: pac-run does not serve {serving.label} here", file=sys.stderr)
+        else:
+            e2e = run_e2e(
+                policy.int8_path() if serving.backend == "ort-int8" else policy.path,
+                robot,
+                args.e2e_duration,
+                args.out,
+                threads=serving.threads,
+                spinning=serving.spinning,
+                device=SERVED_BY_PAC_RUN[serving.backend],
+            )
 
     overhead = e2e.overhead_p99_ms if e2e is not None else ASSUMED_OVERHEAD_MS
     budget = Budget(args.budget_ms if args.budget_ms is not None else period_ms, overhead, e2e is not None)
@@ -182,5 +191,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     sys.exit(main())

@@ -88,7 +88,14 @@ def _reap(proc: subprocess.Popen, started: float) -> ProcessUsage:
 
 
 def run_e2e(
-    policy: Path, robot: str, duration_s: float, out: Path, *, threads: int = 0, spinning: bool = False
+    policy: Path,
+    robot: str,
+    duration_s: float,
+    out: Path,
+    *,
+    threads: int = 0,
+    spinning: bool = False,
+    device: str = "cpu",
 ) -> EndToEnd:
     """Run pac-run for `duration_s` against a fresh sim; raise RuntimeError if it refuses to start."""
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +108,7 @@ def run_e2e(
     try:
         argv = [sys.executable, "-m", "runtime.cli", "--robot", robot, "--policy", str(policy), "--pub", pub]
         argv += ["--cmd", cmd, "--duration", str(duration_s), "--summary", str(summary_path)]
-        argv += ["--cpu-spin", "on" if spinning else "off", "--threads", str(threads)]
+        argv += ["--cpu-spin", "on" if spinning else "off", "--threads", str(threads), "--device", device]
         log = out / f"{policy.stem}_e2e_pac_run.log"
         with log.open("w") as f:
             run_started = time.monotonic()

@@ -71,7 +71,7 @@ def judge(rows: list[Row], serving: Row | None, budget: Budget) -> Verdict:
     passed = fits(serving, budget)
     verdict = f"{serving.label}: p99 {serving.p99_ms:.2f} ms {'≤' if passed else '>'} {limit}"
     if best is None:
-        advice = "no measured setting fits: a smaller model, a GPU, or a longer period"
+        advice = "no measured setting that pac-run serves fits: a smaller model, a GPU, or a longer period"
     elif best == serving:
         advice = f"recommended: {best.label} (the serving setting; pac-run {best.flags})"
     else:
