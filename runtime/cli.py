@@ -50,6 +50,7 @@ from runtime.preflight import (
 from runtime.recorder import Recorder
 from runtime.safety.limits import SafetyLimits
 from runtime.safety.state_machine import State
+from runtime.scheduling import SchedulingRefused, realtime_priority, set_realtime_priority
 from runtime.summary import RunSummary
 from runtime.timing import StageTimer
 
@@ -113,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=session.threads,
         help="ORT intra-op threads on the CPU (default 0: one per core); pac-bench recommends a value",
+    )
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the loop and inference at SCHED_FIFO priority N (1-99; needs CAP_SYS_NICE or an rtprio limit): "
+        "refused at start if not granted. Default 0: the time-sharing scheduler",
     )
     p.add_argument(
         "--control",
@@ -210,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
             allow_spinning=args.cpu_spin == "on",
             threads=args.threads,
         )
+        if args.rt_priority:  # before the session and the client exist: their threads inherit it
+            try:
+                set_realtime_priority(args.rt_priority)
+            except (SchedulingRefused, ValueError) as exc:
+                print(f"pac-run: refused: {exc}", file=sys.stderr)
+                return EXIT_REFUSED
         try:
             policy = open_policy(config, args.policy, session)
         except (PolicyRefused, ProviderUnavailable) as exc:
@@ -274,7 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             code = {State.FAULT: EXIT_FAULT, State.ESTOP: EXIT_ESTOP}.get(final, EXIT_OK)
             summary = RunSummary.of(
-                loop.stats(), config.robot, policy.path, policy.provider, code, control.record(), calibration
+                loop.stats(),
+                config.robot,
+                policy.path,
+                policy.provider,
+                code,
+                control.record(),
+                calibration,
+                rt_priority=realtime_priority(),
             )
             print(summary.table(), flush=True)
             path = args.summary or (args.record / "summary.json" if args.record else DEFAULT_SUMMARY)

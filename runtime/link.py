@@ -2,17 +2,17 @@
 
 One small ABC, one implementation per way of running (openpi-client's Environment, done with time in mind):
 `LockstepLink` (the sim advances one period per command: deterministic tests), `RealtimeLink` (ticks on
-absolute deadlines, phase-locked just after the cameras (or the object tracker) capture, arrivals decoded
-while idle). A replay link will feed a recording through the same loop in virtual time. Links own waiting,
-phase alignment and deadlines; they read the driver only through `DriverClient`'s public methods and the
-injected clock.
+absolute deadlines, phase-locked just after the cameras' (or the object tracker's) frames arrive, at a lag
+learned from the arrivals, which are decoded while idle). A replay link will feed a recording through the same
+loop in virtual time. Links own waiting, phase alignment and deadlines; they read the driver only through
+`DriverClient`'s public methods and the injected clock.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,13 +20,15 @@ from robots.contract.client import DriverClient, DriverUnavailable
 from robots.contract.link import DriverMode, LinkConfig, Mode
 from robots.contract.messages import ImageMsg, ObjectsMsg, StateMsg, StatusMsg
 from runtime.clock import Clock
-from runtime.timing import Pacer, StageTimer
+from runtime.timing import ArrivalPhase, Pacer, StageTimer
 
 NO_ACTION = np.zeros(0)
 NO_ACTION.setflags(write=False)
 FRAME_WAIT_MS = 12.0  # real time: longest wait for a late frame before ticking on the previous one
-PHASE_OFFSET_MS = 4.0  # real time: tick this long after the cameras capture (transport + JPEG decode)
-PHASE_SLIP_MS = 15.0  # frames later than the offset by this much, three ticks running: re-phase
+PHASE_OFFSET_MS = 4.0  # real time: tick at least this long after the cameras capture (transport + JPEG decode)
+PHASE_CEILING = 0.5  # ... and at most this fraction of a period after: a later lag is a fault, not a phase
+PHASE_SLACK_MS = 1.0  # the tick this far or more off where the frames say it should be, ...
+PHASE_SLIP_TICKS = 3  # ... this many ticks running (the driver re-phased, e.g. after its own overrun): re-phase
 LOCKSTEP_DEADLINE_PERIODS = 2  # lockstep: a command may still be applied this many periods after its state
 
 
@@ -61,6 +63,7 @@ class LinkStats:
     obs_age_ms: dict[str, float]  # p50, p99, n: oldest capture → command sent (real time)
     messages_dropped: dict[str, int]
     driver_rejected: dict[str, int]
+    frame_lag_ms: dict[str, float] = field(default_factory=dict)  # real time: capture → frames in; tick offset
 
 
 class DriverLink(abc.ABC):
@@ -189,7 +192,7 @@ class LockstepLink(DriverLink):
 @dataclass
 class _Phase:
     aligned: bool = False
-    late_frames: int = 0  # consecutive ticks whose frames came later than expected
+    off_ticks: int = 0  # consecutive ticks more than PHASE_SLACK_MS off the phase the frames call for
 
 
 class RealtimeLink(DriverLink):
@@ -201,22 +204,29 @@ class RealtimeLink(DriverLink):
         super().__init__(*args, **kwargs)
         self.pacer = Pacer(self.link.period_ns, clock=self.clock, idle=self._idle)
         self._phase = _Phase()
+        period_ms = self.link.period_ns / 1e6
+        self.arrival = ArrivalPhase(floor_ms=PHASE_OFFSET_MS, ceiling_ms=PHASE_CEILING * period_ms)
+        self._listening = False  # polled without a break since the last backlog drain: arrival time = now
+        self._last_set_ns = -1  # newest capture of the last complete set of frames seen
 
     def now_ns(self) -> int:
         return self.clock.now_ns()
 
     def await_tick(self) -> None:
-        if not self._phase.aligned:
-            self._track_phase()
+        """Between ticks (off the critical path): follow the learned arrival lag, then sleep to the deadline."""
+        self._follow_phase()
         self.pacer.wait()
 
     def observe(self) -> Inputs:
         self._receive()
+        self._note_arrival()
+        if not self._phase.aligned:  # the first frames: phase-lock this very tick
+            self._follow_phase()
         self._await_frames()
-        self._track_phase()
         return self._inputs()
 
     def send(self, mode: Mode, action: np.ndarray, inputs: Inputs) -> int:
+        self._listening = False  # what arrives from now until the next idle poll queues: its arrival time is lost
         oldest = _oldest_capture(inputs, self.cameras, self.objects) if mode is not Mode.HOLD else -1
         with self.timer.section("send"):
             deadline = self.clock.now_ns() + self.link.period_ns
@@ -230,7 +240,11 @@ class RealtimeLink(DriverLink):
         return self.client.send_command(Mode.HOLD, NO_ACTION, self.clock.now_ns() + round(timeout_s * 1e9), obs_t_ns=-1)
 
     def stats(self) -> LinkStats:
-        return replace(super().stats(), overruns=self.pacer.overruns, overrun_late_ms=list(self.pacer.late_ms))
+        lags = np.fromiter(self.arrival.lags, float, len(self.arrival.lags))
+        frame_lag = {"p50": float(np.median(lags)), "p95": float(np.quantile(lags, 0.95))} if lags.size else {}
+        frame_lag |= {"n": int(lags.size), "tick_offset": self.arrival.offset_ms}
+        late_ms = list(self.pacer.late_ms)
+        return replace(super().stats(), overruns=self.pacer.overruns, overrun_late_ms=late_ms, frame_lag_ms=frame_lag)
 
     # ------------------------------------------------------------------ waiting
     def _frame_captures(self) -> list[int] | None:
@@ -242,34 +256,60 @@ class RealtimeLink(DriverLink):
         captures = [latest.images[c].t_capture_ns for c in self.cameras]
         return captures + [latest.objects.t_capture_ns] if self.objects else captures
 
-    def _track_phase(self) -> None:
-        """Tick just after the cameras' frames (and object poses) arrive, so observations are as young as they can be.
+    def _follow_phase(self) -> None:
+        """Tick just after the cameras' frames (and object poses) are in, so observations are as young as they can be.
 
-        Aligned on the first frames, and again when the frames come later than expected three ticks running
-        (the driver re-phased, e.g. after its own overrun).
+        The phase is the newest capture of the last full set of frames plus the learned arrival lag. Locked on
+        the first set; moved when the lag estimate moves, or when the tick has been more than PHASE_SLACK_MS off
+        that phase PHASE_SLIP_TICKS ticks running, either way: frames captured later (the driver re-phased, e.g.
+        after its own overrun) or earlier. One late frame does not move it.
+        """
+        if self._last_set_ns < 0:
+            return
+        phase = self._phase
+        moved = self.arrival.update()
+        target = self._last_set_ns + round(self.arrival.offset_ms * 1e6)
+        if phase.aligned and self.pacer.next_ns is not None:
+            period = self.link.period_ns
+            error = (self.pacer.next_ns - target + period // 2) % period - period // 2
+            phase.off_ticks = phase.off_ticks + 1 if abs(error) > PHASE_SLACK_MS * 1e6 else 0
+        if not phase.aligned or moved or phase.off_ticks >= PHASE_SLIP_TICKS:
+            self.pacer.align(target)
+            phase.aligned, phase.off_ticks = True, 0
+
+    def _note_arrival(self) -> None:
+        """When a period's frames have all just arrived (and been decoded), record their lag behind capture.
+
+        Only while listening without a break: a set that queued during a tick's compute arrived at an unknown
+        time. The lag is measured from the newest capture of the set, the instant the phase is aligned to.
         """
         captures = self._frame_captures()
-        if not captures:
+        if captures is None:
             return
-        lag_ms = (self.clock.now_ns() - min(captures)) / 1e6
-        phase = self._phase
-        phase.late_frames = phase.late_frames + 1 if lag_ms > PHASE_OFFSET_MS + PHASE_SLIP_MS else 0
-        if not phase.aligned or phase.late_frames >= 3:
-            self.pacer.align(max(captures) + round(PHASE_OFFSET_MS * 1e6))
-            phase.aligned, phase.late_frames = True, 0
+        newest = max(captures)
+        if newest == self._last_set_ns or newest - min(captures) >= self.link.period_ns // 2:
+            return  # already seen, or a set still partly from the previous period
+        self._last_set_ns = newest
+        if self._listening:
+            self.arrival.record((self.clock.now_ns() - newest) / 1e6)
 
     def _idle(self, seconds: float) -> None:
-        """The pacer's sleep: decode arrivals as they come, so a tick finds only the newest few messages.
+        """The pacer's sleep: decode arrivals as they come, so a tick finds only the newest few messages,
+        and note when each period's frames are in (the phase follows that lag).
 
         This moves receive work off the critical path; it is timed as "receive_idle", outside the overhead.
         """
         end = self.clock.now_ns() + round(seconds * 1e9)
+        self._receive("receive_idle")  # the backlog from the tick: drained, not timed as arrivals
+        self._note_arrival()
+        self._listening = True
         while (remaining_ns := end - self.clock.now_ns()) > 0:
             if remaining_ns < 1_000_000:
                 self.clock.sleep(remaining_ns / 1e9)
                 return
             if self.client.wait(remaining_ns // 1_000_000):
                 self._receive("receive_idle")
+                self._note_arrival()
 
     def _await_frames(self) -> None:
         """If this period's frames are not in yet (capture jitter), wait for them up to FRAME_WAIT_MS.
@@ -291,6 +331,7 @@ class RealtimeLink(DriverLink):
             self.timer.add("frame_wait", (self.clock.now_ns() - now) / 1e6)
             if ready:
                 self._receive()
+                self._note_arrival()
 
 
 def _oldest_capture(inputs: Inputs, cameras: tuple[str, ...], objects: bool) -> int:

@@ -184,5 +184,6 @@ class ControlLoop:
             messages_dropped=link.messages_dropped,
             driver_rejected=link.driver_rejected,
             rss_mb=dict(self._rss),
+            frame_lag_ms=link.frame_lag_ms,
             final_hold_confirmed=self.final_hold_confirmed,
         )

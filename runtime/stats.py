@@ -27,4 +27,5 @@ class LoopStats:
     messages_dropped: dict[str, int]
     driver_rejected: dict[str, int]
     rss_mb: dict[str, float] = field(default_factory=dict)  # after warm-up and at the end
+    frame_lag_ms: dict[str, float] = field(default_factory=dict)  # real time: frames' lag (last 5 s), tick offset
     final_hold_confirmed: bool = False

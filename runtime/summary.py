@@ -33,6 +33,7 @@ class RunSummary(LoopStats):
     operator_actions: list[dict[str, Any]] = field(default_factory=list)  # each verb: tick, time, who, why, outcome
     control_rejected: dict[str, int] = field(default_factory=dict)  # malformed control requests by reason
     calibration: dict[str, str] = field(default_factory=dict)  # calibration file -> its sha256
+    rt_priority: int = 0  # the loop's SCHED_FIFO priority; 0: the time-sharing scheduler
 
     @classmethod
     def of(
@@ -44,6 +45,7 @@ class RunSummary(LoopStats):
         exit_code: int,
         control: ControlRecord | None = None,
         calibration: dict[str, str] | None = None,
+        rt_priority: int = 0,
     ) -> RunSummary:
         operator = {}
         if control is not None:
@@ -59,12 +61,14 @@ class RunSummary(LoopStats):
             provider=provider,
             exit_code=exit_code,
             calibration=dict(calibration or {}),
+            rt_priority=rt_priority,
             **operator,
         )
 
     def table(self) -> str:
         lines = [
-            f"pac-run summary: {self.robot}, {Path(self.policy).name} on {self.provider}, {self.link}",
+            f"pac-run summary: {self.robot}, {Path(self.policy).name} on {self.provider}, {self.link}"
+            + (f", SCHED_FIFO {self.rt_priority}" if self.rt_priority else ""),
             f"  final state {self.final_state} ({self.stop_reason}); exit code {self.exit_code}"
             + (f"; fault: {self.fault_cause}" if self.fault_cause else ""),
             f"  ticks {self.ticks}   overruns {self.overruns}   commands {self.commands_sent}   holds {self.holds_sent}"
@@ -84,6 +88,11 @@ class RunSummary(LoopStats):
         lines.append(f"  {'obs age':<12}{_ms(a['p50']):>10}{_ms(a['p99']):>10}{a['n']:>8}")
         nan = float("nan")
         lines.append(f"  RSS {_ms(r.get('start', nan))} MB after warm-up → {_ms(r.get('end', nan))} MB at the end")
+        if f := self.frame_lag_ms:
+            lines.append(
+                f"  frames in {_ms(f.get('p50', nan))} ms after capture (p95 {_ms(f.get('p95', nan))}, last "
+                f"{f['n']}); ticks start {_ms(f['tick_offset'])} ms after capture"
+            )
         return "\n".join(lines)
 
     def _operator_lines(self) -> list[str]:

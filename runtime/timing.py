@@ -9,6 +9,7 @@ keeps every sample in preallocated arrays, so the summary has exact p50/p99 and 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -62,6 +63,51 @@ class Pacer:
         self.next_ns += self.period_ns
         self.ticks += 1
         return deadline
+
+
+@dataclass
+class ArrivalPhase:
+    """How long after capture a period's frames are in and decoded, learned from what the link measures.
+
+    A real-time tick that starts before its frames arrive waits for them and decodes them inside the tick;
+    one that starts long after computes on older frames than it needs to. The lag from capture to arrival
+    depends on the cell (exposure, rendering, encoding, transport, decoding), so it is measured rather than
+    configured: `offset_ms` is a high quantile of the recent lags plus a margin, never below `floor_ms`,
+    and moves only when the quantile moved by more than `hysteresis_ms` (re-phasing is not free).
+    """
+
+    floor_ms: float
+    ceiling_ms: float
+    quantile: float = 0.95
+    margin_ms: float = 0.5
+    window: int = 100  # lags kept (5 s at 20 Hz)
+    min_samples: int = 10  # below this, the floor
+    hysteresis_ms: float = 1.0
+    lags: deque = field(default_factory=deque)
+    offset_ms: float = NAN
+
+    def __post_init__(self) -> None:
+        self.lags = deque(self.lags, maxlen=self.window)
+        if self.offset_ms != self.offset_ms:  # NaN: not set
+            self.offset_ms = self.floor_ms
+
+    def record(self, lag_ms: float) -> None:
+        self.lags.append(lag_ms)
+
+    def target_ms(self) -> float:
+        """Where the phase should be now: the lag quantile plus margin, within [floor, ceiling]."""
+        if len(self.lags) < self.min_samples:
+            return self.floor_ms
+        lag = float(np.quantile(np.fromiter(self.lags, float, len(self.lags)), self.quantile))
+        return min(self.ceiling_ms, max(self.floor_ms, lag + self.margin_ms))
+
+    def update(self) -> bool:
+        """Move `offset_ms` to the target when it is more than the hysteresis away; True when it moved."""
+        target = self.target_ms()
+        if abs(target - self.offset_ms) <= self.hysteresis_ms:
+            return False
+        self.offset_ms = target
+        return True
 
 
 class StageTimer:

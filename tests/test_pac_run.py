@@ -189,6 +189,12 @@ def test_model_for_the_other_arm_is_refused_at_start_up(policies, capsys):
     assert "refused" in err and "robot: model has 'sawyer', robot expects 'panda'" in err
 
 
+def test_a_real_time_priority_out_of_range_is_refused_before_a_driver_is_started(policies, capsys):
+    code = pac_run(["--robot", "sawyer", "--policy", str(policies["sawyer"]), "--sim", "--rt-priority", "100"])
+    assert code == EXIT_REFUSED
+    assert "refused: a real-time priority is 1 to 99, got 100" in capsys.readouterr().err
+
+
 def test_an_instruction_longer_than_the_model_takes_is_refused_before_any_motion(policies, capsys):
     too_long = " ".join(["stack the red object on the blue object"] * 4)
     code = pac_run(["--robot", "sawyer", "--policy", str(policies["sawyer"]), "--sim", "--instruction", too_long])

@@ -19,7 +19,7 @@ from robots.contract.messages import ImageMsg, StateMsg, StatusMsg
 from robots.spec import load_spec
 from runtime.clock import VirtualClock
 from runtime.guard import Guard
-from runtime.link import FRAME_WAIT_MS, PHASE_OFFSET_MS, Inputs, RealtimeLink
+from runtime.link import FRAME_WAIT_MS, PHASE_OFFSET_MS, PHASE_SLIP_TICKS, Inputs, RealtimeLink
 from runtime.loop import STAGES, ControlLoop
 from runtime.policy_step import PolicyOutput
 from runtime.safety.limits import SafetyLimits
@@ -53,6 +53,8 @@ class ScriptedDriver:
     duration_ns: int
     late: dict[tuple[str, int], int] = field(default_factory=dict)  # (camera, frame k) → extra delay, ns
     frozen: dict[str, tuple[int, int]] = field(default_factory=dict)  # camera → (from, to) capture window, ns
+    frame_delay: int = DELAY  # capture → arrival of each camera frame, ns
+    shift: tuple[int, int] = (0, 0)  # (from, by) ns: the cameras re-phase, capturing `by` later from `from` on
 
     def __post_init__(self) -> None:
         self.latest = LatestMessages()
@@ -63,10 +65,11 @@ class ScriptedDriver:
         schedule = [(t + DELAY, "state", t, "") for t in range(t0, t0 + self.duration_ns, 10 * MS)]
         schedule += [(t + DELAY, "status", t, "") for t in range(t0, t0 + self.duration_ns, 100 * MS)]
         for k, t in enumerate(range(t0 + FRAME_PHASE, t0 + self.duration_ns, PERIOD)):
+            t += self.shift[1] if t >= t0 + self.shift[0] else 0
             for camera in CAMERAS:
                 start, stop = self.frozen.get(camera, (0, 0))
                 if not start <= t < stop:
-                    schedule.append((t + DELAY + self.late.get((camera, k), 0), "image", t, camera))
+                    schedule.append((t + self.frame_delay + self.late.get((camera, k), 0), "image", t, camera))
         self._schedule = sorted(schedule)
         self._next = 0
         self._msg_seq = 0
@@ -169,6 +172,46 @@ def test_ticks_lock_to_just_after_the_cameras_capture(virtual_clock):
     # Each motion command carries its oldest input's capture time (a frame's) for the driver's age bound; holds none.
     assert all(s.obs_t_ns == frame_capture(s.t_ns, t0) for s in moving[1:])
     assert all(s.obs_t_ns == -1 for s in driver.sent if s.mode is Mode.HOLD)
+
+
+def test_the_phase_learns_how_late_frames_arrive_and_ticks_just_after(virtual_clock):
+    """Frames that take 10 ms from capture to arrival (rendering, encoding, transport): with the fixed
+    4 ms offset every tick would wait 6 ms for them and decode them inside the tick. After the first
+    second's lags the tick starts when they are in, 10 ms + the 0.5 ms margin after capture."""
+    t0 = virtual_clock.now_ns()
+    lag = 10 * MS
+    driver = ScriptedDriver(virtual_clock, 4_000 * MS, frame_delay=lag)
+    policy = ScriptedPolicy(virtual_clock)
+    loop = run_loop(virtual_clock, driver, policy, ticks=60)
+    moving = [s for s in driver.sent if s.mode is Mode.CARTESIAN_VELOCITY]
+    settled = moving[20:]
+    expected = lag + MS // 2 + INFER
+    assert len(settled) >= 35 and all(s.t_ns - frame_capture(s.t_ns, t0) == expected for s in settled)
+    assert all(seen == dict.fromkeys(CAMERAS, frame_capture(t, t0)) for t, seen in policy.seen[20:])  # this period's
+    waited = loop.timer.samples("frame_wait")
+    assert waited.size <= 15  # only while the lag was being learned
+    stats = loop.stats()
+    assert stats.overruns == 0 and stats.frame_lag_ms["tick_offset"] == pytest.approx(10.5)
+    assert stats.frame_lag_ms["p50"] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("shift_ms", [20, -20, 3], ids=["later", "earlier", "small"])
+def test_when_the_cameras_re_phase_the_ticks_follow_within_a_few_periods(virtual_clock, shift_ms):
+    t0 = virtual_clock.now_ns()
+    at = 1_000 * MS
+    driver = ScriptedDriver(virtual_clock, 3_000 * MS, shift=(at, shift_ms * MS))
+    policy = ScriptedPolicy(virtual_clock)
+    loop = run_loop(virtual_clock, driver, policy, ticks=55)
+    expected = round(PHASE_OFFSET_MS * MS) + INFER
+    captures = sorted({t for _, seen in policy.seen for t in seen.values()})
+
+    def capture_before(t_ns: int) -> int:
+        return max(c for c in captures if c <= t_ns)
+
+    moving = [s for s in driver.sent if s.mode is Mode.CARTESIAN_VELOCITY]
+    after = [s for s in moving if s.t_ns > t0 + at + (PHASE_SLIP_TICKS + 2) * PERIOD]
+    assert len(after) >= 30 and all(s.t_ns - capture_before(s.t_ns) == expected for s in after)
+    assert loop.stats().overruns == 0
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from runtime.clock import VirtualClock
 from runtime.safety.causes import stale
 from runtime.safety.watchdogs import MS, AckTracker, WatchdogConfig, driver_lost, heartbeat_lost, stale_sources
-from runtime.timing import Pacer, StageTimer
+from runtime.timing import ArrivalPhase, Pacer, StageTimer
 
 PERIOD = 50 * MS
 
@@ -53,6 +53,40 @@ def test_pacer_spends_its_wait_in_the_idle_hook_when_given_one(virtual_clock):
     virtual_clock.advance(20 * MS)
     pacer.wait()
     assert idled == [pytest.approx(0.030)] and virtual_clock.sleeps == idled
+
+
+@pytest.mark.parametrize(
+    "lags, offset",
+    [
+        ([], 4.0),  # nothing heard: the floor
+        ([9.0] * 9, 4.0),  # too few lags to trust: still the floor
+        ([9.0] * 10, 9.5),  # the lag plus the margin
+        ([9.0] * 90 + [20.0] * 10, 20.5),  # a tenth of the frames late: the phase waits for them
+        ([9.0] * 98 + [20.0] * 2, 9.5),  # 2 % late: those ticks wait (up to FRAME_WAIT_MS), the rest stay young
+        ([1.0] * 20, 4.0),  # frames faster than the floor: never earlier than the floor
+        ([40.0] * 20, 25.0),  # a lag past the ceiling is a fault to surface, not a phase to follow
+        ([9.0] * 100 + [12.0] * 100, 12.5),  # the window keeps the last 100: the old lags are forgotten
+    ],
+)
+def test_arrival_phase_follows_a_high_quantile_of_the_recent_lags(lags, offset):
+    phase = ArrivalPhase(floor_ms=4.0, ceiling_ms=25.0)
+    for lag in lags:
+        phase.record(lag)
+    phase.update()
+    assert phase.offset_ms == pytest.approx(offset)
+
+
+def test_arrival_phase_moves_only_past_its_hysteresis():
+    phase = ArrivalPhase(floor_ms=4.0, ceiling_ms=25.0, window=10, min_samples=10)
+    for _ in range(10):
+        phase.record(10.0)
+    assert phase.update() and phase.offset_ms == 10.5
+    for _ in range(10):
+        phase.record(11.0)  # 1 ms later: within the hysteresis, no re-phase
+    assert not phase.update() and phase.offset_ms == 10.5
+    for _ in range(10):
+        phase.record(12.0)
+    assert phase.update() and phase.offset_ms == 12.5
 
 
 def test_stage_timer_percentiles_and_ring(virtual_clock):

@@ -25,13 +25,20 @@ def start_sim(robot: str, *args: str, capture: bool = True, nice: int = 0) -> tu
     endpoint, cmd endpoint).
 
     `nice` > 0 lowers the driver's CPU priority: an embedded sim sharing a small machine with the control
-    loop should yield to it, as a real arm's driver would not compete for the loop's cores at all.
+    loop should yield to it, as a real arm's driver would not compete for the loop's cores at all. The sim
+    always runs on the time-sharing scheduler, even when started by a loop at real-time priority.
     """
     pub, cmd = private_endpoint("sim-pub"), private_endpoint("sim-cmd")
     argv = [sys.executable, "-m", "robots.sim.cli", "--robot", robot, "--pub", pub, "--cmd", cmd, *args]
     out = subprocess.PIPE if capture else subprocess.DEVNULL
-    preexec = (lambda: os.nice(nice)) if nice else None
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
+
+    def lower_priority() -> None:  # in the child, before exec
+        if hasattr(os, "sched_setscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        if nice:
+            os.nice(nice)
+
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=lower_priority)
     return proc, pub, cmd
 
 

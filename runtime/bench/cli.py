@@ -39,6 +39,7 @@ from runtime.bench.report import Measured, Report, measured_from, plot
 from runtime.bench.verdict import ASSUMED_OVERHEAD_MS, Budget, Row, judge
 from runtime.config import ConfigError, load_config
 from runtime.inference.loader import PolicyRefused
+from runtime.scheduling import SchedulingRefused, set_realtime_priority
 
 EXIT_PASS, EXIT_FAIL, EXIT_REFUSED = 0, 1, 2
 SERVED_BY_PAC_RUN = {"ort": "cpu", "ort-int8": "cpu", "cuda": "cuda", "tensorrt": "tensorrt"}  # backend → --device
@@ -60,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         "--spin", action="store_true", help="the serving setting spins ORT's threads (pac-run --cpu-spin on)"
     )
     p.add_argument("--no-sweep", action="store_true", help="CPU backends at pac-run's defaults only")
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time (and serve, with --e2e) at SCHED_FIFO priority N, as pac-run --rt-priority N would run",
+    )
     p.add_argument("--e2e", action="store_true", help="also run the real loop against the sim (cameras on)")
     p.add_argument("--robot", default=None, help="with --e2e: the arm (default: the policy's)")
     p.add_argument("--e2e-duration", type=float, default=30.0, help="seconds of the end-to-end run")
@@ -92,7 +100,7 @@ def _serving(args: argparse.Namespace, backends: list[str]) -> Setting:
     return Setting(backend, args.threads or os.cpu_count() or 1, args.spin and backend.startswith("ort"))
 
 
-def _row(m: Measured, policy: PolicyFile) -> Row:
+def _row(m: Measured, policy: PolicyFile, rt_priority: int = 0) -> Row:
     """The verdict's view of a measured setting, with the pac-run flags that serve it."""
     if m.backend in ("cuda", "tensorrt"):
         flags = f"--policy {policy.path.name} --device {SERVED_BY_PAC_RUN[m.backend]}"
@@ -101,6 +109,8 @@ def _row(m: Measured, policy: PolicyFile) -> Row:
         flags = f"--policy {path.name} --device cpu --threads {m.threads} --cpu-spin {'on' if m.spinning else 'off'}"
     else:
         flags = ""
+    if flags and rt_priority:
+        flags += f" --rt-priority {rt_priority}"
     return Row(m.label, m.variant, m.threads, m.spinning, m.stats.p99_ms, servable=bool(flags), flags=flags)
 
 
@@ -119,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     except (PolicyRefused, ConfigError) as exc:
         print(f"pac-bench: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    if args.rt_priority:  # before any session exists: their threads inherit it, as in pac-run
+        try:
+            set_realtime_priority(args.rt_priority)
+        except (SchedulingRefused, ValueError) as exc:
+            print(f"pac-bench: refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
     progress = not args.no_progress
     cpus = os.cpu_count() or 1
     serving = _serving(args, backends)
@@ -153,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
                 threads=serving.threads,
                 spinning=serving.spinning,
                 device=SERVED_BY_PAC_RUN[serving.backend],
+                rt_priority=args.rt_priority,
             )
 
     overhead = e2e.overhead_p99_ms if e2e is not None else ASSUMED_OVERHEAD_MS
     budget = Budget(args.budget_ms if args.budget_ms is not None else period_ms, overhead, e2e is not None)
-    rows = {m.label: _row(m, policy) for m in measured}
+    rows = {m.label: _row(m, policy, args.rt_priority) for m in measured}
     verdict = judge(list(rows.values()), rows.get(serving.label), budget)
     meta = policy.metadata
     report = Report(

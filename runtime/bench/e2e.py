@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from robots.sim.process import start_sim
@@ -52,6 +52,8 @@ class EndToEnd:
     decode_baseline: LatencyStats  # one tick's JPEG frames, this process
     pac_run: ProcessUsage
     pac_sim: ProcessUsage
+    frame_lag_ms: dict[str, float] = field(default_factory=dict)  # capture → frames in (last 5 s), tick offset
+    rt_priority: int = 0  # pac-run's SCHED_FIFO priority (0: time-sharing)
 
     @property
     def overhead_p99_ms(self) -> float:
@@ -96,6 +98,7 @@ def run_e2e(
     threads: int = 0,
     spinning: bool = False,
     device: str = "cpu",
+    rt_priority: int = 0,
 ) -> EndToEnd:
     """Run pac-run for `duration_s` against a fresh sim; raise RuntimeError if it refuses to start."""
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,7 @@ def run_e2e(
         argv = [sys.executable, "-m", "runtime.cli", "--robot", robot, "--policy", str(policy), "--pub", pub]
         argv += ["--cmd", cmd, "--duration", str(duration_s), "--summary", str(summary_path)]
         argv += ["--cpu-spin", "on" if spinning else "off", "--threads", str(threads), "--device", device]
+        argv += ["--rt-priority", str(rt_priority)] if rt_priority else []
         log = out / f"{policy.stem}_e2e_pac_run.log"
         with log.open("w") as f:
             run_started = time.monotonic()
@@ -133,4 +137,6 @@ def run_e2e(
         decode_baseline=baseline,
         pac_run=run_usage,
         pac_sim=sim_usage,
+        frame_lag_ms=s.get("frame_lag_ms", {}),
+        rt_priority=s.get("rt_priority", 0),
     )

@@ -132,7 +132,9 @@ class Report:
 def e2e_table(e: EndToEnd) -> list[str]:
     base = e.decode_baseline
     lines = [
-        f"end to end: {Path(e.policy).name} on {e.provider}, {e.duration_s:g} s real time, {e.ticks} ticks, "
+        f"end to end: {Path(e.policy).name} on {e.provider}"
+        + (f" at SCHED_FIFO {e.rt_priority}" if e.rt_priority else "")
+        + f", {e.duration_s:g} s real time, {e.ticks} ticks, "
         f"{e.overruns} overruns, pac-run exit code {e.exit_code}",
         "| stage | p50 ms | p99 ms | n |",
         "| --- | --- | --- | --- |",
@@ -145,6 +147,7 @@ def e2e_table(e: EndToEnd) -> list[str]:
         f"| obs age at dispatch | {e.obs_age_ms['p50']:.2f} | {e.obs_age_ms['p99']:.2f} | {e.obs_age_ms['n']} |",
         f"| baseline: JPEG decode of one tick's frames | {base.p50_ms:.3f} | {base.p99_ms:.3f} | {base.n} |",
         f"| overhead ÷ baseline | {over['p50'] / base.p50_ms:.1f}× | {over['p99'] / base.p99_ms:.1f}× | |",
+        *_frame_lag_row(e.frame_lag_ms),
         "",
         "| process | CPU s | CPU % of a core | peak RSS MB |",
         "| --- | --- | --- | --- |",
@@ -246,3 +249,13 @@ def measured_from(opened, samples_ms: np.ndarray, flops: int, peaks: MachinePeak
         note=opened.note,
         samples_ms=samples_ms,
     )
+
+
+def _frame_lag_row(lag: dict[str, float]) -> list[str]:
+    """The frames' lag behind capture as the loop learned it, and where it put the tick (real time only)."""
+    if "p50" not in lag:
+        return []
+    return [
+        f"| frames in after capture (p50, p95 of the last {lag['n']}; ticks at +{lag['tick_offset']:.2f} ms) | "
+        f"{lag['p50']:.2f} | {lag['p95']:.2f} | {lag['n']} |"
+    ]

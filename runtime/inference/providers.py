@@ -62,6 +62,9 @@ def _options(config: SessionConfig) -> ort.SessionOptions:
     options.intra_op_num_threads = config.threads or (os.cpu_count() or 1)
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
+    # Spinning workers keep spinning after Run() returns, burning the cores the loop, the decoder and a sim
+    # need until the next tick; stop them when a run ends, so they spin only while there is work.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3  # ORT's own fallback notes are replaced by our explicit check below
     return options
 
