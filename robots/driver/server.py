@@ -362,7 +362,8 @@ class DriverServer:
         status_every = max(1, round(1e9 / (cfg.status_rate_hz * chunk_ns)))
         start = time.monotonic_ns()
         deadline = start
-        n = 0
+        n = 0  # chunks of the grid since the start, missed ones included
+        next_frame = next_status = 0  # the chunk each is next due at (one missed is sent late, once)
         while not self._stop and (duration_s is None or deadline - start < duration_s * 1e9):
             for _ in range(MAX_INPUTS_PER_STEP):  # bounded: a flood waits in the (small) queue, the arm does not
                 if not self.sub.poll(0):
@@ -371,17 +372,21 @@ class DriverServer:
             self.advance_chunk()
             if self.relay is not None:
                 self.relay.forward(self.pub)
-            if n % frame_every == 0:
+            if n >= next_frame:
                 self.publish_frame()
+                next_frame = (n // frame_every + 1) * frame_every
             self.publish_state()
-            if n % status_every == 0:
+            if n >= next_status:
                 self.publish_status()
+                next_status = (n // status_every + 1) * status_every
             n += 1
             deadline += chunk_ns
             late = time.monotonic_ns() - deadline
-            if late > chunk_ns:  # a whole chunk behind: count it and re-anchor rather than race to catch up
-                self._overrun()
-                deadline = time.monotonic_ns()
+            if late > chunk_ns:  # a whole chunk behind: count it and skip the missed chunks, not race to catch
+                self._overrun()  # up; on the same grid and counting them, so the frames keep their phase (a
+                missed = late // chunk_ns  # camera's free-running clock): a loop locked to them stays locked
+                deadline += missed * chunk_ns
+                n += missed
             elif late < 0:
                 time.sleep(-late / 1e9)
 
