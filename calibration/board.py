@@ -1,88 +1,20 @@
-"""Calibration boards: the spec string, the board's 3D corner points, a printable image, and corner detection.
+"""Calibration boards: a printable image and corner detection.
 
-One board definition serves printing, the MuJoCo render and detection, so the corner order a detector returns
-is the order of the object points. Sizes count squares (as a printed board is described), not inner corners.
-The board frame is OpenCV's: origin at the first inner corner, x along the columns, y along the rows, z into
-the board (away from a viewer). Square (0, 0), the top-left one, is black.
+The board itself (spec string, corner points, frame, mount on the gripper) is defined once in robots/board.py,
+where the sim driver builds it too, so printing, the MuJoCo render and detection share one definition and the
+corner order a detector returns is the order of the object points.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-CHECKERBOARD, CHARUCO = "checkerboard", "charuco"
-_SPEC = re.compile(
-    r"^(?P<kind>checkerboard|charuco):(?P<cols>\d+)x(?P<rows>\d+):(?P<square>[0-9.]+)"
-    r"(?::(?P<marker>[0-9.]+):(?P<dict>DICT_\w+))?$"
-)
+from robots.board import CHARUCO, BoardSpec, object_points
+
 SUBPIX_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-4)
-
-
-class BoardError(ValueError):
-    """A board spec that cannot be parsed, or a board that cannot be used."""
-
-
-@dataclass(frozen=True)
-class BoardSpec:
-    kind: str  # CHECKERBOARD or CHARUCO
-    cols: int  # squares along x
-    rows: int  # squares along y
-    square: float  # m, side of one square
-    marker: float = 0.0  # m, side of a ChArUco marker
-    dictionary: str = ""  # OpenCV ArUco dictionary name, e.g. DICT_4X4_50
-
-    @property
-    def text(self) -> str:
-        """The spec string this board parses from (pac-calibrate --board)."""
-        base = f"{self.kind}:{self.cols}x{self.rows}:{self.square:g}"
-        return base + (f":{self.marker:g}:{self.dictionary}" if self.kind == CHARUCO else "")
-
-    @property
-    def inner(self) -> tuple[int, int]:
-        """Inner corners per row and per column: OpenCV's pattern size."""
-        return self.cols - 1, self.rows - 1
-
-    @property
-    def size_m(self) -> tuple[float, float]:
-        return self.cols * self.square, self.rows * self.square
-
-
-def parse_board(text: str) -> BoardSpec:
-    """`checkerboard:COLSxROWS:SQUARE` or `charuco:COLSxROWS:SQUARE:MARKER:DICT`, lengths in m."""
-    m = _SPEC.match(text.strip())
-    if m is None:
-        raise BoardError(
-            f"board {text!r}: write checkerboard:COLSxROWS:SQUARE or charuco:COLSxROWS:SQUARE:MARKER:DICT "
-            "(squares, lengths in m), e.g. checkerboard:9x7:0.03 or charuco:7x5:0.04:0.03:DICT_4X4_50"
-        )
-    kind, cols, rows, square = m["kind"], int(m["cols"]), int(m["rows"]), float(m["square"])
-    if (kind == CHARUCO) != (m["dict"] is not None):
-        raise BoardError(f"board {text!r}: a marker size and dictionary go with charuco, and only with it")
-    if cols < 3 or rows < 3 or not square > 0:
-        raise BoardError(f"board {text!r}: needs at least 3x3 squares and a positive square size")
-    if kind == CHECKERBOARD and cols % 2 == rows % 2:
-        raise BoardError(
-            f"board {text!r}: a checkerboard with {cols}x{rows} squares looks the same turned 180°, so its corner "
-            "order is ambiguous; use one odd and one even count (e.g. 9x6)"
-        )
-    marker = float(m["marker"]) if m["marker"] else 0.0
-    if kind == CHARUCO:
-        if not 0 < marker < square:
-            raise BoardError(f"board {text!r}: the marker must be smaller than the square")
-        if not hasattr(cv2.aruco, m["dict"]):
-            raise BoardError(f"board {text!r}: OpenCV has no ArUco dictionary {m['dict']}")
-    return BoardSpec(kind, cols, rows, square, marker, m["dict"] or "")
-
-
-def object_points(board: BoardSpec) -> np.ndarray:
-    """(N, 3) float32 inner-corner positions in the board frame, row by row: the detector's order."""
-    nx, ny = board.inner
-    grid = np.mgrid[0:nx, 0:ny].T.reshape(-1, 2)
-    return np.hstack([grid * board.square, np.zeros((len(grid), 1))]).astype(np.float32)
 
 
 def charuco_board(board: BoardSpec) -> cv2.aruco.CharucoBoard:

@@ -24,14 +24,15 @@ import numpy as np
 import yaml
 
 from calibration import io
-from calibration.board import BoardError, detect, parse_board
+from calibration.board import detect
 from calibration.handeye import EYE_IN_HAND, EYE_TO_HAND, HandEyeError, View, calibrate_handeye, predicted_board
 from calibration.intrinsics import DEFAULT_DISTORTION, DISTORTION_FLAGS, IntrinsicsError, calibrate_intrinsics
 from calibration.joint_offsets import CameraModel, JointOffsetError, JointView, solve_joint_offsets
 from calibration.plots import residual_image
 from calibration.poses import PoseGoals, generate_poses, handheld_poses
-from calibration.sim_capture import DEFAULT_MOUNT, CalibrationCell, add_noise
+from calibration.sim_capture import CalibrationCell, add_noise
 from calibration.transforms import make_transform, to_rvec
+from robots.board import DEFAULT_MOUNT, BoardError, parse_board
 from robots.spec import SpecError, load_spec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

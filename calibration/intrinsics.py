@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from calibration.board import BoardSpec, Detection, detect
+from calibration.board import Detection, detect
+from robots.board import BoardSpec
 
 # Distortion models: which of OpenCV's (k1, k2, p1, p2, k3) are estimated; the rest are held at zero.
 DISTORTION_FLAGS = {

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from calibration.board import BoardSpec, object_points
 from calibration.joint_offsets import CameraModel, default_solved, offset_variances, pose_information
-from calibration.sim_capture import BoardMount, board_centre, spec_camera_pose, spec_intrinsics
+from calibration.sim_capture import spec_camera_pose, spec_intrinsics
 from calibration.transforms import invert, make_transform, to_rvec
+from robots.board import BoardMount, BoardSpec, board_centre, object_points
 from robots.kinematics import ik
 from robots.rotations import axis_angle_to_mat
 from robots.spec import ArmSpec, CameraSpec

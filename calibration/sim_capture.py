@@ -1,54 +1,29 @@
 """A calibration cell in MuJoCo: the arm with a checkerboard on its gripper, cameras whose intrinsics and poses
 are set, and the ground truth of both, so every calibration step can be checked against known answers.
 
-The board is built from geoms (a white plate and thin black squares), not a texture, so the rendered corners
-lie exactly where `board.object_points` says. The arm is posed kinematically (qpos, no physics): what a pose
-shows is exactly the joint angles given, plus any encoder error the test injects.
+The board body is the sim driver's own (robots/sim/board.py: `pac-sim --board` mounts the same one). The arm
+is posed kinematically (qpos, no physics): what a pose shows is exactly the joint angles given, plus any
+encoder error the test injects.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from calibration.board import CHECKERBOARD, BoardSpec  # noqa: E402
 from calibration.transforms import make_transform  # noqa: E402
-from robots.rotations import mat_to_quat, quat_to_mat  # noqa: E402
+from robots.board import DEFAULT_MOUNT, BoardMount, BoardSpec  # noqa: E402
+from robots.rotations import mat_to_quat  # noqa: E402
+from robots.sim.board import BOARD_BODY, add_board, cleared  # noqa: E402
 from robots.sim.mjcf import build_mjcf, camera_xyaxes  # noqa: E402
 from robots.spec import ArmSpec, CameraSpec  # noqa: E402
 
-BOARD_BODY = "calibration_board"
-SQUARE_HALF_THICKNESS = 2e-5  # m: thin, so the squares' sides never widen them when seen at a slant
-PLATE_GAP = 2e-4  # m: the white plate's face behind the squares' face; far above the depth buffer's resolution
 MJ_TO_CV = np.diag([1.0, -1.0, -1.0])  # MuJoCo camera axes (x right, y up, looking along -z) to OpenCV's
-
-
-@dataclass(frozen=True)
-class BoardMount:
-    """Pose of the board's centre (the middle of its inner corners, board axes) in the TCP frame."""
-
-    pos: tuple[float, float, float]
-    quat: tuple[float, float, float, float]
-
-    def transform(self, board: BoardSpec) -> np.ndarray:
-        """The board frame (origin at its first inner corner) in the TCP frame."""
-        return make_transform(quat_to_mat(self.quat), self.pos) @ make_transform(np.eye(3), -board_centre(board))
-
-
-def board_centre(board: BoardSpec) -> np.ndarray:
-    nx, ny = board.inner
-    return np.array([(nx - 1) * board.square / 2, (ny - 1) * board.square / 2, 0.0])
-
-
-# A plate across the fingertips, its face outward along the TCP's z axis 1.5 cm past the TCP, the board's x
-# along the TCP's y: with the gripper pointing at the cameras, the whole arm is behind the board.
-DEFAULT_MOUNT = BoardMount((0.0, 0.0, 0.015), (0.0, 0.7071068, 0.7071068, 0.0))
 
 
 def spec_intrinsics(cam: CameraSpec) -> np.ndarray:
@@ -63,33 +38,6 @@ def spec_camera_pose(cam: CameraSpec) -> np.ndarray:
     xy = camera_xyaxes(cam)
     rot_mj = np.column_stack([xy[:3], xy[3:], np.cross(xy[:3], xy[3:])])
     return make_transform(rot_mj @ MJ_TO_CV, cam.pos)
-
-
-def _board_body(spec: mujoco.MjSpec, board: BoardSpec, handheld: bool) -> None:
-    """The board on the gripper (placed at its mount after compiling), or hand-held: a mocap body in the world."""
-    if board.kind != CHECKERBOARD:
-        raise ValueError(f"the sim cell renders checkerboards only, not {board.kind}")
-    parent = spec.worldbody if handheld else spec.body("gripper")
-    body = parent.add_body(name=BOARD_BODY, mocap=handheld)
-    s, (w, h) = board.square, board.size_m
-    plate = body.add_geom()
-    plate.type = mujoco.mjtGeom.mjGEOM_BOX
-    plate.size = [w / 2 + s, h / 2 + s, 0.002]
-    plate.pos = [w / 2 - s, h / 2 - s, PLATE_GAP + 0.002]  # origin at the first inner corner, one square in
-    plate.rgba = [0.95, 0.95, 0.95, 1]
-    plate.contype = plate.conaffinity = 0
-    plate.mass = 0.05
-    for j in range(board.rows):
-        for i in range(board.cols):
-            if (i + j) % 2:
-                continue
-            g = body.add_geom()
-            g.type = mujoco.mjtGeom.mjGEOM_BOX
-            g.size = [s / 2, s / 2, SQUARE_HALF_THICKNESS]
-            g.pos = [(i - 0.5) * s, (j - 0.5) * s, SQUARE_HALF_THICKNESS]
-            g.rgba = [0.02, 0.02, 0.02, 1]
-            g.contype = g.conaffinity = 0
-            g.mass = 1e-4
 
 
 class CalibrationCell:
@@ -108,8 +56,8 @@ class CalibrationCell:
         self.arm, self.board, self.mount = arm, board, mount
         self.cameras = {c.name: c for c in (arm.cameras if cameras is None else cameras)}
         self.encoder_error = np.zeros(arm.dof) if encoder_error is None else np.asarray(encoder_error, float)
-        spec = mujoco.MjSpec.from_string(build_mjcf(arm, cameras=(), scene=True))
-        _board_body(spec, board, handheld)
+        spec = mujoco.MjSpec.from_string(build_mjcf(cleared(arm), cameras=(), scene=True))
+        add_board(spec, board, mount, handheld)
         for cam in self.cameras.values():
             c = spec.worldbody.add_camera(name=cam.name)
             c.pos = list(cam.pos)
@@ -117,27 +65,12 @@ class CalibrationCell:
             c.fovy = cam.fovy
         spec.visual.global_.offwidth = max(c.width for c in self.cameras.values())
         spec.visual.global_.offheight = max(c.height for c in self.cameras.values())
-        spec.visual.quality.offsamples = 4  # antialiased edges, as a real lens and sensor blur them
         self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
         self._qpos = np.array([self.model.joint(n).qposadr[0] for n in arm.joint_names])
         self.handheld = handheld
-        if not handheld:
-            self._place_board()
-        for obj in arm.scene.get("objects", ()):  # a cleared cell: no cube in front of the board
-            adr = self.model.joint(obj["name"]).qposadr[0]
-            self.data.qpos[adr : adr + 3] = [0.0, 0.0, -10.0]
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self.set_joints(arm.home)
-
-    def _place_board(self) -> None:
-        """Put the board body at the mount pose in the TCP frame (the TCP site's pose in the gripper body)."""
-        site = self.model.site("tcp")
-        tcp_in_gripper = make_transform(quat_to_mat(site.quat), site.pos)
-        board_in_gripper = tcp_in_gripper @ self.mount.transform(self.board)
-        body = self.model.body(BOARD_BODY)
-        body.pos[:] = board_in_gripper[:3, 3]
-        body.quat[:] = mat_to_quat(board_in_gripper[:3, :3])
 
     def set_joints(self, q_reported: np.ndarray) -> None:
         """Pose the arm where its encoders read `q_reported`; physically it is at q_reported + encoder_error."""

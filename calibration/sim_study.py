@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration.board import BoardSpec, detect, parse_board
+from calibration.board import detect
 from calibration.handeye import View, calibrate_handeye
 from calibration.intrinsics import calibrate_intrinsics
 from calibration.joint_offsets import CameraModel, JointView, solve_joint_offsets
 from calibration.poses import PoseGoals, generate_poses, handheld_poses
-from calibration.sim_capture import DEFAULT_MOUNT, CalibrationCell, add_noise, spec_intrinsics
+from calibration.sim_capture import CalibrationCell, add_noise, spec_intrinsics
 from calibration.transforms import invert, make_transform, pose_error
+from robots.board import DEFAULT_MOUNT, BoardSpec, parse_board
 from robots.spec import ArmSpec, load_spec
 
 BOARD = parse_board("checkerboard:5x4:0.05")  # 5x4 squares of 5 cm: whole in both 128x128 views of each cell

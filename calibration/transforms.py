@@ -11,12 +11,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-
-def make_transform(rot: np.ndarray, pos: Sequence[float]) -> np.ndarray:
-    t = np.eye(4)
-    t[:3, :3] = rot
-    t[:3, 3] = np.asarray(pos, dtype=float).ravel()
-    return t
+from robots.rotations import make_transform  # one definition, shared with the board mount (robots/board.py)
 
 
 def invert(t: np.ndarray) -> np.ndarray:

@@ -1,11 +1,22 @@
-"""Quaternion and rotation-matrix helpers, (w, x, y, z) convention as in MuJoCo and the reference facts.
+"""Quaternion, rotation-matrix and 4x4 transform helpers, (w, x, y, z) convention as in MuJoCo and the reference
+facts.
 
 Kept apart from the kinematics so specs, the MJCF builder, drivers and tests share one convention.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+
+def make_transform(rot: np.ndarray, pos: Sequence[float]) -> np.ndarray:
+    """4x4 rigid transform: rotation matrix and translation (calibration passes every pose as one)."""
+    t = np.eye(4)
+    t[:3, :3] = rot
+    t[:3, 3] = np.asarray(pos, dtype=float).ravel()
+    return t
 
 
 def normalize_quat(quat: np.ndarray) -> np.ndarray:

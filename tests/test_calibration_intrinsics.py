@@ -7,19 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.board import (
-    BoardError,
-    BoardSpec,
-    board_image,
-    canonical_order,
-    detect,
-    is_checker_grid,
-    object_points,
-    parse_board,
-)
+from calibration.board import board_image, canonical_order, detect, is_checker_grid
 from calibration.intrinsics import IntrinsicsError, calibrate_intrinsics, outliers
 from calibration.poses import handheld_poses
 from calibration.sim_capture import CalibrationCell, add_noise, spec_intrinsics
+from robots.board import BoardError, BoardSpec, object_points, parse_board
 from robots.spec import load_spec
 
 BOARD = parse_board("checkerboard:5x4:0.05")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import zmq
 
+from robots.board import BoardSpec
 from robots.contract import messages as msg
 from robots.contract.link import DEFAULT_LINK, DriverFault, DriverMode, LinkConfig
 from robots.contract.security import LinkSecurity, LinkServer, local_endpoints
@@ -80,6 +81,7 @@ class DriverConfig:
     raw_images: bool = False  # send images uncompressed instead of JPEG
     objects: bool = True  # publish the `objects` topic (at the camera rate); False models a cell without a tracker
     camera_endpoints: tuple[str, ...] = ()  # real time: pac-camera publishers whose frames this driver relays
+    board: BoardSpec | None = None  # sim: a calibration board on the gripper, the table cleared (pac-sim --board)
 
 
 class OverrunWindow:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from robots.board import BoardSpec
 from robots.contract import messages as msg
 from robots.contract.link import DEFAULT_LINK
 from robots.servo import Command, CommandServo, Rejection, ServoConfig
@@ -27,10 +28,11 @@ class SimCell:
         command_timeout_ms: float = DEFAULT_LINK.command_timeout_ms,
         now_ns: int = 0,
         max_observation_age_ms: float = DEFAULT_LINK.max_observation_age_ms,
+        board: BoardSpec | None = None,
     ) -> None:
         self.spec = spec
         self.object_names = tuple(str(o["name"]) for o in spec.scene.get("objects", ()))
-        self.sim = SimArm(spec, cameras)
+        self.sim = SimArm(spec, cameras, board=board)
         for camera in self.sim.camera_names:  # create the GL context now, not inside the first paced step
             self.sim.render(camera)
         self.dt_ns = round(self.sim.model.opt.timestep * 1e9)

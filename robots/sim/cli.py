@@ -1,7 +1,8 @@
 """`pac-sim`: run the simulated Sawyer or Panda driver until SIGINT/SIGTERM (or --duration).
 
 By default it serves ipc sockets only this user can reach (robots/contract/security.py); another host reaches
-it only over CURVE (`--keys DIR`, keys made by `pac-keys`).
+it only over CURVE (`--keys DIR`, keys made by `pac-keys`). `--board checkerboard:5x4:0.05` makes it the
+calibration cell: that board on the gripper, the table cleared, for `pac-calibrate capture` and `check`.
 
 `build_parser`, `build_config` and `run_driver` are shared with the task-aware driver (`pac-sim-task`,
 robots/tasks/driver.py), which takes the same flags plus `--task`.
@@ -15,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from robots.board import parse_board
 from robots.contract.link import DEFAULT_LINK
 from robots.driver.server import served_link
 from robots.sim.driver import DriverConfig, SimDriver
@@ -64,6 +66,13 @@ def build_parser(prog: str = "pac-sim", description: str | None = __doc__) -> ar
     p.add_argument("--camera-rate", type=float, default=d.camera_rate_hz, help="Hz, real-time mode")
     p.add_argument("--jpeg-quality", type=int, default=link.jpeg_quality)
     p.add_argument("--raw-images", action="store_true", help="send images uncompressed")
+    p.add_argument(
+        "--board",
+        default=None,
+        metavar="checkerboard:COLSxROWS:SQUARE",
+        help="the calibration cell: this board on the gripper at calibration's mount, the table cleared "
+        "(pac-calibrate capture and check without --sim)",
+    )
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -80,6 +89,7 @@ def build_config(args: argparse.Namespace) -> DriverConfig:
         camera_rate_hz=args.camera_rate,
         raw_images=args.raw_images,
         objects=args.objects == "all",
+        board=parse_board(args.board) if args.board else None,
     )
 
 
@@ -91,14 +101,16 @@ def run_driver(driver: SimDriver, args: argparse.Namespace) -> int:
     """Run `driver` until SIGINT/SIGTERM or --duration, logging what it publishes where; returns the exit code."""
     signal.signal(signal.SIGINT, lambda *_: driver.stop())
     signal.signal(signal.SIGTERM, lambda *_: driver.stop())
+    board = driver.config.board
     log.info(
-        "%s driver (%s) ready: %s on %s, commands on %s, cameras %s, objects %s; %s",
+        "%s driver (%s) ready: %s on %s, commands on %s, cameras %s, objects %s%s; %s",
         args.robot,
         "lockstep" if args.lockstep else "real time",
         ", ".join(driver.topics()),
         *driver.endpoints,
         ",".join(driver.sim.camera_names) or "none",
         "published" if driver.config.objects else "not published",
+        f", board {board.text} on the gripper (table cleared)" if board else "",
         driver.link_server.describe(),
     )
     driver.run(args.duration)

@@ -5,6 +5,8 @@ is the shared `DriverServer` (robots/driver/server.py), the same code the real a
 class adds the sim: it publishes `image/<camera>` and `objects` (ground-truth object poses; off to model a cell
 without a tracker) besides `state` and `status`, takes the sim-only `tick` and `reset`, and paces physics in
 chunks of one state period. A subclass adds topics through `publish_extra` (robots/tasks/driver.py: `task`).
+With a calibration board (`DriverConfig.board`, robots/sim/board.py) it is the calibration cell: the board on
+the gripper, the table cleared.
 In lockstep the driver's clock is sim time from the driver's start.
 """
 
@@ -27,6 +29,7 @@ from robots.driver.server import (  # noqa: F401  (re-exported: tests and tools 
     OverrunWindow,
 )
 from robots.servo import Rejection
+from robots.sim.board import cleared
 from robots.sim.cell import SimCell
 from robots.sim.layout import object_layout
 from robots.spec import load_spec
@@ -38,11 +41,17 @@ class SimDriver(DriverServer):
     log_name = "pac-sim"
 
     def __init__(self, config: DriverConfig, context: zmq.Context | None = None) -> None:
-        spec = load_spec(config.robot)
+        spec = load_spec(config.robot) if config.board is None else cleared(load_spec(config.robot))
         t0_ns = time.monotonic_ns()
         link = config.link
         self.cell = SimCell(
-            spec, config.cameras, link.period_s, link.command_timeout_ms, t0_ns, link.max_observation_age_ms
+            spec,
+            config.cameras,
+            link.period_s,
+            link.command_timeout_ms,
+            t0_ns,
+            link.max_observation_age_ms,
+            config.board,
         )
         self.sim, self.servo, self.substeps = self.cell.sim, self.cell.servo, self.cell.substeps
         super().__init__(config, spec, f"sim/{config.robot}", t0_ns, context)
@@ -72,7 +81,8 @@ class SimDriver(DriverServer):
 
     def reset(self, seed: int | None = None) -> None:
         """Arm home; objects at the spec's places, or laid out from `seed` as the task environments do."""
-        layout = None if seed is None else object_layout(self.spec, np.random.default_rng(seed))
+        seeded = seed is not None and bool(self.cell.object_names)  # a cleared cell (--board) has none to lay out
+        layout = object_layout(self.spec, np.random.default_rng(seed)) if seeded else None
         self.cell.reset(self.now_ns(), layout)
         self.counters.steps = 0
 

@@ -18,7 +18,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set bef
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
+from robots.board import BoardSpec  # noqa: E402
 from robots.rotations import mat_to_quat  # noqa: E402
+from robots.sim.board import add_board  # noqa: E402
 from robots.sim.mjcf import FINGER_JOINTS, TCP_SITE, build_mjcf  # noqa: E402
 from robots.spec import ArmSpec  # noqa: E402
 
@@ -37,12 +39,21 @@ class ArmState:
 
 
 class SimArm:
-    """MuJoCo model and data of one arm with its gripper, table, objects and cameras."""
+    """MuJoCo model and data of one arm with its gripper, table, objects and cameras; with a `board`, a
+    calibration board mounted on the gripper (robots/sim/board.py)."""
 
-    def __init__(self, spec: ArmSpec, cameras: Sequence[str] | None = None, scene: bool = True) -> None:
+    def __init__(
+        self, spec: ArmSpec, cameras: Sequence[str] | None = None, scene: bool = True, board: BoardSpec | None = None
+    ) -> None:
         self.spec = spec
         self.camera_names = tuple(c.name for c in spec.cameras) if cameras is None else tuple(cameras)
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(spec, self.camera_names, scene))
+        xml = build_mjcf(spec, self.camera_names, scene)
+        if board is None:
+            self.model = mujoco.MjModel.from_xml_string(xml)
+        else:
+            mjspec = mujoco.MjSpec.from_string(xml)
+            add_board(mjspec, board)
+            self.model = mjspec.compile()
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.qpos_idx = np.array([m.joint(n).qposadr[0] for n in spec.joint_names])

@@ -27,6 +27,8 @@ class TaskSimDriver(SimDriver):
     def __init__(self, config: DriverConfig, task: str, context: zmq.Context | None = None) -> None:
         if task not in TASKS:  # before the sockets are bound
             raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        if config.board is not None:
+            raise ValueError("--board clears the table for calibration: a task needs its objects (use pac-sim)")
         super().__init__(config, context)
         self.task = TASKS[task]
         self.task_seq = 0
