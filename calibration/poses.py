@@ -8,8 +8,10 @@ The joint offsets of the wrist are the hardest to see (the board sits a few cm f
 joint looks much like mounting the board turned): of several reachable candidates per pose, the poses kept are
 the ones that leave the worst-determined offset's variance smallest under the joint solve's own model, before
 any image is taken. Over seeds that halved the wrist offsets' variance against as many random poses.
-Visibility is judged with the cameras' nominal poses and intrinsics from the arm spec (a real cell's
-cameras stand near where the spec puts them); the capture drops any image the board is not found in.
+IK only places the board: the links behind it are checked against the cell's table, pedestal and floor (the
+sim's collision model), so no pose puts the arm through the table. Visibility is judged with the cameras'
+nominal poses and intrinsics from the arm spec (a real cell's cameras stand near where the spec puts them);
+the capture drops any image the board is not found in.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from calibration.transforms import invert, make_transform, to_rvec
 from robots.board import BoardMount, BoardSpec, board_centre, object_points
 from robots.kinematics import ik
 from robots.rotations import axis_angle_to_mat
+from robots.sim.clearance import CLEARANCE, Clearance
 from robots.spec import ArmSpec, CameraSpec
 
 
@@ -37,6 +40,7 @@ class PoseGoals:
     max_roll_deg: float = 180.0  # board turned about its own normal, any way: turns the wrist joints
     image_margin: float = 0.06  # fraction of the image kept clear around the board
     above_table: float = 0.02  # m: the board's lowest corner above the table top
+    clearance: float = CLEARANCE  # m: every link this far from the table, pedestal and floor (robots/sim/clearance.py)
     ik_iterations: int = 80  # a candidate IK has not reached by then is dropped: cheaper than insisting
     max_tries: int = 20000
 
@@ -84,8 +88,9 @@ def generate_poses(
     rng: np.random.Generator,
     goals: PoseGoals = PoseGoals(),
 ) -> list[np.ndarray]:
-    """`goals.count` joint configurations, each reached by IK from home within the joint margins, chosen from
-    `goals.candidates_per_pose` times as many for how well they determine the joint offsets."""
+    """`goals.count` joint configurations, each reached by IK from home within the joint margins and with every
+    link clear of the table, chosen from `goals.candidates_per_pose` times as many for how well they determine
+    the joint offsets."""
     chain, box = arm.chain(), arm.limits.workspace
     low, high = np.array(box.low), np.array(box.high)
     margin = arm.limits.joint_margin
@@ -94,6 +99,7 @@ def generate_poses(
     centre = board_centre(board)
     mount_inv = invert(mount.transform(board))
     plate = _plate_corners(board)
+    cell = Clearance(arm, goals.clearance)
     poses: list[np.ndarray] = []
     wanted = goals.count * goals.candidates_per_pose
     for _ in range(goals.max_tries):
@@ -116,7 +122,7 @@ def generate_poses(
         if not board_in_view(board_pose, board, cameras, goals.image_margin):
             continue
         q, ok = ik(chain, target[:3, 3], target[:3, :3], arm.home, iterations=goals.ik_iterations, tolerance=1e-6)
-        if ok and np.all(q > arm.joint_lower + margin) and np.all(q < arm.joint_upper - margin):
+        if ok and np.all(q > arm.joint_lower + margin) and np.all(q < arm.joint_upper - margin) and cell.clear(q):
             poses.append(q)
     if len(poses) < goals.count:
         raise RuntimeError(
