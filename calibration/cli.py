@@ -1,13 +1,14 @@
 """pac-calibrate: capture board views, calibrate intrinsics, hand-eye and joint offsets, check a calibration.
 
     pac-calibrate capture --robot sawyer --sim --out DIR       board views: DIR/handheld/<cam>/, DIR/arm/<cam>/, poses
+    pac-calibrate capture --robot sawyer --out DIR             the same arm views through a running driver
     pac-calibrate intrinsics --images DIR/handheld/front_left --board checkerboard:5x4:0.05 --robot sawyer \\
         --camera front_left --out front_left.intrinsics.yaml
     pac-calibrate handeye --poses DIR/poses.yaml --images DIR/arm/front_left --intrinsics front_left.intrinsics.yaml \\
         --out front_left.handeye.yaml
     pac-calibrate joints --poses DIR/poses.yaml --images DIR/arm --intrinsics *.intrinsics.yaml \\
         --handeye *.handeye.yaml --out joints.yaml
-    pac-calibrate check --robot sawyer --sim --intrinsics ... --handeye ...
+    pac-calibrate check --robot sawyer [--sim] --intrinsics ... --handeye ...
 
 Each command writes its file only when the calibration succeeded; an error names what to recapture and
 the exit code is 1.
@@ -23,8 +24,9 @@ import cv2
 import numpy as np
 import yaml
 
-from calibration import io
+from calibration import io, sim_study
 from calibration.board import detect
+from calibration.driver_capture import CaptureError, CaptureSession, Motion
 from calibration.handeye import EYE_IN_HAND, EYE_TO_HAND, HandEyeError, View, calibrate_handeye, predicted_board
 from calibration.intrinsics import DEFAULT_DISTORTION, DISTORTION_FLAGS, IntrinsicsError, calibrate_intrinsics
 from calibration.joint_offsets import CameraModel, JointOffsetError, JointView, solve_joint_offsets
@@ -33,11 +35,14 @@ from calibration.poses import PoseGoals, generate_poses, handheld_poses
 from calibration.sim_capture import CalibrationCell, add_noise
 from calibration.transforms import make_transform, to_rvec
 from robots.board import DEFAULT_MOUNT, BoardError, parse_board
+from robots.contract.client import DriverClient, DriverUnavailable
+from robots.contract.security import CLIENT_KEY_NAME, NO_KEYS, LinkRefused, LinkSecurity, local_endpoints
 from robots.spec import SpecError, load_spec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 POSES_FILE = "poses.yaml"
 CHECK_LIMIT_PX = 1.0  # pac-calibrate check fails above this RMS reprojection error
+CHECK_POSES = 4  # drawn for check; through a driver, the first the arm can get to clear of the table is used
 
 
 class CalibrationFailed(RuntimeError):
@@ -56,40 +61,105 @@ def _tcp(chain, q) -> np.ndarray:
     return make_transform(r, p)
 
 
+def save_image(path: Path, image: np.ndarray) -> None:
+    """An RGB frame as the file read_images reads back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def pose_entry(name: str, q: np.ndarray) -> dict:
+    return {"name": name, "q": [float(x) for x in q]}
+
+
+def write_poses(out: Path, arm, board, entries: list[dict], **extra) -> None:
+    record = {"robot": arm.name, "board": board.text, "joints": list(arm.joint_names), "poses": entries, **extra}
+    (out / POSES_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+def driver_client(args: argparse.Namespace) -> DriverClient:
+    """A client of the driver the flags name: --pub/--cmd as pac-run takes them (default: this user's ipc
+    sockets for the arm, where pac-sim and pac-driver serve by default); CURVE keys in pac-keys' layout."""
+    local_pub, local_cmd = local_endpoints(args.robot)
+    security = LinkSecurity.client_keys(args.keys, args.key_name) if args.keys else NO_KEYS
+    if missing := security.missing_files():
+        raise CalibrationFailed(f"--keys: {missing[0]} does not exist (pac-keys makes the keys)")
+    return DriverClient(args.pub or local_pub, args.cmd or local_cmd, source="pac-calibrate", security=security)
+
+
+def _session(args: argparse.Namespace, arm) -> CaptureSession:
+    return CaptureSession(driver_client(args), arm, Motion(connect_timeout_s=args.wait_s))
+
+
+def _arm_poses(arm, board, rng: np.random.Generator, count: int) -> list[np.ndarray]:
+    return generate_poses(arm, board, DEFAULT_MOUNT, arm.cameras, rng, PoseGoals(count=count))
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
-    """Sim capture: hand-held views for intrinsics and arm poses for hand-eye and joints, with the poses file."""
-    if not args.sim:
-        raise CalibrationFailed(
-            "capture from a real driver is not built yet: capture with --sim, or save frames of each camera "
-            "and the joint angles at each pose into the same layout (see the README)"
-        )
+    """Board views and the poses file, in the sim (--sim) or through a running driver."""
     arm, board = load_spec(args.robot), parse_board(args.board)
     rng = np.random.default_rng(args.seed)
+    return capture_sim(args, arm, board, rng) if args.sim else capture_through_driver(args, arm, board, rng)
+
+
+def capture_sim(args: argparse.Namespace, arm, board, rng: np.random.Generator) -> int:
+    """Hand-held views for intrinsics and the arm poses for hand-eye and joints, rendered in the calibration
+    cell with image noise and any encoder error injected."""
     error = np.asarray(args.inject_offsets_mrad or [0.0] * arm.dof, float) * 1e-3
     if error.size != arm.dof:
         raise CalibrationFailed(f"--inject-offsets-mrad needs {arm.dof} values for the {arm.name}")
-    out = Path(args.out)
+    out, noise = Path(args.out), sim_study.NOISE if args.noise is None else args.noise
+    handheld = sim_study.HANDHELD_VIEWS if args.handheld is None else args.handheld
     table_top = float(arm.scene["table"]["height"]) + 0.01
     with CalibrationCell(arm, board, handheld=True) as cell:
         for cam in arm.cameras:
             (out / "handheld" / cam.name).mkdir(parents=True, exist_ok=True)
-            for i, pose in enumerate(handheld_poses(board, cam, rng, args.handheld, (0.25, 0.7), above_z=table_top)):
+            for i, pose in enumerate(handheld_poses(board, cam, rng, handheld, (0.25, 0.7), above_z=table_top)):
                 cell.hold_board(pose)
-                image = add_noise(cell.render(cam.name), args.noise, rng)
-                cv2.imwrite(str(out / "handheld" / cam.name / f"{i:03d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    qs = generate_poses(arm, board, DEFAULT_MOUNT, arm.cameras, rng, PoseGoals(count=args.poses))
+                save_image(out / "handheld" / cam.name / f"{i:03d}.png", add_noise(cell.render(cam.name), noise, rng))
+    qs = _arm_poses(arm, board, rng, args.poses)
     entries = []
     with CalibrationCell(arm, board, encoder_error=error) as cell:
         for i, q in enumerate(qs):
             cell.set_joints(q)
             for cam in cell.cameras:
-                (out / "arm" / cam).mkdir(parents=True, exist_ok=True)
-                image = add_noise(cell.render(cam), args.noise, rng)
-                cv2.imwrite(str(out / "arm" / cam / f"{i:03d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            entries.append({"name": f"{i:03d}", "q": [float(x) for x in q]})
-    record = {"robot": arm.name, "board": board.text, "joints": list(arm.joint_names), "poses": entries}
-    (out / POSES_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
-    print(f"captured {args.handheld} hand-held views and {len(entries)} arm poses per camera into {out}")
+                save_image(out / "arm" / cam / f"{i:03d}.png", add_noise(cell.render(cam), noise, rng))
+            entries.append(pose_entry(f"{i:03d}", q))
+    write_poses(out, arm, board, entries)
+    print(f"captured {handheld} hand-held views and {len(entries)} arm poses per camera into {out}")
+    return 0
+
+
+def capture_through_driver(args: argparse.Namespace, arm, board, rng: np.random.Generator) -> int:
+    """The arm poses through the driver contract (calibration/driver_capture.py): the frames and the joints
+    the arm reports at each pose it reached, written only once the capture is over. Hand-held views for
+    intrinsics need a person holding the board, not the arm: they are not taken here (README)."""
+    if args.handheld is not None or args.noise is not None or args.inject_offsets_mrad:
+        raise CalibrationFailed("--handheld, --noise and --inject-offsets-mrad are for --sim only")
+    qs = _arm_poses(arm, board, rng, args.poses)  # before the arm is claimed: its lease lasts while commands flow
+    cameras = [c.name for c in arm.cameras]
+    frames: dict[str, dict[str, np.ndarray]] = {}
+    entries, skipped = [], {}
+    with _session(args, arm) as session:
+        for i, unreachable in session.tour(qs):
+            name = f"{i:03d}"
+            if unreachable is not None:
+                skipped[name] = str(unreachable)
+                print(f"pose {name} skipped: {unreachable}")
+                continue
+            frames[name], q = session.capture(cameras)
+            entries.append(pose_entry(name, q))
+        driver = session.client.pub_endpoint
+    if not entries:
+        raise CalibrationFailed(f"the arm reached none of the {len(qs)} poses; nothing written")
+    out = Path(args.out)
+    for name, views in frames.items():
+        for cam, image in views.items():
+            save_image(out / "arm" / cam / f"{name}.png", image)
+    write_poses(out, arm, board, sorted(entries, key=lambda e: e["name"]), driver=driver, skipped=skipped)
+    print(
+        f"captured {len(entries)} of {len(qs)} arm poses per camera through the driver on {driver} into {out} "
+        f"(joints as the arm reported them); no hand-held views: take those for intrinsics as the README says"
+    )
     return 0
 
 
@@ -218,35 +288,62 @@ def cmd_joints(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_error(cell: CalibrationCell, models: dict[str, CameraModel], target: np.ndarray, q: np.ndarray) -> dict:
-    """RMS px between the board the calibration predicts at `q` and the one each camera sees."""
-    cell.set_joints(q)
-    tcp = _tcp(cell.arm.chain(), q)
+def check_error(board, chain, models: dict[str, CameraModel], target: np.ndarray, q: np.ndarray, images) -> dict:
+    """RMS px between the board the calibration predicts at the reported joints `q` and the one each camera sees
+    in `images` (camera -> RGB frame); inf where the board is not found."""
+    tcp = _tcp(chain, q)
     errors = {}
     for cam, m in models.items():
-        det = detect(cell.board, cell.render(cam))
+        det = detect(board, images[cam])
         if det is None:
             errors[cam] = float("inf")
             continue
-        board = predicted_board(m.pose, target, tcp, EYE_TO_HAND)
-        proj = cv2.projectPoints(det.object_points, *to_rvec(board), m.k, m.dist)[0].reshape(-1, 2)
+        predicted = predicted_board(m.pose, target, tcp, EYE_TO_HAND)
+        proj = cv2.projectPoints(det.object_points, *to_rvec(predicted), m.k, m.dist)[0].reshape(-1, 2)
         errors[cam] = float(np.sqrt(np.mean(np.sum((proj - det.image_points) ** 2, axis=1))))
     return errors
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    if not args.sim:
-        raise CalibrationFailed("check against a real driver is not built yet: use --sim")
+    """The board at one new pose, rendered (--sim) or captured through the driver, against the calibration."""
     arm = load_spec(args.robot)
     models, target = _camera_models(args.intrinsics, args.handeye)
     board = parse_board(io.read_result(args.handeye[0]).data["board"])
-    q = generate_poses(arm, board, DEFAULT_MOUNT, arm.cameras, np.random.default_rng(args.seed), PoseGoals(count=1))[0]
-    with CalibrationCell(arm, board) as cell:
-        errors = check_error(cell, models, target, q)
-    worst = max(errors.values())
+    qs = _arm_poses(arm, board, np.random.default_rng(args.seed), CHECK_POSES)
+    if args.sim:
+        with CalibrationCell(arm, board) as cell:
+            q = qs[0]
+            cell.set_joints(q)
+            images = {cam: cell.render(cam) for cam in models}
+    else:
+        with _session(args, arm) as session:
+            for i, unreachable in session.tour(qs):  # the first of them the arm gets to
+                if unreachable is None:
+                    images, q = session.capture(list(models))
+                    break
+                print(f"check pose {i} skipped: {unreachable}")
+            else:
+                raise CalibrationFailed(f"none of the {len(qs)} check poses of --seed {args.seed} can be reached")
+    errors = check_error(board, arm.chain(), models, target, q, images)
     for cam, e in errors.items():
         print(f"{cam}: reprojection error {e:.3f} px (limit {args.limit_px} px)")
-    return 0 if worst <= args.limit_px else 1
+    return 0 if max(errors.values()) <= args.limit_px else 1
+
+
+def _driver_flags(p: argparse.ArgumentParser) -> None:
+    """How capture and check reach a running driver (without --sim)."""
+    where = "(default: this user's ipc socket for the arm, where pac-sim and pac-driver serve by default)"
+    p.add_argument("--pub", default=None, help=f"driver state endpoint, as pac-run's {where}")
+    p.add_argument("--cmd", default=None, help=f"driver command endpoint, as pac-run's {where}")
+    p.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="CURVE keys for a driver on another host: DIR/NAME.key_secret and the driver's DIR/server.key (pac-keys)",
+    )
+    p.add_argument("--key-name", default=CLIENT_KEY_NAME, metavar="NAME", help="this client's key pair in --keys")
+    p.add_argument("--wait-s", type=float, default=Motion.connect_timeout_s, help="seconds to wait for the driver")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,16 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pac-calibrate", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("capture", help="board views and poses (sim)")
+    c = sub.add_parser("capture", help="board views and poses: in the sim, or through a running driver")
     c.add_argument("--robot", required=True)
-    c.add_argument("--sim", action="store_true")
-    c.add_argument("--board", default="checkerboard:5x4:0.05")
+    c.add_argument("--sim", action="store_true", help="render in the calibration cell instead of using a driver")
+    c.add_argument("--board", default=sim_study.BOARD.text)
     c.add_argument("--out", type=Path, required=True)
-    c.add_argument("--poses", type=int, default=36)
-    c.add_argument("--handheld", type=int, default=100, help="hand-held views per camera, for intrinsics")
-    c.add_argument("--noise", type=float, default=3.0, help="sim image noise, grey levels")
+    c.add_argument("--poses", type=int, default=sim_study.ARM_POSES)
+    views, noise = sim_study.HANDHELD_VIEWS, sim_study.NOISE
+    c.add_argument("--handheld", type=int, default=None, help=f"sim: hand-held views per camera (default {views})")
+    c.add_argument("--noise", type=float, default=None, help=f"sim: image noise, grey levels (default {noise})")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--inject-offsets-mrad", type=float, nargs="+", help="sim: encoder errors to recover")
+    _driver_flags(c)
     c.set_defaults(run=cmd_capture)
     i = sub.add_parser("intrinsics", help="camera matrix and distortion from board images")
     i.add_argument("--images", type=Path, required=True)
@@ -290,11 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     j.set_defaults(run=cmd_joints)
     k = sub.add_parser("check", help="current reprojection error at one pose")
     k.add_argument("--robot", required=True)
-    k.add_argument("--sim", action="store_true")
+    k.add_argument("--sim", action="store_true", help="render in the calibration cell instead of using a driver")
     k.add_argument("--intrinsics", type=Path, nargs="+", required=True)
     k.add_argument("--handeye", type=Path, nargs="+", required=True)
     k.add_argument("--limit-px", type=float, default=CHECK_LIMIT_PX)
-    k.add_argument("--seed", type=int, default=7)
+    k.add_argument("--seed", type=int, default=7, help="picks the check pose")
+    _driver_flags(k)
     k.set_defaults(run=cmd_check)
     return p
 
@@ -305,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (
         CalibrationFailed, BoardError, IntrinsicsError, HandEyeError, JointOffsetError, io.CalibrationFileError,
-        SpecError, KeyError, OSError,
+        SpecError, KeyError, OSError, DriverUnavailable, CaptureError, LinkRefused,
     ) as exc:  # fmt: skip
         print(f"pac-calibrate {args.command}: {exc}", file=sys.stderr)
         return 1
