@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from calibration.board import Detection
-from calibration.intrinsics import outliers, residuals
+from calibration.intrinsics import fit_without_outliers, residuals
 from calibration.solvers import SOLVERS, levenberg_marquardt
 from calibration.transforms import from_rvec, invert, mean_transform, pose_error, to_rvec
 
@@ -171,26 +171,19 @@ def _rms(res: list[np.ndarray]) -> float:
 def _outlier_views(
     views: Mapping[str, View], boards: Mapping[str, np.ndarray], k: np.ndarray, dist: np.ndarray, setup: str
 ) -> dict[str, float]:
-    """Views whose error under the refined solve of the others stands out (intrinsics.outliers), dropped one
-    round at a time until none does: name -> its error, px."""
-    rejected: dict[str, float] = {}
-    while True:
-        names = sorted(n for n in views if n not in rejected)
+    """Views whose error under the refined solve of the others stands out (intrinsics.fit_without_outliers),
+    dropped one round at a time until none does: name -> its error, px."""
+
+    def fit(names: list[str]):
         kept, tcp = [views[n] for n in names], [views[n].tcp for n in names]
         cam, target = _solve(REFINED, kept, tcp, [boards[n] for n in names], k, dist, setup)
         errors = {
             n: _rms([_view_error(v, predicted_board(cam, target, t, setup), k, dist)])
             for n, v, t in zip(names, kept, tcp, strict=True)
         }
-        drop = outliers(errors)
-        if not drop:
-            return rejected
-        if len(names) - len(drop) < MIN_POSES:
-            raise HandEyeError(
-                f"{len(drop)} of {len(names)} views disagree with the others ({', '.join(drop[:8])}, errors up to "
-                f"{max(errors[n] for n in drop):.2f} px); fewer than {MIN_POSES} consistent views remain: recapture"
-            )
-        rejected |= {n: errors[n] for n in drop}
+        return None, errors
+
+    return fit_without_outliers(views, fit, MIN_POSES, "views", HandEyeError)[2]
 
 
 def calibrate_handeye(

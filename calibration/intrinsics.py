@@ -7,8 +7,9 @@ the problem (too few images, no board, mixed sizes) so the operator knows what t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -30,6 +31,9 @@ DEFAULT_DISTORTION = "k1k2"
 MIN_IMAGES = 8  # OpenCV needs 3; below ~8 varied views the focal length and principal point trade off
 OUTLIER_FACTOR = 3.0  # an image whose error is this many times the median image's is dropped
 OUTLIER_FLOOR_PX = 0.3  # ... and above this: below it every image is good, whatever the ratio
+
+
+T = TypeVar("T")
 
 
 class IntrinsicsError(ValueError):
@@ -93,6 +97,32 @@ def outliers(errors: Mapping[str, float], factor: float = OUTLIER_FACTOR, floor:
     return sorted(n for n, e in errors.items() if e > max(factor * median, floor))
 
 
+def fit_without_outliers(
+    names: Iterable[str],
+    fit: Callable[[list[str]], tuple[T, dict[str, float]]],
+    minimum: int,
+    what: str,
+    error: type[Exception],
+) -> tuple[T, dict[str, float], dict[str, float]]:
+    """Fit on every item, drop those whose error stands out (`outliers`), fit again on the rest, until none does:
+    (the last fit, its error per item kept, the items dropped with the error that dropped them). Intrinsics,
+    hand-eye and the joint solve reject bad views this one way. `fit(names)` returns its solution and an error
+    per name, px; `error` names the items (`what`: "images", "views") when fewer than `minimum` would remain."""
+    kept, rejected = sorted(names), {}
+    while True:
+        solution, errors = fit(kept)
+        drop = outliers(errors)
+        if not drop:
+            return solution, errors, rejected
+        if len(kept) - len(drop) < minimum:
+            raise error(
+                f"{len(drop)} of {len(kept)} {what} disagree with the others ({', '.join(drop[:8])}, errors up to "
+                f"{max(errors[n] for n in drop):.2f} px); fewer than {minimum} consistent {what} remain: recapture"
+            )
+        rejected |= {n: errors[n] for n in drop}
+        kept = [n for n in kept if n not in drop]
+
+
 def calibrate_intrinsics(
     board: BoardSpec,
     images: Mapping[str, np.ndarray],
@@ -117,19 +147,11 @@ def calibrate_intrinsics(
             f"the {board.text} board was found whole in {len(dets)} of {len(images)} images; at least {min_images} "
             f"are needed (not found in: {', '.join(not_found[:8])}{' ...' if len(not_found) > 8 else ''})"
         )
-    rejected: dict[str, float] = {}
-    while True:
-        rms, k, dist, res = _calibrate(dets, size, distortion)
-        errors = {n: _rms(r) for n, r in res.items()}
-        drop = outliers(errors)
-        if not drop:
-            break
-        if len(dets) - len(drop) < min_images:
-            raise IntrinsicsError(
-                f"{len(drop)} of {len(dets)} images are outliers ({', '.join(drop[:8])}, errors up to "
-                f"{max(errors[n] for n in drop):.2f} px); fewer than {min_images} good images remain: recapture"
-            )
-        rejected |= {n: errors[n] for n in drop}
-        dets = {n: d for n, d in dets.items() if n not in drop}
+
+    def fit(names: list[str]):
+        calibration = _calibrate({n: dets[n] for n in names}, size, distortion)
+        return calibration, {n: _rms(r) for n, r in calibration[3].items()}
+
+    (rms, k, dist, res), errors, rejected = fit_without_outliers(dets, fit, min_images, "images", IntrinsicsError)
     result = Intrinsics(k, dist, distortion, size[0], size[1], rms, errors, rejected, not_found)
-    return IntrinsicsRun(result, dets, res)
+    return IntrinsicsRun(result, {n: dets[n] for n in errors}, res)

@@ -13,7 +13,7 @@ the solve rerun: one mis-detected board, 18 px off, once moved an offset by 5 mr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -21,7 +21,7 @@ import numpy as np
 
 from calibration.board import Detection
 from calibration.handeye import predicted_board
-from calibration.intrinsics import outliers
+from calibration.intrinsics import fit_without_outliers
 from calibration.solvers import levenberg_marquardt
 from calibration.transforms import from_rvec, make_transform, to_rvec
 from robots.kinematics import KinematicChain
@@ -164,33 +164,32 @@ def solve_joint_offsets(
         projected = _projected(chain, layout, x, v.q, v.camera, cameras[v.camera], v.detection.object_points)
         return (projected - v.detection.image_points).ravel()
 
-    kept = {_label(v, i): v for i, v in enumerate(views)}
+    labelled = {_label(v, i): v for i, v in enumerate(views)}
 
-    def fun(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([view_residuals(x, v) for v in kept.values()])
+    def residuals(x: np.ndarray, labels: Iterable[str]) -> np.ndarray:
+        return np.concatenate([view_residuals(x, labelled[label]) for label in labels])
 
     x0 = layout.pack({c: m.pose for c, m in cameras.items()}, target)
-    r0 = fun(x0)
-    x, rejected = x0, {}
-    while True:
-        fit = levenberg_marquardt(fun, x, iterations=100)
-        if not fit.converged:
+    x = x0  # each refit starts where the last one ended
+
+    def fit(labels: list[str]):
+        nonlocal x
+        result = levenberg_marquardt(lambda y: residuals(y, labels), x, iterations=100)
+        if not result.converged:
             raise JointOffsetError(
-                f"the solve did not converge in {fit.iterations} iterations (RMS {_rms(fun(fit.x)):.2f} px): "
-                "check that the intrinsics and hand-eye files belong to these cameras"
+                f"the solve did not converge in {result.iterations} iterations (RMS "
+                f"{_rms(residuals(result.x, labels)):.2f} px): check that the intrinsics and hand-eye files belong "
+                "to these cameras"
             )
-        x = fit.x
-        errors = {label: _rms(view_residuals(x, v)) for label, v in kept.items()}
-        drop = outliers(errors)
-        if not drop:
-            break
-        if len(kept) - len(drop) < MIN_VIEWS:
-            raise JointOffsetError(
-                f"{len(drop)} of {len(kept)} views disagree with the others (errors up to "
-                f"{max(errors[d] for d in drop):.2f} px); fewer than {MIN_VIEWS} consistent views remain: recapture"
-            )
-        rejected |= {d: errors[d] for d in drop}
-        kept = {label: v for label, v in kept.items() if label not in drop}
+        x = result.x
+        return x, {label: _rms(view_residuals(result.x, labelled[label])) for label in labels}
+
+    x, kept, rejected = fit_without_outliers(labelled, fit, MIN_VIEWS, "views", JointOffsetError)
+
+    def fun(y: np.ndarray) -> np.ndarray:
+        return residuals(y, kept)
+
+    r0 = residuals(x0, labelled)
     r = fun(x)
     jac = np.empty((r.size, x.size))
     for i in range(x.size):
