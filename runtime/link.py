@@ -27,8 +27,6 @@ NO_ACTION.setflags(write=False)
 FRAME_WAIT_MS = 12.0  # real time: longest wait for a late frame before ticking on the previous one
 PHASE_OFFSET_MS = 4.0  # real time: tick at least this long after the cameras capture (transport + JPEG decode)
 PHASE_CEILING = 0.5  # ... and at most this fraction of a period after: a later lag is a fault, not a phase
-PHASE_SLACK_MS = 1.0  # the tick this far or more off where the frames say it should be, ...
-PHASE_SLIP_TICKS = 3  # ... this many ticks running (the driver re-phased, e.g. after its own overrun): re-phase
 LOCKSTEP_DEADLINE_PERIODS = 2  # lockstep: a command may still be applied this many periods after its state
 
 
@@ -192,7 +190,6 @@ class LockstepLink(DriverLink):
 @dataclass
 class _Phase:
     aligned: bool = False
-    off_ticks: int = 0  # consecutive ticks more than PHASE_SLACK_MS off the phase the frames call for
 
 
 class RealtimeLink(DriverLink):
@@ -205,7 +202,7 @@ class RealtimeLink(DriverLink):
         self.pacer = Pacer(self.link.period_ns, clock=self.clock, idle=self._idle)
         self._phase = _Phase()
         period_ms = self.link.period_ns / 1e6
-        self.arrival = ArrivalPhase(floor_ms=PHASE_OFFSET_MS, ceiling_ms=PHASE_CEILING * period_ms)
+        self.arrival = ArrivalPhase(self.link.period_ns, PHASE_OFFSET_MS, PHASE_CEILING * period_ms)
         self._listening = False  # polled without a break since the last backlog drain: arrival time = now
         self._last_set_ns = -1  # newest capture of the last complete set of frames seen
 
@@ -240,7 +237,7 @@ class RealtimeLink(DriverLink):
         return self.client.send_command(Mode.HOLD, NO_ACTION, self.clock.now_ns() + round(timeout_s * 1e9), obs_t_ns=-1)
 
     def stats(self) -> LinkStats:
-        lags = np.fromiter(self.arrival.lags, float, len(self.arrival.lags))
+        lags = self.arrival.lags_ms()
         frame_lag = {"p50": float(np.median(lags)), "p95": float(np.quantile(lags, 0.95))} if lags.size else {}
         frame_lag |= {"n": int(lags.size), "tick_offset": self.arrival.offset_ms}
         late_ms = list(self.pacer.late_ms)
@@ -259,30 +256,17 @@ class RealtimeLink(DriverLink):
     def _follow_phase(self) -> None:
         """Tick just after the cameras' frames (and object poses) are in, so observations are as young as they can be.
 
-        The phase is the newest capture of the last full set of frames plus the learned arrival lag. Locked on
-        the first set; moved when the lag estimate moves, or when the tick has been more than PHASE_SLACK_MS off
-        that phase PHASE_SLIP_TICKS ticks running, either way: frames captured later (the driver re-phased, e.g.
-        after its own overrun) or earlier. One late frame does not move it.
+        Locked on the first full set of frames, at the floor offset; then wherever the learned capture phase and
+        arrival lag put it (`ArrivalPhase`: jitter, a slower transport, a driver that re-phased).
         """
-        if self._last_set_ns < 0:
-            return
-        phase = self._phase
         moved = self.arrival.update()
-        target = self._last_set_ns + round(self.arrival.offset_ms * 1e6)
-        if phase.aligned and self.pacer.next_ns is not None:
-            period = self.link.period_ns
-            error = (self.pacer.next_ns - target + period // 2) % period - period // 2
-            phase.off_ticks = phase.off_ticks + 1 if abs(error) > PHASE_SLACK_MS * 1e6 else 0
-        if not phase.aligned or moved or phase.off_ticks >= PHASE_SLIP_TICKS:
-            self.pacer.align(target)
-            phase.aligned, phase.off_ticks = True, 0
+        if self.arrival.phase_ns is not None and (moved or not self._phase.aligned):
+            self.pacer.align(self.arrival.phase_ns)
+            self._phase.aligned = True
 
     def _note_arrival(self) -> None:
-        """When a period's frames have all just arrived (and been decoded), record their lag behind capture.
-
-        Only while listening without a break: a set that queued during a tick's compute arrived at an unknown
-        time. The lag is measured from the newest capture of the set, the instant the phase is aligned to.
-        """
+        """Record each period's complete set of frames once: its newest capture and, when the link was listening
+        without a break (a set that queued during a tick's compute arrived at an unknown time), when it was in."""
         captures = self._frame_captures()
         if captures is None:
             return
@@ -290,8 +274,7 @@ class RealtimeLink(DriverLink):
         if newest == self._last_set_ns or newest - min(captures) >= self.link.period_ns // 2:
             return  # already seen, or a set still partly from the previous period
         self._last_set_ns = newest
-        if self._listening:
-            self.arrival.record((self.clock.now_ns() - newest) / 1e6)
+        self.arrival.record(newest, self.clock.now_ns() if self._listening else None)
 
     def _idle(self, seconds: float) -> None:
         """The pacer's sleep: decode arrivals as they come, so a tick finds only the newest few messages,

@@ -65,48 +65,79 @@ class Pacer:
         return deadline
 
 
-@dataclass
 class ArrivalPhase:
-    """How long after capture a period's frames are in and decoded, learned from what the link measures.
+    """Where in the period a real-time tick should start: just after a period's frames are in and decoded.
 
-    A real-time tick that starts before its frames arrive waits for them and decodes them inside the tick;
-    one that starts long after computes on older frames than it needs to. The lag from capture to arrival
-    depends on the cell (exposure, rendering, encoding, transport, decoding), so it is measured rather than
-    configured: `offset_ms` is a high quantile of the recent lags plus a margin, never below `floor_ms`,
-    and moves only when the quantile moved by more than `hysteresis_ms` (re-phasing is not free).
+    A tick that starts before its frames arrive waits for them and decodes them inside the tick; one that starts
+    long after computes on older frames than it needs to. Both the cameras' capture phase and how long their
+    frames take to arrive (exposure, rendering, encoding, transport, decoding) depend on the cell, so they are
+    learned from what the link measures, per complete set of frames: the capture phase is the median of the
+    recent captures on the period grid (a camera's own clock), and the tick goes `offset_ms` after it, a high
+    quantile of the arrivals' lag behind that phase plus a margin. The quantile covers the capture jitter and the
+    transport together; it is clamped to [floor_ms, ceiling_ms]. Captures that leave the phase by more than
+    `shift_ms`, `shift_samples` sets running, mean the driver re-phased: the estimate restarts from them.
     """
 
-    floor_ms: float
-    ceiling_ms: float
-    quantile: float = 0.95
-    margin_ms: float = 0.5
-    window: int = 100  # lags kept (5 s at 20 Hz)
-    min_samples: int = 10  # below this, the floor
-    hysteresis_ms: float = 1.0
-    lags: deque = field(default_factory=deque)
-    offset_ms: float = NAN
+    def __init__(
+        self,
+        period_ns: int,
+        floor_ms: float,
+        ceiling_ms: float,
+        *,
+        quantile: float = 0.98,
+        margin_ms: float = 0.5,
+        window: int = 200,  # sets kept (10 s at 20 Hz)
+        min_samples: int = 20,  # arrivals needed before the quantile is trusted (before: the floor)
+        hysteresis_ms: float = 1.0,  # the tick moves earlier only when its phase did by more than this
+        shift_ms: float = 5.0,
+        shift_samples: int = 5,
+    ):
+        self.period_ns, self.floor_ms, self.ceiling_ms = period_ns, floor_ms, ceiling_ms
+        self.quantile, self.margin_ms, self.min_samples = quantile, margin_ms, min_samples
+        self.hysteresis_ms, self.shift_ms, self.shift_samples = hysteresis_ms, shift_ms, shift_samples
+        self._origin: int | None = None  # the first capture: phases are kept relative to it, in ns
+        # per set: (capture phase, arrival phase or None), unwrapped onto the grid period nearest the current phase
+        self._sets: deque[tuple[int, int | None]] = deque(maxlen=window)
+        self._capture_phase = 0  # median of the kept capture phases
+        self.offset_ms = floor_ms  # the tick's delay after the capture phase
+        self.phase_ns: int | None = None  # ticks at phase_ns + k·period (set by update)
 
-    def __post_init__(self) -> None:
-        self.lags = deque(self.lags, maxlen=self.window)
-        if self.offset_ms != self.offset_ms:  # NaN: not set
-            self.offset_ms = self.floor_ms
+    def record(self, capture_ns: int, arrival_ns: int | None) -> None:
+        """A complete set of frames, newest capture `capture_ns`, all in and decoded at `arrival_ns` (None: the
+        set queued while the loop was busy, so only its capture time is known)."""
+        if self._origin is None:
+            self._origin = capture_ns
+        c = capture_ns - self._origin
+        c -= round((c - self._capture_phase) / self.period_ns) * self.period_ns  # the grid point nearest the phase
+        self._sets.append((c, None if arrival_ns is None else c + arrival_ns - capture_ns))
+        recent = list(self._sets)[-self.shift_samples :]
+        off = [x - self._capture_phase for x, _ in recent]
+        limit = self.shift_ms * 1e6
+        if len(recent) == self.shift_samples and (all(d > limit for d in off) or all(d < -limit for d in off)):
+            self._sets = deque(recent, maxlen=self._sets.maxlen)  # the driver re-phased: start again from now
+            self._capture_phase = int(np.median([x for x, _ in recent]))
 
-    def record(self, lag_ms: float) -> None:
-        self.lags.append(lag_ms)
-
-    def target_ms(self) -> float:
-        """Where the phase should be now: the lag quantile plus margin, within [floor, ceiling]."""
-        if len(self.lags) < self.min_samples:
-            return self.floor_ms
-        lag = float(np.quantile(np.fromiter(self.lags, float, len(self.lags)), self.quantile))
-        return min(self.ceiling_ms, max(self.floor_ms, lag + self.margin_ms))
+    def lags_ms(self) -> np.ndarray:
+        """The kept arrivals' lag behind the capture phase, ms."""
+        arrivals = [a for _, a in self._sets if a is not None]
+        return (np.asarray(arrivals, dtype=np.int64) - self._capture_phase) / 1e6
 
     def update(self) -> bool:
-        """Move `offset_ms` to the target when it is more than the hysteresis away; True when it moved."""
-        target = self.target_ms()
-        if abs(target - self.offset_ms) <= self.hysteresis_ms:
+        """Re-estimate (between ticks: this costs a median and a quantile); True when the tick phase moved later,
+        or earlier by more than the hysteresis, or was set for the first time."""
+        if self._origin is None:
             return False
-        self.offset_ms = target
+        self._capture_phase = int(np.median([x for x, _ in self._sets]))
+        lags = self.lags_ms()
+        offset = self.floor_ms
+        if lags.size >= self.min_samples:
+            offset = min(self.ceiling_ms, max(self.floor_ms, float(np.quantile(lags, self.quantile)) + self.margin_ms))
+        phase = self._origin + self._capture_phase + round(offset * 1e6)
+        if self.phase_ns is not None:
+            moved = (phase - self.phase_ns + self.period_ns // 2) % self.period_ns - self.period_ns // 2
+            if -self.hysteresis_ms * 1e6 <= moved <= 0:  # a little earlier is not worth a re-phase; any later is:
+                return False  # frames would be waited for
+        self.offset_ms, self.phase_ns = offset, phase
         return True
 
 

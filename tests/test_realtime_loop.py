@@ -19,7 +19,7 @@ from robots.contract.messages import ImageMsg, StateMsg, StatusMsg
 from robots.spec import load_spec
 from runtime.clock import VirtualClock
 from runtime.guard import Guard
-from runtime.link import FRAME_WAIT_MS, PHASE_OFFSET_MS, PHASE_SLIP_TICKS, Inputs, RealtimeLink
+from runtime.link import FRAME_WAIT_MS, PHASE_OFFSET_MS, Inputs, RealtimeLink
 from runtime.loop import STAGES, ControlLoop
 from runtime.policy_step import PolicyOutput
 from runtime.safety.limits import SafetyLimits
@@ -189,28 +189,39 @@ def test_the_phase_learns_how_late_frames_arrive_and_ticks_just_after(virtual_cl
     assert len(settled) >= 35 and all(s.t_ns - frame_capture(s.t_ns, t0) == expected for s in settled)
     assert all(seen == dict.fromkeys(CAMERAS, frame_capture(t, t0)) for t, seen in policy.seen[20:])  # this period's
     waited = loop.timer.samples("frame_wait")
-    assert waited.size <= 15  # only while the lag was being learned
+    assert waited.size <= 22  # only while the lag was being learned (20 sets, ArrivalPhase.min_samples)
     stats = loop.stats()
     assert stats.overruns == 0 and stats.frame_lag_ms["tick_offset"] == pytest.approx(10.5)
     assert stats.frame_lag_ms["p50"] == pytest.approx(10.0)
 
 
-@pytest.mark.parametrize("shift_ms", [20, -20, 3], ids=["later", "earlier", "small"])
-def test_when_the_cameras_re_phase_the_ticks_follow_within_a_few_periods(virtual_clock, shift_ms):
+@pytest.mark.parametrize(
+    "shift_ms, after_capture_ms",
+    [(20, (PHASE_OFFSET_MS, PHASE_OFFSET_MS)), (-20, (PHASE_OFFSET_MS, PHASE_OFFSET_MS)), (3, (1.5, PHASE_OFFSET_MS))],
+    ids=["later", "earlier", "small"],
+)
+def test_when_the_cameras_re_phase_the_ticks_follow_within_a_few_periods(virtual_clock, shift_ms, after_capture_ms):
+    """A shift past the jitter bound (5 ms, 5 sets running) re-phases on the new captures, at the floor. A small
+    one first moves the tick to where the frames now arrive (1 ms after the new capture, plus the margin), then,
+    once the median capture has moved, to the floor after it. Either way every tick computes on its own period's
+    frames and none waits for them."""
     t0 = virtual_clock.now_ns()
     at = 1_000 * MS
     driver = ScriptedDriver(virtual_clock, 3_000 * MS, shift=(at, shift_ms * MS))
     policy = ScriptedPolicy(virtual_clock)
-    loop = run_loop(virtual_clock, driver, policy, ticks=55)
-    expected = round(PHASE_OFFSET_MS * MS) + INFER
+    loop = run_loop(virtual_clock, driver, policy, ticks=58)
     captures = sorted({t for _, seen in policy.seen for t in seen.values()})
 
     def capture_before(t_ns: int) -> int:
         return max(c for c in captures if c <= t_ns)
 
-    moving = [s for s in driver.sent if s.mode is Mode.CARTESIAN_VELOCITY]
-    after = [s for s in moving if s.t_ns > t0 + at + (PHASE_SLIP_TICKS + 2) * PERIOD]
-    assert len(after) >= 30 and all(s.t_ns - capture_before(s.t_ns) == expected for s in after)
+    settled = t0 + at + 7 * PERIOD
+    moving = [s for s in driver.sent if s.mode is Mode.CARTESIAN_VELOCITY and s.t_ns > settled]
+    low, high = (round(x * MS) + INFER for x in after_capture_ms)
+    assert len(moving) >= 30 and all(low <= s.t_ns - capture_before(s.t_ns) <= high for s in moving)
+    assert all(set(seen.values()) == {capture_before(t)} for t, seen in policy.seen if t > settled)
+    waits = loop.timer.samples("frame_wait")
+    assert waits.size <= 8  # only around the shift
     assert loop.stats().overruns == 0
 
 

@@ -55,38 +55,82 @@ def test_pacer_spends_its_wait_in_the_idle_hook_when_given_one(virtual_clock):
     assert idled == [pytest.approx(0.030)] and virtual_clock.sleeps == idled
 
 
+def _phase(**kwargs) -> ArrivalPhase:
+    return ArrivalPhase(PERIOD, floor_ms=4.0, ceiling_ms=25.0, **kwargs)
+
+
+def _feed(phase: ArrivalPhase, lags_ms: list[float], start_ns: int = 1_000 * MS, jitter_ms=None) -> int:
+    """One set per period from `start_ns`: captured on the grid (plus its jitter), in `lag` ms after capture."""
+    t = start_ns
+    for k, lag in enumerate(lags_ms):
+        capture = t + round((jitter_ms[k] if jitter_ms else 0.0) * MS)
+        phase.record(capture, capture + round(lag * MS))
+        t += PERIOD
+    return t
+
+
 @pytest.mark.parametrize(
     "lags, offset",
     [
         ([], 4.0),  # nothing heard: the floor
-        ([9.0] * 9, 4.0),  # too few lags to trust: still the floor
-        ([9.0] * 10, 9.5),  # the lag plus the margin
-        ([9.0] * 90 + [20.0] * 10, 20.5),  # a tenth of the frames late: the phase waits for them
-        ([9.0] * 98 + [20.0] * 2, 9.5),  # 2 % late: those ticks wait (up to FRAME_WAIT_MS), the rest stay young
-        ([1.0] * 20, 4.0),  # frames faster than the floor: never earlier than the floor
-        ([40.0] * 20, 25.0),  # a lag past the ceiling is a fault to surface, not a phase to follow
-        ([9.0] * 100 + [12.0] * 100, 12.5),  # the window keeps the last 100: the old lags are forgotten
+        ([9.0] * 19, 4.0),  # too few lags to trust: still the floor
+        ([9.0] * 20, 9.5),  # the lag plus the margin
+        ([9.0] * 180 + [20.0] * 20, 20.5),  # a tenth of the frames late: the phase waits for them
+        ([9.0] * 199 + [20.0] * 1, 9.5),  # one in 200: that tick waits, the rest stay young
+        ([1.0] * 30, 4.0),  # frames faster than the floor: never earlier than the floor
+        ([40.0] * 30, 25.0),  # a lag past the ceiling is a fault to surface, not a phase to follow
+        ([9.0] * 200 + [12.0] * 200, 12.5),  # the window keeps the last 200 sets: the old lags are forgotten
     ],
 )
-def test_arrival_phase_follows_a_high_quantile_of_the_recent_lags(lags, offset):
-    phase = ArrivalPhase(floor_ms=4.0, ceiling_ms=25.0)
-    for lag in lags:
-        phase.record(lag)
+def test_the_tick_offset_follows_a_high_quantile_of_the_recent_lags(lags, offset):
+    phase = _phase()
+    _feed(phase, lags)
     phase.update()
-    assert phase.offset_ms == pytest.approx(offset)
+    assert phase.offset_ms == pytest.approx(offset, abs=0.02)
 
 
-def test_arrival_phase_moves_only_past_its_hysteresis():
-    phase = ArrivalPhase(floor_ms=4.0, ceiling_ms=25.0, window=10, min_samples=10)
-    for _ in range(10):
-        phase.record(10.0)
+def test_capture_jitter_counts_in_the_lag_and_the_capture_phase_is_the_median():
+    phase = _phase()
+    jitter = [0.0, 3.0] * 50  # every other frame captured 3 ms late, each in 2 ms after its capture
+    _feed(phase, [2.0] * 100, jitter_ms=jitter)
+    phase.update()
+    # the median capture is on the grid or 3 ms late (np.median of two values: 1.5 ms); the late ones arrive 5 ms
+    # after the grid, 3.5 ms after that median; plus the margin, and never under the 4 ms floor
+    assert phase.offset_ms == pytest.approx(4.0)
+    phase = _phase()
+    _feed(phase, [6.0] * 100, jitter_ms=jitter)
+    phase.update()
+    assert phase.offset_ms == pytest.approx(6.0 + 1.5 + 0.5)
+    assert (phase.phase_ns - 1_000 * MS) % PERIOD == round((1.5 + 8.0) * MS)
+
+
+def test_the_tick_phase_moves_earlier_only_past_its_hysteresis_and_later_at_once():
+    phase = _phase(window=20, min_samples=20)
+    t = _feed(phase, [10.0] * 20)
     assert phase.update() and phase.offset_ms == 10.5
-    for _ in range(10):
-        phase.record(11.0)  # 1 ms later: within the hysteresis, no re-phase
+    t = _feed(phase, [9.0] * 20, start_ns=t)  # 1 ms earlier: within the hysteresis, the tick stays
     assert not phase.update() and phase.offset_ms == 10.5
-    for _ in range(10):
-        phase.record(12.0)
-    assert phase.update() and phase.offset_ms == 12.5
+    t = _feed(phase, [8.0] * 20, start_ns=t)  # 2 ms earlier: it moves
+    assert phase.update() and phase.offset_ms == 8.5
+    _feed(phase, [8.2] * 20, start_ns=t)  # later, however little: it moves, or those frames would be waited for
+    assert phase.update() and phase.offset_ms == pytest.approx(8.7)
+
+
+@pytest.mark.parametrize("shift_ms", [20.0, -20.0])
+def test_a_driver_that_re_phases_is_followed_after_a_few_sets(shift_ms):
+    phase = _phase()
+    t = _feed(phase, [2.0] * 100)
+    phase.update()
+    before = phase.phase_ns % PERIOD
+    t = _feed(phase, [2.0] * 4, start_ns=t + round(shift_ms * MS))  # four sets: could still be jitter, but
+    phase.update()
+    if shift_ms > 0:  # frames that come later are waited for at once (the quantile), just after they arrive
+        assert phase.phase_ns % PERIOD == (before + round((shift_ms - 4.0 + 2.0 + 0.5) * MS)) % PERIOD
+    else:  # frames that come earlier are not worth a re-phase yet
+        assert phase.phase_ns % PERIOD == before
+    _feed(phase, [2.0], start_ns=t)  # the fifth: the driver re-phased; the floor after its new capture phase
+    phase.update()
+    assert phase.phase_ns % PERIOD == (before + round(shift_ms * MS)) % PERIOD
 
 
 def test_stage_timer_percentiles_and_ring(virtual_clock):
