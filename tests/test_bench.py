@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from runtime.bench import cli
 from runtime.bench.backends import Opened, PolicyFile, Setting, Unavailable, open_setting, settings_for, thread_counts
-from runtime.bench.inference import Plan, interleaved
+from runtime.bench.inference import Plan, interleaved, paced
 from runtime.bench.probes import MachinePeaks
 from runtime.bench.report import measured_from
 from runtime.bench.stats import latency_stats
@@ -176,3 +178,35 @@ def test_end_to_end_mode_runs_the_real_loop_against_the_sim_and_measures_both_pr
     for usage in (e.pac_run, e.pac_sim):  # from the kernel's rusage of each child
         assert usage.cpu_s > 0 and usage.max_rss_mb > 50
     assert [b for b, _, _ in e.budgets()][0].startswith("loop overhead p99")
+
+
+def test_paced_calls_come_one_per_period_and_the_verdict_judges_them():
+    """A model that is fast back to back but slow after an idle gap (a CPU's sleeping thread pool): the paced
+    p99 is the one the loop sees, and the verdict uses it."""
+    clock = FakeClock()
+    last_call = [-(10**12)]
+
+    def run() -> None:  # 4 ms right after another call, 9 ms after 10 ms or more of idling
+        idle = clock.ns - last_call[0]
+        clock.ns += round((4.0 if idle < 10_000_000 else 9.0) * 1e6)
+        last_call[0] = clock.ns
+
+    def sleep(seconds: float) -> None:
+        clock.ns += round(seconds * 1e9)
+
+    opened = _opened("ort", run)
+    back_to_back = interleaved([opened], Plan(seconds=0.2, rounds=2, min_calls=10), clock=clock, progress=False)
+    start = clock.ns
+    timed = paced([opened], 50_000_000, calls=12, rounds=3, clock=clock, sleep=sleep, progress=False)
+    b2b = back_to_back["ort 1t"]
+    assert b2b[0] == 9.0 and set(b2b[1:]) == {4.0}  # the first call followed the idle start
+    assert list(timed["ort 1t"]) == [9.0] * 12
+    assert clock.ns - start == 12 * 50_000_000 + round(9.0 * 1e6)  # one call per period on absolute deadlines
+
+    peaks = MachinePeaks(matmul_flops=1e11, memory_bytes_per_s=1e10, threads=1)
+    row = measured_from(opened, back_to_back["ort 1t"], 2_000_000, peaks, paced_ms=timed["ort 1t"])
+    assert row.stats.p50_ms == 4.0 and row.loop_p99_ms == 9.0 and row.stats.p99_ms < 9.0
+    verdict_row = cli._row(row, SimpleNamespace(path=Path("pac_S.onnx")))
+    assert verdict_row.p99_ms == 9.0
+    budget = Budget(total_ms=8.0, overhead_ms=1.0, overhead_measured=True)  # 7 ms for inference
+    assert not judge([verdict_row], verdict_row, budget).passed  # 4 ms back to back would have passed

@@ -33,7 +33,7 @@ from runtime.bench.backends import (
     settings_for,
 )
 from runtime.bench.e2e import run_e2e
-from runtime.bench.inference import Plan, interleaved
+from runtime.bench.inference import Plan, interleaved, paced
 from runtime.bench.probes import MachinePeaks, machine_peaks
 from runtime.bench.report import Measured, Report, measured_from, plot
 from runtime.bench.verdict import ASSUMED_OVERHEAD_MS, Budget, Row, judge
@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of timed calls, all settings together")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds the duration is split into")
     p.add_argument("--min-calls", type=int, default=30, help="per setting, at least")
+    p.add_argument(
+        "--paced-calls",
+        type=int,
+        default=40,
+        help="per setting, calls one per control period as the loop makes them (the verdict judges their p99); 0: none",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads: this count only (no sweep)")
     p.add_argument(
         "--spin", action="store_true", help="the serving setting spins ORT's threads (pac-run --cpu-spin on)"
@@ -111,7 +117,7 @@ def _row(m: Measured, policy: PolicyFile, rt_priority: int = 0) -> Row:
         flags = ""
     if flags and rt_priority:
         flags += f" --rt-priority {rt_priority}"
-    return Row(m.label, m.variant, m.threads, m.spinning, m.stats.p99_ms, servable=bool(flags), flags=flags)
+    return Row(m.label, m.variant, m.threads, m.spinning, m.loop_p99_ms, servable=bool(flags), flags=flags)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,11 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     before = machine_peaks()
     opened, unavailable = _open_all(settings, policy, progress)
     samples = interleaved(opened, Plan(args.duration, args.rounds, args.min_calls), progress=progress)
+    paced_samples = paced(opened, round(period_ms * 1e6), args.paced_calls, progress=progress)
     after = machine_peaks()
     peaks = MachinePeaks(
         max(before.matmul_flops, after.matmul_flops), max(before.memory_bytes_per_s, after.memory_bytes_per_s), cpus
     )
-    measured = [measured_from(o, samples[o.setting.label], policy.flops, peaks) for o in opened]
+    measured = [
+        measured_from(o, samples[o.setting.label], policy.flops, peaks, paced_samples.get(o.setting.label))
+        for o in opened
+    ]
     for o in opened:
         o.close()
     del opened

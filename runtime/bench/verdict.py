@@ -1,11 +1,12 @@
 """Pass or fail against a budget, and which setting to use instead: pure functions over measured rows.
 
-A setting passes when its inference p99 plus the loop's own overhead fits the budget (default: the control
-period). The loop overhead is the end-to-end run's p99 when one ran, else `ASSUMED_OVERHEAD_MS` (the
-budget the loop is held to), said as such. The recommendation is the most conservative setting that passes:
-full precision before reduced, no spinning threads before spinning ones (they steal the CPU the loop and
-driver need), fewer threads before more, and then the lowest p99. So a looser budget recommends a gentler
-setting, and a tighter one the fastest that fits.
+A setting passes when its inference p99 (of calls paced one per control period, as the loop makes them, when
+those were timed) plus the loop's own overhead fits the budget (default: the control period). The loop
+overhead is the end-to-end run's p99 when one ran, else `ASSUMED_OVERHEAD_MS` (the budget the loop is held
+to), said as such. The recommendation is the most conservative setting that passes: full precision before
+reduced, no spinning threads before spinning ones (they steal the CPU the loop and driver need), fewer
+threads before more, and then the lowest p99. So a looser budget recommends a gentler setting, and a tighter
+one the fastest that fits.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class Row:
     variant: str
     threads: int
     spinning: bool
-    p99_ms: float
+    p99_ms: float  # as the loop will see it: paced when timed so
     servable: bool = True  # pac-run can serve it (ORT); torch rows are references, never recommended
     flags: str = ""  # how to run it: pac-run's flags for this setting
 
