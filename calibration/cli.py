@@ -26,7 +26,7 @@ import yaml
 
 from calibration import io, sim_study
 from calibration.board import detect
-from calibration.driver_capture import CaptureError, CaptureSession, Motion
+from calibration.driver_capture import CaptureError, CaptureSession, Motion, Unreachable
 from calibration.handeye import EYE_IN_HAND, EYE_TO_HAND, HandEyeError, View, calibrate_handeye, predicted_board
 from calibration.intrinsics import DEFAULT_DISTORTION, DISTORTION_FLAGS, IntrinsicsError, calibrate_intrinsics
 from calibration.joint_offsets import CameraModel, JointOffsetError, JointView, solve_joint_offsets
@@ -42,7 +42,7 @@ from robots.spec import SpecError, load_spec
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 POSES_FILE = "poses.yaml"
 CHECK_LIMIT_PX = 1.0  # pac-calibrate check fails above this RMS reprojection error
-CHECK_POSES = 4  # drawn for check; through a driver, the first the arm can get to clear of the table is used
+CHECK_POSES = 12  # drawn for check; through a driver, the first with a clear way there and back is used
 
 
 class CalibrationFailed(RuntimeError):
@@ -317,13 +317,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             images = {cam: cell.render(cam) for cam in models}
     else:
         with _session(args, arm) as session:
-            for i, unreachable in session.tour(qs):  # the first of them the arm gets to
-                if unreachable is None:
-                    images, q = session.capture(list(models))
-                    break
-                print(f"check pose {i} skipped: {unreachable}")
-            else:
-                raise CalibrationFailed(f"none of the {len(qs)} check poses of --seed {args.seed} can be reached")
+            q = next((q for q in qs if session.round_trip(q)), None)
+            if q is None:
+                raise CalibrationFailed(f"no check pose of --seed {args.seed} has a clear way there and back")
+            try:
+                session.move_to(q)
+            except Unreachable as err:
+                raise CalibrationFailed(f"the check pose cannot be reached: {err}") from err
+            images, q = session.capture(list(models))
     errors = check_error(board, arm.chain(), models, target, q, images)
     for cam, e in errors.items():
         print(f"{cam}: reprojection error {e:.3f} px (limit {args.limit_px} px)")

@@ -140,6 +140,16 @@ class CaptureSession:
                 continue
             yield i, None
 
+    def round_trip(self, q: np.ndarray) -> bool:
+        """Whether there is a clear way from here to `q` and from `q` back to the start (the servo's paths are
+        not reversible: the way back can graze the table where the way there did not)."""
+        try:
+            self._route(self.state.q, q)
+            self._route(q, self.start)
+        except Unreachable:
+            return False
+        return True
+
     def move_to(self, q: np.ndarray) -> None:
         """Go to `q` directly, or by way of one configuration the arm has been at (home, the start, a pose
         reached) where the servo's path there would bring a link within the clearance of the table
