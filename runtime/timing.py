@@ -84,7 +84,7 @@ class ArrivalPhase:
         floor_ms: float,
         ceiling_ms: float,
         *,
-        quantile: float = 0.98,
+        quantile: float = 0.99,
         margin_ms: float = 0.5,
         window: int = 200,  # sets kept (10 s at 20 Hz)
         min_samples: int = 20,  # arrivals needed before the quantile is trusted (before: the floor)
