@@ -2,6 +2,8 @@
 
     pac-calibrate capture --robot sawyer --sim --out DIR       board views: DIR/handheld/<cam>/, DIR/arm/<cam>/, poses
     pac-calibrate capture --robot sawyer --out DIR             the same arm views through a running driver
+    pac-calibrate capture --robot sawyer --handheld 100 --out DIR   DIR/handheld/<cam>/ from a running driver's
+                                                               cameras while a person moves the board (arm still)
     pac-calibrate intrinsics --images DIR/handheld/front_left --board checkerboard:5x4:0.05 --robot sawyer \\
         --camera front_left --out front_left.intrinsics.yaml
     pac-calibrate handeye --poses DIR/poses.yaml --images DIR/arm/front_left --intrinsics front_left.intrinsics.yaml \\
@@ -28,7 +30,14 @@ from calibration import io, sim_study
 from calibration.board import detect
 from calibration.driver_capture import CaptureError, CaptureSession, Motion, Unreachable
 from calibration.handeye import EYE_IN_HAND, EYE_TO_HAND, HandEyeError, View, calibrate_handeye, predicted_board
-from calibration.intrinsics import DEFAULT_DISTORTION, DISTORTION_FLAGS, IntrinsicsError, calibrate_intrinsics
+from calibration.handheld_capture import TIMEOUT_S, TooFewViews, capture_handheld
+from calibration.intrinsics import (
+    DEFAULT_DISTORTION,
+    DISTORTION_FLAGS,
+    MIN_IMAGES,
+    IntrinsicsError,
+    calibrate_intrinsics,
+)
 from calibration.joint_offsets import CameraModel, JointOffsetError, JointView, solve_joint_offsets
 from calibration.plots import residual_image
 from calibration.poses import PoseGoals, generate_poses, handheld_poses
@@ -95,10 +104,19 @@ def _arm_poses(arm, board, rng: np.random.Generator, count: int) -> list[np.ndar
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    """Board views and the poses file, in the sim (--sim) or through a running driver."""
+    """Board views and the poses file, in the sim (--sim) or through a running driver; through a driver, --handheld
+    takes the hand-held views instead of the arm poses."""
     arm, board = load_spec(args.robot), parse_board(args.board)
+    if not args.sim and (args.noise is not None or args.inject_offsets_mrad):
+        raise CalibrationFailed("--noise and --inject-offsets-mrad are for --sim only")
+    if args.timeout_s is not None and (args.sim or args.handheld is None):
+        raise CalibrationFailed("--timeout-s is for a hand-held capture through a driver (--handheld N, no --sim)")
     rng = np.random.default_rng(args.seed)
-    return capture_sim(args, arm, board, rng) if args.sim else capture_through_driver(args, arm, board, rng)
+    if args.sim:
+        return capture_sim(args, arm, board, rng)
+    if args.handheld is not None:
+        return capture_handheld_through_driver(args, arm, board)
+    return capture_through_driver(args, arm, board, rng)
 
 
 def capture_sim(args: argparse.Namespace, arm, board, rng: np.random.Generator) -> int:
@@ -132,9 +150,7 @@ def capture_sim(args: argparse.Namespace, arm, board, rng: np.random.Generator) 
 def capture_through_driver(args: argparse.Namespace, arm, board, rng: np.random.Generator) -> int:
     """The arm poses through the driver contract (calibration/driver_capture.py): the frames and the joints
     the arm reports at each pose it reached, written only once the capture is over. Hand-held views for
-    intrinsics need a person holding the board, not the arm: they are not taken here (README)."""
-    if args.handheld is not None or args.noise is not None or args.inject_offsets_mrad:
-        raise CalibrationFailed("--handheld, --noise and --inject-offsets-mrad are for --sim only")
+    intrinsics need a person holding the board, not the arm: a separate run with --handheld takes them."""
     qs = _arm_poses(arm, board, rng, args.poses)  # before the arm is claimed: its lease lasts while commands flow
     cameras = [c.name for c in arm.cameras]
     frames: dict[str, dict[str, np.ndarray]] = {}
@@ -158,7 +174,32 @@ def capture_through_driver(args: argparse.Namespace, arm, board, rng: np.random.
     write_poses(out, arm, board, sorted(entries, key=lambda e: e["name"]), driver=driver, skipped=skipped)
     print(
         f"captured {len(entries)} of {len(qs)} arm poses per camera through the driver on {driver} into {out} "
-        f"(joints as the arm reported them); no hand-held views: take those for intrinsics as the README says"
+        f"(joints as the arm reported them); the hand-held views for intrinsics: capture --handheld N"
+    )
+    return 0
+
+
+def capture_handheld_through_driver(args: argparse.Namespace, arm, board) -> int:
+    """Hand-held views for intrinsics, kept from the driver's camera topics while a person moves the board
+    (calibration/handheld_capture.py; the arm is neither claimed nor moved), written as DIR/handheld/<cam>/NNN.png
+    only once every camera has its count."""
+    if args.handheld < MIN_IMAGES:
+        raise CalibrationFailed(f"--handheld {args.handheld}: intrinsics need at least {MIN_IMAGES} views per camera")
+    out = Path(args.out) / "handheld"
+    dirs = {cam.name: out / cam.name for cam in arm.cameras}
+    for d in dirs.values():  # refused before anyone waves the board: views of two captures would mix
+        if d.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir()):
+            raise CalibrationFailed(f"{d} already holds images: move them away or give another --out")
+    client = driver_client(args)
+    driver = client.pub_endpoint
+    timeout_s = TIMEOUT_S if args.timeout_s is None else args.timeout_s
+    views = capture_handheld(client, arm, board, args.handheld, timeout_s=timeout_s, connect_timeout_s=args.wait_s)
+    for cam, images in views.items():
+        for i, image in enumerate(images):
+            save_image(dirs[cam] / f"{i:03d}.png", image)
+    print(
+        f"captured {args.handheld} hand-held views per camera from the driver on {driver} into {out}/<camera>/ "
+        f"(the arm was not moved); calibrate each with pac-calibrate intrinsics --images {out}/<camera>"
     )
     return 0
 
@@ -359,7 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--poses", type=int, default=sim_study.ARM_POSES)
     views, noise = sim_study.HANDHELD_VIEWS, sim_study.NOISE
-    c.add_argument("--handheld", type=int, default=None, help=f"sim: hand-held views per camera (default {views})")
+    c.add_argument(
+        "--handheld",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"hand-held views per camera: --sim renders N (default {views}) besides the arm poses; through a driver,\n"
+        "N are kept from its cameras while a person moves the board (the arm is not moved; no arm poses)",
+    )
+    c.add_argument(
+        "--timeout-s",
+        type=float,
+        default=None,
+        help=f"--handheld through a driver: give up, writing nothing, after this long (default {TIMEOUT_S:g})",
+    )
     c.add_argument("--noise", type=float, default=None, help=f"sim: image noise, grey levels (default {noise})")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--inject-offsets-mrad", type=float, nargs="+", help="sim: encoder errors to recover")
@@ -406,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (
         CalibrationFailed, BoardError, IntrinsicsError, HandEyeError, JointOffsetError, io.CalibrationFileError,
-        SpecError, KeyError, OSError, DriverUnavailable, CaptureError, LinkRefused,
+        SpecError, KeyError, OSError, DriverUnavailable, CaptureError, LinkRefused, TooFewViews,
     ) as exc:  # fmt: skip
         print(f"pac-calibrate {args.command}: {exc}", file=sys.stderr)
         return 1

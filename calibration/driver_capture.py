@@ -61,6 +61,16 @@ def _distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
+def wait_for_driver(client: DriverClient, arm: ArmSpec, timeout_s: float) -> msg.StatusMsg:
+    """The driver's heartbeat, once it arrives, checked to be from a driver of `arm`: how every capture through a
+    driver starts, whether it then claims the arm (CaptureSession) or only watches the cameras (a hand-held
+    capture). DriverUnavailable or CaptureError name the endpoint."""
+    status = client.wait_ready(timeout_s)
+    if status.robot != arm.name:
+        raise CaptureError(f"the driver on {client.pub_endpoint} drives a {status.robot}, not a {arm.name}")
+    return status
+
+
 class CaptureSession:
     """A claimed arm behind the contract, moved pose by pose; images and reported joints out."""
 
@@ -81,11 +91,7 @@ class CaptureSession:
         lasts as long as a command goes every period. On failure the client is closed; the error
         (DriverUnavailable, ArmHeld, CaptureError) names the endpoint."""
         try:
-            status = self.client.wait_ready(self.motion.connect_timeout_s)
-            if status.robot != self.arm.name:
-                raise CaptureError(
-                    f"the driver on {self.client.pub_endpoint} drives a {status.robot}, not a {self.arm.name}"
-                )
+            status = wait_for_driver(self.client, self.arm, self.motion.connect_timeout_s)
             self.lockstep = status.mode == DriverMode.LOCKSTEP.value
             self.period_s = status.period_s
             self.client.claim(lease_ms=LEASE_MS)
