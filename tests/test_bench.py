@@ -210,3 +210,20 @@ def test_paced_calls_come_one_per_period_and_the_verdict_judges_them():
     assert verdict_row.p99_ms == 9.0
     budget = Budget(total_ms=8.0, overhead_ms=1.0, overhead_measured=True)  # 7 ms for inference
     assert not judge([verdict_row], verdict_row, budget).passed  # 4 ms back to back would have passed
+
+
+def test_at_real_time_priority_back_to_back_calls_rest_before_the_kernel_throttles_them():
+    """A SCHED_FIFO process busy for 0.95 s of a second is stopped for the rest of it (a 50 ms call in the
+    table): with `rest_s`, no stretch of back-to-back calls runs past 0.5 s, and the rest is not timed."""
+    clock = FakeClock()
+    rests: list[int] = []
+
+    def sleep(seconds: float) -> None:
+        rests.append(clock.ns)
+        clock.ns += round(seconds * 1e9)
+
+    opened = _opened("ort", clock.delay(10.0))
+    samples = interleaved([opened], Plan(seconds=2.0, rounds=1, min_calls=1, rest_s=0.1), clock=clock, sleep=sleep)
+    assert set(np.unique(samples["ort 1t"])) == {10.0}  # the rests are not in any call's time
+    assert samples["ort 1t"].size == 200  # the slice keeps its 2 s of calls: rests are added, not taken
+    assert rests == [500_000_000, 1_100_000_000, 1_700_000_000, 2_300_000_000]  # each after 0.5 s of calls

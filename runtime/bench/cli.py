@@ -33,7 +33,7 @@ from runtime.bench.backends import (
     settings_for,
 )
 from runtime.bench.e2e import run_e2e
-from runtime.bench.inference import Plan, interleaved, paced
+from runtime.bench.inference import RT_REST_S, Plan, interleaved, paced
 from runtime.bench.probes import MachinePeaks, machine_peaks
 from runtime.bench.report import Measured, Report, measured_from, plot
 from runtime.bench.verdict import ASSUMED_OVERHEAD_MS, Budget, Row, judge
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
     before = machine_peaks()
     opened, unavailable = _open_all(settings, policy, progress)
-    samples = interleaved(opened, Plan(args.duration, args.rounds, args.min_calls), progress=progress)
+    rest = RT_REST_S if args.rt_priority else 0.0  # slices of back-to-back calls must not hit RT throttling
+    samples = interleaved(opened, Plan(args.duration, args.rounds, args.min_calls, rest), progress=progress)
     paced_samples = paced(opened, round(period_ms * 1e6), args.paced_calls, progress=progress)
     after = machine_peaks()
     peaks = MachinePeaks(

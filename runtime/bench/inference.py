@@ -24,20 +24,29 @@ from runtime.bench.backends import Opened
 
 Clock = Callable[[], int]  # ns
 Sleep = Callable[[float], None]  # seconds
+RT_REST_S = 0.1  # at SCHED_FIFO: an untimed pause this long ...
+REST_EVERY_NS = 500_000_000  # ... after each 0.5 s of back-to-back calls: never 0.95 s busy in a second
 
 
 @dataclass(frozen=True)
 class Plan:
     """How long to time: `seconds` in all, split evenly over settings and `rounds`, and at least
-    `min_calls` calls per setting."""
+    `min_calls` calls per setting. `rest_s` > 0: after each 0.5 s of calls, an untimed pause that long (a process
+    at SCHED_FIFO that runs without one for 0.95 s of a second is stopped by the kernel for the rest of it, which
+    would show as a 50 ms call)."""
 
     seconds: float = 20.0
     rounds: int = 10
     min_calls: int = 30
+    rest_s: float = 0.0
 
 
 def interleaved(
-    opened: Sequence[Opened], plan: Plan, clock: Clock = time.perf_counter_ns, progress: bool = True
+    opened: Sequence[Opened],
+    plan: Plan,
+    clock: Clock = time.perf_counter_ns,
+    progress: bool = True,
+    sleep: Sleep = time.sleep,
 ) -> dict[str, np.ndarray]:
     """Per-call latency in ms of each setting (by label)."""
     if not opened:
@@ -46,6 +55,7 @@ def interleaved(
     per_round = max(1, -(-plan.min_calls // plan.rounds))
     samples: dict[str, list[float]] = {o.setting.label: [] for o in opened}
     bar = tqdm(total=plan.rounds * len(opened), desc="inference rounds", unit="slice", disable=not progress)
+    rested = clock()
     try:
         for r in range(plan.rounds):
             k = r % len(opened)
@@ -58,6 +68,11 @@ def interleaved(
                     o.run()
                     out.append((clock() - t) / 1e6)
                     calls += 1
+                    if plan.rest_s > 0 and clock() - rested >= REST_EVERY_NS:
+                        before = clock()
+                        sleep(plan.rest_s)  # untimed, and not taken from the slice
+                        rested = clock()
+                        end += rested - before
                 bar.update()
     finally:
         bar.close()
