@@ -51,18 +51,21 @@ bench: setup
 
 BENCH := benchmarks/results/bench
 BENCH_S ?= 60
+# RESULTS.md's figures: make bench-runtime BENCH_FLAGS="--spin --rt-priority 20" (FIFO needs root, CAP_SYS_NICE or rtprio)
+BENCH_FLAGS ?=
 bench-runtime: setup $(S_POLICY)  # pac-bench end to end, S int8 and S fp32 (make bench-runtime BENCH_S=600 for a soak)
 	$(BIN)/pac-bench --policy $(S_POLICY) --backends ort --no-sweep --duration 10 --e2e --e2e-duration $(BENCH_S) \
-		--json $(BENCH)/S_int8_e2e.json --plot $(BENCH)/S_int8_e2e.png
+		$(BENCH_FLAGS) --json $(BENCH)/S_int8_e2e.json --plot $(BENCH)/S_int8_e2e.png
 	$(BIN)/pac-bench --policy $(DEMO)/pac_S_sawyer.onnx --backends ort --no-sweep --duration 10 --e2e \
-		--e2e-duration $(BENCH_S) --json $(BENCH)/S_fp32_e2e.json --plot $(BENCH)/S_fp32_e2e.png
+		--e2e-duration $(BENCH_S) $(BENCH_FLAGS) --json $(BENCH)/S_fp32_e2e.json --plot $(BENCH)/S_fp32_e2e.png
 
 $(DEMO)/pac_%_sawyer.onnx: | setup  # untrained policies of each size (fp32 and int8): latency needs no training
 	$(BIN)/pac-export --robot sawyer --size $* --out $@ --variants fp32,int8
 
+BENCH_MODEL_FLAGS ?=  # RESULTS.md's S table: BENCH_MODEL_FLAGS="--rt-priority 20"
 bench-model: setup $(DEMO)/pac_S_sawyer.onnx $(DEMO)/pac_M_sawyer.onnx $(DEMO)/pac_L_sawyer.onnx  # pac-bench per size
 	for size in S M L; do \
-		$(BIN)/pac-bench --policy $(DEMO)/pac_$${size}_sawyer.onnx --duration 60 \
+		$(BIN)/pac-bench --policy $(DEMO)/pac_$${size}_sawyer.onnx --duration 60 $(BENCH_MODEL_FLAGS) \
 			--json $(BENCH)/$${size}.json --plot $(BENCH)/$${size}.png || true; \
 	done
 
