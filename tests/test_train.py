@@ -216,3 +216,48 @@ def test_ddp_on_two_processes_gives_one_process_gradient(tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
     assert any(float(v.abs().max()) > 0 for v in a.values())
     np.testing.assert_equal(sorted(a), sorted(b))
+
+
+def test_bc_can_clone_the_successful_episodes_only_while_the_critic_sees_all(datasets, tmp_path):
+    """`--set bc_data=successes` (issue 11's probe): each batch says which transitions come from a successful
+    episode, the α·BC term averages over those only (0 in a batch with none), and a PAC run trains with it."""
+    from policies.data.dataset import locate_dataset
+    from policies.data.episodes import EpisodeReader
+    from policies.data.transitions import TransitionDataset
+    from policies.model.config import size_config
+    from policies.model.perceiver import build_model
+    from policies.spec import action_spec
+    from policies.train.config import TrainConfig
+    from policies.train.data import observation_for
+    from policies.train.learner import Learner
+    from robots.spec import load_spec
+
+    root, did = locate_dataset(datasets["state"])
+    reader = EpisodeReader(root, did)
+    successes = reader.successes()
+    assert successes.any() and not successes.all()  # the fixture's rl_like data has both
+    data = TransitionDataset(root, did)
+    everything = np.arange(len(data))
+    owners, _ = data.episode_of(everything)
+    assert data[everything].success.numpy().tolist() == successes[owners].tolist()
+
+    spec = observation_for("state", "sawyer", reader)
+    model = build_model(size_config("XS"), spec, action_spec(load_spec("sawyer")), seed=0)
+    learner = Learner(TrainConfig(dataset=str(datasets["state"]), bc_data="successes"), model, torch.device("cpu"))
+    learner.model.eval()
+    won_rows, lost_rows = np.flatnonzero(successes[owners])[:8], np.flatnonzero(~successes[owners])[:8]
+    rows = np.concatenate([won_rows, lost_rows])
+    batch, won = data[rows], data[rows[:8]]
+
+    def bc(b, mask) -> float:
+        with torch.no_grad():
+            return float(learner.loss(b.observation, b.action, learner._targets(b), mask)["bc"])
+
+    assert bc(batch, learner._bc_mask(batch)) == pytest.approx(bc(won, None), rel=1e-5)  # the successful 8 alone
+    assert bc(batch, torch.zeros(16, dtype=torch.bool)) == 0.0  # none to clone: no BC term
+    assert bc(batch, torch.ones(16, dtype=torch.bool)) == pytest.approx(bc(batch, None), rel=1e-6)
+
+    run = tmp_path / "pac_bc_successes"
+    assert _train(datasets["state"], run, "--algo", "pac", "--steps", "20", "--batch-size", "16",
+                  "--set", "bc_data=successes") == 0  # fmt: skip
+    assert json.loads((run / "run.json").read_text())["train"]["bc_data"] == "successes"

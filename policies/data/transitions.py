@@ -57,6 +57,7 @@ class Batch:
     reward: torch.Tensor  # float32 (B,): the n-step discounted reward sum
     discount: torch.Tensor  # float32 (B,)
     next_observation: dict[str, torch.Tensor]  # as `observation`, k steps later
+    success: torch.Tensor | None = None  # bool (B,): the transition's episode ended in success
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return self._map(lambda x: x.to(device, non_blocking=non_blocking))
@@ -71,6 +72,7 @@ class Batch:
             reward=fn(self.reward),
             discount=fn(self.discount),
             next_observation={k: fn(v) for k, v in self.next_observation.items()},
+            success=fn(self.success) if self.success is not None else None,
         )
 
 
@@ -108,6 +110,7 @@ class TransitionDataset(Dataset):
         cfg = self.config
         obs: dict[str, list[np.ndarray]] = {}
         actions, rewards, discounts, rows, next_rows, steps, next_steps, owners = [], [], [], [], [], [], [], []
+        successes = []
         start = 0
         for episode in self.episodes:
             arrays = self.reader.arrays(int(episode), "sparse" if cfg.reward == "sparse" else "shaped")
@@ -128,12 +131,14 @@ class TransitionDataset(Dataset):
             steps.append(t)
             next_steps.append(targets.next_step)
             owners.append(np.full(arrays.steps, episode))
+            successes.append(np.full(arrays.steps, bool(arrays.steps and arrays.terminations[-1])))
             start += arrays.steps + 1  # observations have one more entry than steps
         self._obs = {k: np.concatenate(v) for k, v in obs.items()}
         self._actions, self._rewards, self._discounts = map(np.concatenate, (actions, rewards, discounts))
         self._rows, self._next_rows = np.concatenate(rows), np.concatenate(next_rows)
         self._steps, self._next_steps = np.concatenate(steps), np.concatenate(next_steps)
         self._owners = np.concatenate(owners)
+        self._success = np.concatenate(successes) if successes else np.zeros(0, bool)
         self._images = cfg.images and self.reader.layout is not None
 
     def __len__(self) -> int:
@@ -153,6 +158,7 @@ class TransitionDataset(Dataset):
             reward=torch.from_numpy(self._rewards[i]),
             discount=torch.from_numpy(self._discounts[i]),
             next_observation=next_observation,
+            success=torch.from_numpy(self._success[i]),
         )
 
     def _frames(self, episodes: np.ndarray, steps: np.ndarray) -> torch.Tensor:

@@ -40,6 +40,7 @@ ALGORITHMS = {
         Algorithm("filtered_bc", alpha=1.0, beta=0.0, successes_only=True),
     )
 }
+BC_DATA = ("all", "successes")  # what TrainConfig.bc_data may name
 OBSERVATIONS = ("state", "vision")  # state: proprio + object poses; vision: proprio + cameras
 
 
@@ -75,6 +76,9 @@ class TrainConfig:
     improvement_samples: int = 16  # N actions sampled from the target policy per state for the improvement
     target_samples: int = 8  # actions sampled from the target policy at the next state for the TD target
     target_period: int = 100  # steps between copies of the online network into the target network
+    # the data the α·BC term clones: "all" (the paper), or "successes" (the transitions of successful episodes;
+    # the critic and the improvement still see all of them): issue 11's probe found PAC's carry to be BC-on-all's
+    bc_data: str = "all"
     # bookkeeping
     log_every: int = 50
     eval_every: int = 500  # held-out losses
@@ -88,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {self.observation!r}")
         if self.eta_mode not in ("per_state", "fixed"):
             raise ValueError(f"eta_mode must be per_state or fixed, got {self.eta_mode!r}")
+        if self.bc_data not in BC_DATA:
+            raise ValueError(f"bc_data must be one of {BC_DATA}, got {self.bc_data!r}")
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
         if self.steps < 1 or self.warmup_steps < 0 or not 0.0 <= self.holdout < 1.0:

@@ -74,6 +74,14 @@ class Learner:
             generator=self.generator,
         )
 
+    def _bc_mask(self, batch) -> torch.Tensor | None:
+        """The transitions the BC term clones (TrainConfig.bc_data); None: all of them."""
+        if self.config.bc_data == "all":
+            return None
+        if batch.success is None:
+            raise ValueError("bc_data='successes' needs batches that say which episodes succeeded")
+        return batch.success
+
     def train_step(self, batch) -> dict[str, float]:
         """One optimiser step on `batch` (already on the device); returns its losses and diagnostics."""
         c = self.config
@@ -84,7 +92,7 @@ class Learner:
         self.model.train()
         with self._autocast():
             t = self._targets(batch)
-            losses = self.loss(batch.observation, batch.action, t)
+            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
         self.scaler.unscale_(self.optimizer)
@@ -108,7 +116,7 @@ class Learner:
         self.model.eval()
         saved = self.generator.get_state()
         with self._autocast():
-            losses = self.loss(batch.observation, batch.action, self._targets(batch))
+            losses = self.loss(batch.observation, batch.action, self._targets(batch), self._bc_mask(batch))
         self.generator.set_state(saved)  # evaluating must not change what training samples next
         return {k: float(v) for k, v in losses.items()}
 

@@ -143,13 +143,23 @@ class PolicyCriticLoss(nn.Module):
         self.model, self.alpha, self.beta = model, alpha, beta
 
     def forward(
-        self, observation: dict[str, torch.Tensor], action: torch.Tensor, t: Targets
+        self,
+        observation: dict[str, torch.Tensor],
+        action: torch.Tensor,
+        t: Targets,
+        bc_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """`bc_mask` (B,) bool: the transitions the BC term clones (None: all); 0 when the batch has none."""
         m = self.model
         z = m.encode(observation)
         logits = m.policy_logits(z)
         data_bins = action_bins(action, m.action_low, m.action_high, m.action_spec.bins)  # (B, A)
-        bc = -log_likelihood(logits, data_bins[:, None]).mean()
+        nll = -log_likelihood(logits, data_bins[:, None])[:, 0]  # (B,)
+        if bc_mask is None:
+            bc = nll.mean()
+        else:
+            weight = bc_mask.to(nll.dtype)
+            bc = (nll * weight).sum() / weight.sum().clamp_min(1.0)
         losses = {"bc": bc}
         policy = bc
         if t.improve_bins is not None and self.alpha < 1.0:
