@@ -187,11 +187,6 @@ class LockstepLink(DriverLink):
         return self.client.seq
 
 
-@dataclass
-class _Phase:
-    aligned: bool = False
-
-
 class RealtimeLink(DriverLink):
     """Ticks on absolute deadlines, phase-locked just after the cameras' capture (DESIGN §5 budgets)."""
 
@@ -200,7 +195,7 @@ class RealtimeLink(DriverLink):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pacer = Pacer(self.link.period_ns, clock=self.clock, idle=self._idle)
-        self._phase = _Phase()
+        self._aligned = False  # the pacer has been put on the frames' phase
         period_ms = self.link.period_ns / 1e6
         self.arrival = ArrivalPhase(self.link.period_ns, PHASE_OFFSET_MS, PHASE_CEILING * period_ms)
         self._listening = False  # polled without a break since the last backlog drain: arrival time = now
@@ -217,7 +212,7 @@ class RealtimeLink(DriverLink):
     def observe(self) -> Inputs:
         self._receive()
         self._note_arrival()
-        if not self._phase.aligned:  # the first frames: phase-lock this very tick
+        if not self._aligned:  # the first frames: phase-lock this very tick
             self._follow_phase()
         self._await_frames()
         return self._inputs()
@@ -260,9 +255,9 @@ class RealtimeLink(DriverLink):
         arrival lag put it (`ArrivalPhase`: jitter, a slower transport, a driver that re-phased).
         """
         moved = self.arrival.update()
-        if self.arrival.phase_ns is not None and (moved or not self._phase.aligned):
+        if self.arrival.phase_ns is not None and (moved or not self._aligned):
             self.pacer.align(self.arrival.phase_ns)
-            self._phase.aligned = True
+            self._aligned = True
 
     def _note_arrival(self) -> None:
         """Record each period's complete set of frames once: its newest capture and, when the link was listening

@@ -9,6 +9,7 @@ keeps every sample in preallocated arrays, so the summary has exact p50/p99 and 
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class ArrivalPhase:
         c = capture_ns - self._origin
         c -= round((c - self._capture_phase) / self.period_ns) * self.period_ns  # the grid point nearest the phase
         self._sets.append((c, None if arrival_ns is None else c + arrival_ns - capture_ns))
-        recent = list(self._sets)[-self.shift_samples :]
+        recent = list(itertools.islice(reversed(self._sets), self.shift_samples))[::-1]  # the last few, in order
         off = [x - self._capture_phase for x, _ in recent]
         limit = self.shift_ms * 1e6
         if len(recent) == self.shift_samples and (all(d > limit for d in off) or all(d < -limit for d in off)):
