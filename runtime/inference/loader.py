@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from onnx import TensorProto, defs
 from policies.export.metadata import PolicyFileError, PolicyMetadata
 from policies.spec import ActionSpec, ObservationSpec, SpecMismatch, check_matches
 from policies.tokenizer.observation import ModelInputs, ObservationTokenizer
-from runtime.inference.providers import CPU, ProviderUnavailable, SessionConfig, open_session
+from runtime.inference.providers import CPU, ProviderUnavailable, SessionConfig, one_line, open_session
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,11 @@ class LoadedPolicy:
     fell_back: bool
     golden_error: float
     tokenizer: ObservationTokenizer
-    _session: object
-    _output: str
+    _run: Callable[[Mapping[str, np.ndarray]], np.ndarray]  # the session's call (providers.Session.runner)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """The graph's one output for batch-1 feeds, without the batch axis."""
-        return self._session.run([self._output], feeds)[0][0]
+        return self._run(feeds)[0]
 
     def infer(self, inputs: ModelInputs) -> np.ndarray:
         """(A, K) action-bin logits for one observation (actor files)."""
@@ -73,7 +73,7 @@ def _read_graph(path: Path) -> onnx.ModelProto:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the same refusal
         raise PolicyRefused(
-            f"{path} is not a readable ONNX file ({_one_line(exc)}); expected a whole model as pac-export writes it"
+            f"{path} is not a readable ONNX file ({one_line(exc)}); expected a whole model as pac-export writes it"
         ) from exc
 
 
@@ -143,11 +143,6 @@ def _check_weights(proto: onnx.ModelProto, path: Path) -> None:
             )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 def _check_signature(session, meta: PolicyMetadata) -> None:
     want_in, want_out = meta.signature()
     for kind, got_nodes, want in (
@@ -194,13 +189,15 @@ def load_policy(
     _check_weights(proto, path)
     del proto  # the session reads the file itself; inline weights need not stay in memory twice
 
+    if graph != "actor":  # the critic is called with any number of candidate actions: no fixed buffers
+        config = replace(config, cuda_graph=False)
     started = time.perf_counter()
     try:
         opened = open_session(path, config)
     except ProviderUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises many types for a broken file; each is a refusal
-        raise PolicyRefused(f"ONNX Runtime cannot load {path.name}: {_one_line(exc)}") from exc
+        raise PolicyRefused(f"ONNX Runtime cannot load {path.name}: {one_line(exc)}") from exc
     _check_signature(opened.session, meta)
     try:
         meta.golden.check(meta.signature())
@@ -209,12 +206,11 @@ def load_policy(
     if meta.variant == "fp16" and opened.provider == CPU:
         log.warning("%s is an fp16 model running on the CPU, where fp16 is several times slower than fp32", path)
     (output,) = meta.signature()[1]
-    try:
-        golden = opened.session.run([output], meta.golden.inputs)[0]
+    try:  # through the call the loop will make: on CUDA, the first calls capture the graph it replays
+        run = opened.runner(output, meta.golden.inputs, meta.golden.outputs[output].shape)
+        golden = run(meta.golden.inputs)
     except Exception as exc:  # noqa: BLE001 - a graph that fails on its own golden input cannot be served
-        raise PolicyRefused(
-            f"{path.name} fails on its own golden input on {opened.provider}: {_one_line(exc)}"
-        ) from exc
+        raise PolicyRefused(f"{path.name} fails on its own golden input on {opened.provider}: {one_line(exc)}") from exc
     error = float(np.abs(golden - meta.golden.outputs[output]).max())
     if not np.isfinite(error) or error > meta.golden.atol:
         raise PolicyRefused(
@@ -222,14 +218,15 @@ def load_policy(
             f"({meta.variant} model); this provider does not compute what the model was exported to compute"
         )
     for _ in range(warmup):
-        opened.session.run([output], meta.golden.inputs)
+        run(meta.golden.inputs)
     log.info(
-        "policy %s (%s %s, %s) on %s: golden error %.2g, ready in %.1f s",
+        "policy %s (%s %s, %s) on %s%s: golden error %.2g, ready in %.1f s",
         path.name,
         meta.model.get("size"),
         meta.variant,
         meta.graph,
         opened.provider,
+        " (one CUDA graph per call)" if opened.cuda_graph else "",
         error,
         time.perf_counter() - started,
     )
@@ -240,6 +237,5 @@ def load_policy(
         fell_back=opened.fell_back,
         golden_error=error,
         tokenizer=ObservationTokenizer(meta.observation, meta.tokenizer()),
-        _session=opened.session,
-        _output=output,
+        _run=run,
     )
