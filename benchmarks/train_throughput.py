@@ -2,11 +2,13 @@
 
     python -m benchmarks.train_throughput --dataset DATA/pac/sawyer-stack-rl_like-v0 [--sizes XS,S]
         [--algo pac] [--batch-size 64] [--steps 40] [--procs 2]
+    python -m benchmarks.train_throughput --gpu --dataset ... --sizes XS,S,M,L --batch-size 64,256
 
 Each configuration is a real `pac-train` run (state observations) of --steps steps; its throughput is the
 median of the logged samples/s after the first logging window (start-up and warm-up excluded). One
 process runs with one thread and with --procs threads; --procs processes with one thread each (gloo).
 Scaling efficiency = DDP samples/s ÷ (procs × one single-threaded process's samples/s).
+With --gpu: one process on the GPU per size and batch size (bf16 autocast, pac-train's default there).
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--sizes", default="XS,S")
     p.add_argument("--algo", default="pac")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", default="64", help="per process (with --gpu, a comma-separated list)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--procs", type=int, default=2)
+    p.add_argument("--gpu", action="store_true", help="one process on the GPU; --batch-size may list several")
     args = p.parse_args(argv)
+    if args.gpu:
+        return _gpu(args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["--dataset", str(args.dataset), "--algo", args.algo, "--steps", str(args.steps)]
-    common += ["--batch-size", str(args.batch_size), "--set", "log_every=5", "--set", "holdout=0"]
+    common += ["--batch-size", args.batch_size, "--set", "log_every=5", "--set", "holdout=0"]
     common += ["--set", f"checkpoint_every={args.steps}"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,6 +67,31 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- |")
     for size, single, threads, distributed, eff in rows:
         print(f"| {size} | {single:.0f} | {threads:.0f} | {distributed:.0f} | {eff:.2f} |")
+    return 0
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("train_throughput --gpu: torch sees no CUDA device", file=sys.stderr)
+        return 2
+    batches = [int(b) for b in args.batch_size.split(",")]
+    common = ["--dataset", str(args.dataset), "--algo", args.algo, "--steps", str(args.steps), "--threads", "1"]
+    common += ["--set", "log_every=5", "--set", "holdout=0", "--set", f"checkpoint_every={args.steps}"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            for batch in batches:
+                run = Path(tmp) / f"{size}_b{batch}"
+                cmd = [sys.executable, "-m", "policies.train.cli", *common, "--size", size]
+                cmd += ["--batch-size", str(batch), "--out", str(run)]
+                rows.append((size, batch, _throughput(cmd, run, dict(os.environ))))
+                print(f"{size} batch {batch}: {rows[-1][2]:.0f} samples/s", flush=True)
+    print(f"| size | batch | samples/s on {torch.cuda.get_device_name()} (1 process, bf16 autocast) |")
+    print("| --- | --- | --- |")
+    for size, batch, rate in rows:
+        print(f"| {size} | {batch} | {rate:.0f} |")
     return 0
 
 

@@ -34,7 +34,7 @@ from runtime.bench.backends import (
 )
 from runtime.bench.e2e import run_e2e
 from runtime.bench.inference import RT_REST_S, Plan, interleaved, paced
-from runtime.bench.probes import MachinePeaks, machine_peaks
+from runtime.bench.probes import MachinePeaks, gpu_peaks, machine_peaks
 from runtime.bench.report import Measured, Report, measured_from, plot
 from runtime.bench.verdict import ASSUMED_OVERHEAD_MS, Budget, Row, judge
 from runtime.config import ConfigError, load_config
@@ -157,8 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     peaks = MachinePeaks(
         max(before.matmul_flops, after.matmul_flops), max(before.memory_bytes_per_s, after.memory_bytes_per_s), cpus
     )
+    on_gpu = any(o.setting.backend in GPU_BACKENDS for o in opened)
+    gpu = gpu_peaks() if on_gpu else None  # GPU settings are judged against the GPU's bounds, not the CPU's
+
+    def bounds(o: Opened) -> MachinePeaks:
+        return gpu if gpu is not None and o.setting.backend in GPU_BACKENDS else peaks
+
     measured = [
-        measured_from(o, samples[o.setting.label], policy.flops, peaks, paced_samples.get(o.setting.label))
+        measured_from(o, samples[o.setting.label], policy.flops, bounds(o), paced_samples.get(o.setting.label))
         for o in opened
     ]
     for o in opened:
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": os.getloadavg(),
         },
         peaks=peaks,
+        gpu_peaks=gpu,
         measured=measured,
         unavailable=unavailable,
         budget=budget,

@@ -5,6 +5,8 @@
 - `memory_bandwidth`: bytes/s of a large array copy (read + write), far larger than the caches. A model's
   weight-streaming bound is its weight bytes ÷ this: no call can be faster than reading every weight once
   from memory, unless the weights sit in cache (small models do, and then run under this bound).
+- `gpu_peaks`: the same two on the GPU (an fp16 matmul on its tensor cores, a device-to-device copy), the
+  bounds of the GPU backends, which would otherwise be judged against the CPU's.
 - `jpeg_decode_baseline`: decoding one tick's camera frames from the wire, the irreducible part of the
   loop's own overhead.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -24,9 +27,10 @@ from runtime.bench.stats import LatencyStats, latency_stats
 
 @dataclass(frozen=True)
 class MachinePeaks:
-    matmul_flops: float  # FLOP/s, fp32, all cores
+    matmul_flops: float  # FLOP/s: fp32 on all cores of the CPU, fp16 on a GPU
     memory_bytes_per_s: float  # copy bandwidth, bytes read + written per second
-    threads: int
+    threads: int  # CPU threads; 0 for a GPU
+    device: str = "cpu"  # or the GPU's name
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -67,6 +71,36 @@ def memory_bandwidth(mbytes: int = 256, repeats: int = 5) -> float:
 
 def machine_peaks() -> MachinePeaks:
     return MachinePeaks(matmul_peak(), memory_bandwidth(), os.cpu_count() or 1)
+
+
+def gpu_peaks(n: int = 8192, mbytes: int = 1024, repeats: int = 10) -> MachinePeaks | None:
+    """The GPU's fp16 n³ matmul FLOP/s and device-to-device copy bytes/s (read + write), best of `repeats`
+    timed with CUDA events; None without a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    a = torch.randn(n, n, device="cuda", dtype=torch.float16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.float16)
+    src = torch.empty(mbytes * 2**20, device="cuda", dtype=torch.uint8)
+    dst = torch.empty_like(src)
+
+    def best_s(work: Callable[[], object]) -> float:
+        for _ in range(3):
+            work()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        best = float("inf")
+        for _ in range(repeats):
+            start.record()
+            work()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return best
+
+    flops = 2 * n**3 / best_s(lambda: a @ b)
+    bandwidth = 2 * src.numel() / best_s(lambda: dst.copy_(src))
+    return MachinePeaks(flops, bandwidth, 0, torch.cuda.get_device_name())
 
 
 def jpeg_decode_baseline(n: int = 2000, cameras: int = 2, side: int = 128, quality: int = 90) -> LatencyStats:

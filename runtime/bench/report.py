@@ -79,6 +79,7 @@ class Report:
     budget: Budget
     verdict: Verdict
     e2e: EndToEnd | None = None
+    gpu_peaks: MachinePeaks | None = None  # probed when a GPU setting ran: its rows' bounds
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class Report:
             "model": self.model,
             "machine": self.machine,
             "peaks": self.peaks.as_dict(),
+            "gpu_peaks": self.gpu_peaks.as_dict() if self.gpu_peaks is not None else None,
             "settings": [m.as_dict() for m in self.measured],
             "unavailable": self.unavailable,
             "budget": {**self.budget.__dict__, "inference_ms": self.budget.inference_ms},
@@ -110,6 +112,14 @@ class Report:
             f"{m.get('flops', 0) / 1e9:.2f} GFLOP per call) on {self.machine['cpus']} CPUs",
             f"  probes: matmul peak {p.matmul_flops / 1e9:.0f} GFLOP/s (all cores), memory "
             f"{p.memory_bytes_per_s / 1e9:.1f} GB/s (copy, read + write)",
+            *(
+                [
+                    f"  GPU probes ({g.device}): fp16 matmul peak {g.matmul_flops / 1e12:.0f} TFLOP/s, memory "
+                    f"{g.memory_bytes_per_s / 1e12:.2f} TB/s (the bounds of the GPU rows)"
+                ]
+                if (g := self.gpu_peaks) is not None
+                else []
+            ),
             "",
             "| setting | provider | variant | n | p50 ms | p90 ms | p99 ms | max ms | jitter ms | p50 ÷ FLOP bound "
             "| p50 ÷ weight bound | paced p50 / p99 ms | open s | first call ms |",
@@ -189,6 +199,14 @@ def plot(report: Report, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    def log_ms(ax, label: str) -> None:  # plain numbers at 1, 2, 5 × 10^k, no crowded labels between them
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label)
 
     panels = 3 if report.e2e is not None else 2
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
@@ -198,8 +216,7 @@ def plot(report: Report, path: Path) -> None:
         x = np.sort(r.samples_ms)
         ax.plot(x, np.arange(1, x.size + 1) / x.size, label=r.label, lw=1.2)
     ax.axvline(limit, color="r", ls="--", lw=1, label=f"inference budget {limit:.1f} ms")
-    ax.set_xscale("log")
-    ax.set_xlabel("latency per call (ms, log)")
+    log_ms(ax, "latency per call (ms, log)")
     ax.set_ylabel("fraction of calls ≤ x")
     ax.set_title("CDF per setting")
     ax.grid(alpha=0.3, which="both")
@@ -218,8 +235,7 @@ def plot(report: Report, path: Path) -> None:
             ax.hist(r.samples_ms, bins=bins, alpha=0.6, label=f"{r.label} (p99 {r.stats.p99_ms:.2f} ms)")
             ax.axvline(r.stats.p99_ms, color="k", ls=":", lw=0.8)
     ax.axvline(limit, color="r", ls="--", lw=1, label="inference budget")
-    ax.set_xscale("log")
-    ax.set_xlabel("latency per call (ms, log; dotted: p99)")
+    log_ms(ax, "latency per call (ms, log; dotted: p99)")
     ax.set_ylabel("calls")
     ax.set_title("serving and recommended settings")
     ax.legend(fontsize=8)
@@ -230,8 +246,7 @@ def plot(report: Report, path: Path) -> None:
         ax.barh(y - 0.2, [report.e2e.stages_ms[s]["p50"] for s in stages], 0.4, label="p50")
         ax.barh(y + 0.2, [report.e2e.stages_ms[s]["p99"] for s in stages], 0.4, label="p99")
         ax.set_yticks(y, stages)
-        ax.set_xscale("log")
-        ax.set_xlabel("ms per tick (log)")
+        log_ms(ax, "ms per tick (log)")
         ax.set_title("end to end, per stage")
         ax.legend(fontsize=8)
     fig.suptitle(f"pac-bench: {Path(report.policy).name} — {report.verdict.message[:110]}", fontsize=9)
