@@ -261,3 +261,50 @@ def test_bc_can_clone_the_successful_episodes_only_while_the_critic_sees_all(dat
     assert _train(datasets["state"], run, "--algo", "pac", "--steps", "20", "--batch-size", "16",
                   "--set", "bc_data=successes") == 0  # fmt: skip
     assert json.loads((run / "run.json").read_text())["train"]["bc_data"] == "successes"
+
+
+def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_loss(datasets):
+    """`--set alpha_gripper=A` (issue 11): Σ_d α_d·BC_d + (1 − α_d)·improvement_d. With every α_d equal it is the
+    scalar-α loss; lowering the gripper's α moves exactly that dimension's BC weight onto its improvement."""
+    from policies.data.dataset import locate_dataset
+    from policies.data.episodes import EpisodeReader
+    from policies.data.transitions import TransitionDataset
+    from policies.model.config import size_config
+    from policies.model.perceiver import build_model
+    from policies.spec import action_spec
+    from policies.train.config import TrainConfig
+    from policies.train.data import observation_for
+    from policies.train.learner import Learner
+    from policies.train.objective import PolicyCriticLoss, log_likelihood_per_dim
+    from robots.spec import load_spec
+
+    root, did = locate_dataset(datasets["state"])
+    spec = observation_for("state", "sawyer", EpisodeReader(root, did))
+    act = action_spec(load_spec("sawyer"))
+    model = build_model(size_config("XS"), spec, act, seed=0).eval()
+    config = TrainConfig(dataset=str(datasets["state"]), alpha_gripper=0.25)
+    assert config.alpha_per_dim(act.dims) == (0.75, 0.75, 0.75, 0.75, 0.25)
+    assert TrainConfig(dataset="x").alpha_per_dim(act.dims) == ()
+    assert TrainConfig(dataset="x", alpha=0.5).algorithm.alpha == 0.5
+    with pytest.raises(ValueError, match="alpha_gripper"):
+        TrainConfig(dataset="x", alpha_gripper=1.5)
+
+    learner = Learner(config, model, torch.device("cpu"))
+    assert learner.alpha_per_dim == (0.75, 0.75, 0.75, 0.75, 0.25)
+    batch = TransitionDataset(root, did)[np.arange(16)]
+    t = learner._targets(batch)
+
+    def policy_loss(alpha_per_dim=()) -> float:
+        loss = PolicyCriticLoss(model, 0.75, 0.0, alpha_per_dim)
+        with torch.no_grad():
+            return float(loss(batch.observation, batch.action, t)["total"])
+
+    scalar = policy_loss()
+    assert policy_loss((0.75,) * 5) == pytest.approx(scalar, rel=1e-5)
+    with torch.no_grad():
+        logits = model.policy_logits(model.encode(batch.observation))
+        data_bins = action_bins(batch.action, model.action_low, model.action_high, act.bins)
+        bc_grip = -log_likelihood_per_dim(logits, data_bins[:, None])[:, 0, -1].mean()
+        improve_grip = -(t.improve_weights * log_likelihood_per_dim(logits, t.improve_bins)[..., -1]).sum(1).mean()
+    expected = scalar + (0.25 - 0.75) * float(bc_grip) + (0.75 - 0.25) * float(improve_grip)
+    assert policy_loss((0.75, 0.75, 0.75, 0.75, 0.25)) == pytest.approx(expected, rel=1e-5)

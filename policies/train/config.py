@@ -79,6 +79,11 @@ class TrainConfig:
     # the data the α·BC term clones: "all" (the paper), or "successes" (the transitions of successful episodes;
     # the critic and the improvement still see all of them): issue 11's probe found PAC's carry to be BC-on-all's
     bc_data: str = "all"
+    # α of the policy loss: None keeps the algorithm's (0.75 for PAC, the paper's). alpha_gripper gives the gripper
+    # dimension its own: issue 11's probe found the critic right about opening, but α = 0.75 of BC on all the data
+    # holding P(open) under one half, so argmax never released.
+    alpha: float | None = None
+    alpha_gripper: float | None = None
     # bookkeeping
     log_every: int = 50
     eval_every: int = 500  # held-out losses
@@ -94,6 +99,10 @@ class TrainConfig:
             raise ValueError(f"eta_mode must be per_state or fixed, got {self.eta_mode!r}")
         if self.bc_data not in BC_DATA:
             raise ValueError(f"bc_data must be one of {BC_DATA}, got {self.bc_data!r}")
+        for name in ("alpha", "alpha_gripper"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
         if self.steps < 1 or self.warmup_steps < 0 or not 0.0 <= self.holdout < 1.0:
@@ -103,7 +112,15 @@ class TrainConfig:
 
     @property
     def algorithm(self) -> Algorithm:
-        return ALGORITHMS[self.algo]
+        """The algorithm's reference settings, with this config's α where it names one."""
+        algo = ALGORITHMS[self.algo]
+        return algo if self.alpha is None else replace(algo, alpha=self.alpha)
+
+    def alpha_per_dim(self, dims: tuple[str, ...]) -> tuple[float, ...]:
+        """One α per action dimension when the gripper has its own, else () (one α for all)."""
+        if self.alpha_gripper is None or "gripper" not in dims:
+            return ()
+        return tuple(self.alpha_gripper if d == "gripper" else self.algorithm.alpha for d in dims)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -37,7 +37,8 @@ class Learner:
         algo = config.algorithm
         self.model = model.to(device)
         self.target = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.loss = PolicyCriticLoss(self.model, algo.alpha, algo.beta)
+        self.alpha_per_dim = config.alpha_per_dim(model.action_spec.dims)
+        self.loss = PolicyCriticLoss(self.model, algo.alpha, algo.beta, self.alpha_per_dim)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.world_size = dist.get_world_size() if self.distributed else 1
         if self.distributed:
@@ -66,7 +67,7 @@ class Learner:
             batch.reward,
             batch.discount,
             critic=algo.critic,
-            improve=algo.alpha < 1.0,
+            improve=min((algo.alpha, *self.alpha_per_dim)) < 1.0,
             eta=c.eta,
             eta_per_state=c.eta_mode == "per_state",
             improvement_samples=c.improvement_samples,

@@ -43,11 +43,16 @@ def bin_values(indices: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bin
     return low + (high - low) * indices.to(low.dtype) / (bins - 1)
 
 
-def log_likelihood(logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """log π(a | s) of the factorised policy: logits (B, A, K), indices (B, S, A) → (B, S)."""
+def log_likelihood_per_dim(logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """log π_d(a_d | s) of each dimension of the factorised policy: logits (B, A, K), indices (B, S, A) → (B, S, A)."""
     log_p = F.log_softmax(logits.float(), dim=-1)  # (B, A, K)
     gathered = torch.gather(log_p[:, None].expand(-1, indices.shape[1], -1, -1), 3, indices[..., None])
-    return gathered[..., 0].sum(dim=-1)
+    return gathered[..., 0]
+
+
+def log_likelihood(logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """log π(a | s) of the factorised policy: logits (B, A, K), indices (B, S, A) → (B, S)."""
+    return log_likelihood_per_dim(logits, indices).sum(dim=-1)
 
 
 def sample_bins(logits: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -138,9 +143,11 @@ def targets(
 class PolicyCriticLoss(nn.Module):
     """The online network's losses for one batch; `model` is the one set of trained weights."""
 
-    def __init__(self, model: PerceiverActorCritic, alpha: float, beta: float):
+    def __init__(self, model: PerceiverActorCritic, alpha: float, beta: float, alpha_per_dim: tuple[float, ...] = ()):
+        """`alpha_per_dim`: one α per action dimension (TrainConfig.alpha_gripper), else `alpha` for all."""
         super().__init__()
         self.model, self.alpha, self.beta = model, alpha, beta
+        self.alpha_per_dim = alpha_per_dim
 
     def forward(
         self,
@@ -162,7 +169,9 @@ class PolicyCriticLoss(nn.Module):
             bc = (nll * weight).sum() / weight.sum().clamp_min(1.0)
         losses = {"bc": bc}
         policy = bc
-        if t.improve_bins is not None and self.alpha < 1.0:
+        if t.improve_bins is not None and self.alpha_per_dim:
+            policy = self._per_dim_policy_loss(logits, data_bins, t, bc_mask, losses)
+        elif t.improve_bins is not None and self.alpha < 1.0:
             improve = -(t.improve_weights * log_likelihood(logits, t.improve_bins)).sum(dim=-1).mean()
             losses["improve"] = improve
             policy = self.alpha * bc + (1.0 - self.alpha) * improve
@@ -175,3 +184,20 @@ class PolicyCriticLoss(nn.Module):
             total = policy + self.beta * td
         losses["total"] = total
         return losses
+
+    def _per_dim_policy_loss(
+        self,
+        logits: torch.Tensor,
+        data_bins: torch.Tensor,
+        t: Targets,
+        bc_mask: torch.Tensor | None,
+        losses: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Σ_d α_d · BC_d + (1 − α_d) · improvement_d: the same terms as the scalar-α loss, split by dimension."""
+        nll = -log_likelihood_per_dim(logits, data_bins[:, None])[:, 0]  # (B, A)
+        weight = torch.ones_like(nll[:, 0]) if bc_mask is None else bc_mask.to(nll.dtype)
+        bc = (nll * weight[:, None]).sum(dim=0) / weight.sum().clamp_min(1.0)  # (A,)
+        improve = -(t.improve_weights[..., None] * log_likelihood_per_dim(logits, t.improve_bins)).sum(dim=1).mean(0)
+        alpha = torch.tensor(self.alpha_per_dim, dtype=bc.dtype, device=bc.device)
+        losses["improve"] = improve.sum()
+        return (alpha * bc + (1.0 - alpha) * improve).sum()
