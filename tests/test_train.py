@@ -286,6 +286,9 @@ def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_
     assert config.alpha_per_dim(act.dims) == (0.75, 0.75, 0.75, 0.75, 0.25)
     assert TrainConfig(dataset="x").alpha_per_dim(act.dims) == ()
     assert TrainConfig(dataset="x", alpha=0.5).algorithm.alpha == 0.5
+    from policies.train.cli import _parse_set
+
+    assert _parse_set(["alpha_gripper=0.25", "alpha=none"]) == {"alpha_gripper": 0.25, "alpha": None}
     with pytest.raises(ValueError, match="alpha_gripper"):
         TrainConfig(dataset="x", alpha_gripper=1.5)
 

@@ -37,7 +37,12 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         key, _, raw = item.partition("=")
         if key not in fields or not _:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
-        kind = type(getattr(TrainConfig(dataset=""), key))
+        default = getattr(TrainConfig(dataset=""), key)
+        if default is None:  # an optional field ("float | None"): its type from the annotation; "none" unsets it
+            kind = {"float": float, "int": int, "str": str}[str(fields[key].type).split("|")[0].strip()]
+            out[key] = None if raw.lower() == "none" else kind(raw)
+            continue
+        kind = type(default)
         out[key] = kind(raw) if kind is not bool else raw.lower() in ("1", "true", "yes")
     return out
 
