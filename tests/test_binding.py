@@ -73,3 +73,29 @@ def test_a_cpu_session_is_called_through_plain_run_with_its_batch_axis(actor, ex
     got = run(meta.golden.inputs)
     assert got.shape == meta.golden.outputs[output].shape
     np.testing.assert_allclose(got, meta.golden.outputs[output], atol=meta.golden.atol)
+
+
+def test_a_graph_capture_that_fails_falls_back_to_plain_calls_on_the_same_provider_and_says_so(
+    exported_policy, monkeypatch, caplog
+):
+    """Only the claim "this session replays a CUDA graph" is faked (on a CPU session, binding to "cuda" fails as
+    a capture would): load_policy must reopen without the graph, pass its golden check and log why."""
+    import dataclasses
+
+    from policies.spec import action_spec, observation_spec
+    from robots.spec import load_spec
+    from runtime.inference import loader
+
+    real_open = loader.open_session
+
+    def claims_a_graph(path, config):
+        return dataclasses.replace(real_open(path, config), cuda_graph=config.cuda_graph)
+
+    monkeypatch.setattr(loader, "open_session", claims_a_graph)
+    arm = load_spec("sawyer")
+    with caplog.at_level("WARNING", logger="runtime.inference.loader"):
+        policy = loader.load_policy(
+            exported_policy("sawyer"), observation_spec(arm), action_spec(arm), SessionConfig(device="cpu", threads=1)
+        )
+    assert policy.golden_error <= policy.metadata.golden.atol
+    assert any("no CUDA graph" in r.getMessage() for r in caplog.records)

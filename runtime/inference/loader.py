@@ -206,11 +206,18 @@ def load_policy(
     if meta.variant == "fp16" and opened.provider == CPU:
         log.warning("%s is an fp16 model running on the CPU, where fp16 is several times slower than fp32", path)
     (output,) = meta.signature()[1]
+    shape = meta.golden.outputs[output].shape
     try:  # through the call the loop will make: on CUDA, the first calls capture the graph it replays
-        run = opened.runner(output, meta.golden.inputs, meta.golden.outputs[output].shape)
+        run = opened.runner(output, meta.golden.inputs, shape)
         golden = run(meta.golden.inputs)
     except Exception as exc:  # noqa: BLE001 - a graph that fails on its own golden input cannot be served
-        raise PolicyRefused(f"{path.name} fails on its own golden input on {opened.provider}: {one_line(exc)}") from exc
+        if not opened.cuda_graph:
+            raise PolicyRefused(
+                f"{path.name} fails on its own golden input on {opened.provider}: {one_line(exc)}"
+            ) from exc
+        # The capture itself failed (a kernel ORT cannot capture): the same provider without a graph, said so.
+        log.warning("%s: no CUDA graph (%s); every call launches its kernels", path.name, one_line(exc))
+        return load_policy(path, observation, action, replace(config, cuda_graph=False), graph, warmup)
     error = float(np.abs(golden - meta.golden.outputs[output]).max())
     if not np.isfinite(error) or error > meta.golden.atol:
         raise PolicyRefused(
