@@ -7,7 +7,7 @@ import pytest
 
 from runtime.inference.binding import BoundRun
 from runtime.inference.loader import read_metadata
-from runtime.inference.providers import CUDA, SessionConfig, _provider_entries, open_session
+from runtime.inference.providers import CPU, CUDA, TRT, SessionConfig, _provider_entries, not_obtained, open_session
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,18 @@ def test_a_graph_capture_that_fails_falls_back_to_plain_calls_on_the_same_provid
         )
     assert policy.golden_error <= policy.metadata.golden.atol
     assert any("no CUDA graph" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "got", "says"),
+    [
+        (CUDA, CPU, ["--device cpu", "--allow-cpu-fallback"]),
+        (TRT, CPU, ["libnvinfer", "--device cpu"]),
+        (TRT, CUDA, ["libnvinfer", "use --device cuda"]),  # the H200 of issue 13: CUDA up, TensorRT absent
+    ],
+)
+def test_a_refused_provider_says_what_came_up_and_what_to_ask_for_instead(wanted, got, says):
+    message = not_obtained(wanted, got, [TRT, CUDA, CPU])
+    assert f"asked for {wanted}" in message and f"runs this model on {got}" in message
+    assert all(s in message for s in says), message
+    assert ("--device cpu" in message) == (got == CPU)

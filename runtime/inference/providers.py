@@ -27,6 +27,7 @@ CPU = "CPUExecutionProvider"
 DEVICES = ("auto", "tensorrt", "cuda", "cpu")
 _CHAIN = {"auto": [TRT, CUDA, CPU], "tensorrt": [TRT, CUDA, CPU], "cuda": [CUDA, CPU], "cpu": [CPU]}
 _WANTED = {"tensorrt": TRT, "cuda": CUDA, "cpu": CPU}
+_DEVICE_OF = {provider: device for device, provider in _WANTED.items()}
 
 
 class ProviderUnavailable(RuntimeError):
@@ -122,16 +123,26 @@ def open_session(path: Path, config: SessionConfig) -> Session:
     wanted = _WANTED.get(config.device)
     if wanted is not None and got != wanted:
         if got != CPU or not config.allow_cpu_fallback:
-            raise ProviderUnavailable(
-                f"asked for {wanted} but ONNX Runtime runs this model on {got} "
-                f"(available on paper: {', '.join(ort.get_available_providers())}); "
-                "use --device cpu, or --allow-cpu-fallback to run on the CPU anyway"
-            )
+            raise ProviderUnavailable(not_obtained(wanted, got, ort.get_available_providers()))
         log.warning("%s did not come up: running on %s because --allow-cpu-fallback was given", wanted, got)
         return Session(session, got, fell_back=True)
     if config.device == "auto":
         log.info("device auto: running on %s", got)
     return Session(session, got, fell_back=False, cuda_graph=got == CUDA and config.cuda_graph)
+
+
+def not_obtained(wanted: str, got: str, available: list[str]) -> str:
+    """Why a session is refused: the provider asked for, the one that came up, and what to do instead."""
+    advice = (
+        "use --device cpu, or --allow-cpu-fallback to run on the CPU anyway"
+        if got == CPU
+        else f"use --device {_DEVICE_OF[got]}"
+    )
+    missing = " (TensorRT's libraries, libnvinfer, did not load)" if wanted == TRT else ""
+    return (
+        f"asked for {wanted} but ONNX Runtime runs this model on {got}{missing} "
+        f"(available on paper: {', '.join(available)}); {advice}"
+    )
 
 
 def one_line(exc: BaseException) -> str:
