@@ -38,9 +38,12 @@ def test_a_bound_call_computes_what_session_run_computes_for_each_new_observatio
     bound = BoundRun.bind(session, golden, output, meta.golden.outputs[output].shape, "cpu")
     np.testing.assert_allclose(bound(golden), meta.golden.outputs[output], atol=meta.golden.atol)
     before = {k: v.copy() for k, v in golden.items()}
+    first = bound(golden)
+    kept = first.copy()
     for seed in range(3):  # the buffers are bound once and refilled in place: each call sees its own feeds
         feeds = _other_observation(golden, seed)
         np.testing.assert_allclose(bound(feeds), session.run([output], feeds)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(first, kept)  # a result handed out is the caller's: later calls leave it alone
     for name, value in golden.items():  # the example it was bound with is the caller's, never refilled
         np.testing.assert_array_equal(value, before[name])
 

@@ -58,4 +58,4 @@ class BoundRun:
                 )
             self.inputs[name].update_inplace(np.ascontiguousarray(value))
         self.session.run_with_iobinding(self.binding)
-        return self.result.numpy()
+        return self.result.numpy().copy()  # on the CPU numpy() is a view of the bound output: the next call refills it

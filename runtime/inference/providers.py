@@ -47,7 +47,7 @@ class SessionConfig:
     fp16: bool = False  # let TensorRT build fp16 engines from an fp32 graph
     trt_cache_dir: Path | None = None  # TensorRT engine cache; building an engine takes minutes
     # On CUDA, capture the graph once and replay it per call through IO binding (binding.py): a batch-1 call is
-    # launch-bound, and L fp16 on an H200 went from 5.1 to 2.0 ms p99 (benchmarks/RESULTS.md, issue 13).
+    # launch-bound, and L fp16 on an H200 went from 5.1 to 1.8 ms p99 (benchmarks/RESULTS.md, issue 13).
     cuda_graph: bool = True
 
 
