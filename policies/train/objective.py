@@ -161,20 +161,18 @@ class PolicyCriticLoss(nn.Module):
         z = m.encode(observation)
         logits = m.policy_logits(z)
         data_bins = action_bins(action, m.action_low, m.action_high, m.action_spec.bins)  # (B, A)
-        nll = -log_likelihood(logits, data_bins[:, None])[:, 0]  # (B,)
-        if bc_mask is None:
-            bc = nll.mean()
-        else:
-            weight = bc_mask.to(nll.dtype)
-            bc = (nll * weight).sum() / weight.sum().clamp_min(1.0)
-        losses = {"bc": bc}
-        policy = bc
-        if t.improve_bins is not None and self.alpha_per_dim:
-            policy = self._per_dim_policy_loss(logits, data_bins, t, bc_mask, losses)
-        elif t.improve_bins is not None and self.alpha < 1.0:
-            improve = -(t.improve_weights * log_likelihood(logits, t.improve_bins)).sum(dim=-1).mean()
-            losses["improve"] = improve
-            policy = self.alpha * bc + (1.0 - self.alpha) * improve
+        nll = -log_likelihood_per_dim(logits, data_bins[:, None])[:, 0]  # (B, A)
+        weight = torch.ones_like(nll[:, 0]) if bc_mask is None else bc_mask.to(nll.dtype)
+        bc = (nll * weight[:, None]).sum(dim=0) / weight.sum().clamp_min(1.0)  # (A,): the masked mean per dimension
+        losses = {"bc": bc.sum()}
+        policy = losses["bc"]
+        alphas = self.alpha_per_dim or (self.alpha,)  # one α per dimension, or one for all
+        if t.improve_bins is not None and min(alphas) < 1.0:
+            weighted = t.improve_weights[..., None] * log_likelihood_per_dim(logits, t.improve_bins)  # (B, N, A)
+            improve = -weighted.sum(dim=1).mean(dim=0)  # (A,)
+            alpha = torch.tensor(alphas, dtype=bc.dtype, device=bc.device)
+            losses["improve"] = improve.sum()
+            policy = (alpha * bc + (1.0 - alpha) * improve).sum()  # Σ_d α_d · BC_d + (1 − α_d) · improvement_d
         total = policy
         if t.td_target is not None and self.beta > 0.0:
             q = m.q_logits(z, bin_values(data_bins, m.action_low, m.action_high, m.action_spec.bins)[:, None])[:, 0]
@@ -184,20 +182,3 @@ class PolicyCriticLoss(nn.Module):
             total = policy + self.beta * td
         losses["total"] = total
         return losses
-
-    def _per_dim_policy_loss(
-        self,
-        logits: torch.Tensor,
-        data_bins: torch.Tensor,
-        t: Targets,
-        bc_mask: torch.Tensor | None,
-        losses: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
-        """Σ_d α_d · BC_d + (1 − α_d) · improvement_d: the same terms as the scalar-α loss, split by dimension."""
-        nll = -log_likelihood_per_dim(logits, data_bins[:, None])[:, 0]  # (B, A)
-        weight = torch.ones_like(nll[:, 0]) if bc_mask is None else bc_mask.to(nll.dtype)
-        bc = (nll * weight[:, None]).sum(dim=0) / weight.sum().clamp_min(1.0)  # (A,)
-        improve = -(t.improve_weights[..., None] * log_likelihood_per_dim(logits, t.improve_bins)).sum(dim=1).mean(0)
-        alpha = torch.tensor(self.alpha_per_dim, dtype=bc.dtype, device=bc.device)
-        losses["improve"] = improve.sum()
-        return (alpha * bc + (1.0 - alpha) * improve).sum()
