@@ -43,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu:
         return _gpu(args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["--dataset", str(args.dataset), "--algo", args.algo, "--steps", str(args.steps)]
-    common += ["--batch-size", args.batch_size, "--set", "log_every=5", "--set", "holdout=0"]
-    common += ["--set", f"checkpoint_every={args.steps}"]
+    common = [*_run_args(args), "--batch-size", args.batch_size]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
@@ -70,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _run_args(args: argparse.Namespace) -> list[str]:
+    """pac-train's arguments every measured run shares: the data, the algorithm, the steps, frequent logging."""
+    run = ["--dataset", str(args.dataset), "--algo", args.algo, "--steps", str(args.steps)]
+    return run + ["--set", "log_every=5", "--set", "holdout=0", "--set", f"checkpoint_every={args.steps}"]
+
+
 def _gpu(args: argparse.Namespace) -> int:
     import torch
 
@@ -77,8 +81,7 @@ def _gpu(args: argparse.Namespace) -> int:
         print("train_throughput --gpu: torch sees no CUDA device", file=sys.stderr)
         return 2
     batches = [int(b) for b in args.batch_size.split(",")]
-    common = ["--dataset", str(args.dataset), "--algo", args.algo, "--steps", str(args.steps), "--threads", "1"]
-    common += ["--set", "log_every=5", "--set", "holdout=0", "--set", f"checkpoint_every={args.steps}"]
+    common = [*_run_args(args), "--threads", "1"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):

@@ -1,7 +1,7 @@
 """One call of a batch-1 actor through ONNX Runtime's IO binding, so that a CUDA session replays a CUDA graph.
 
-On a GPU a batch-1 PAC call is bound by kernel launches, not by arithmetic: L fp16 on an H200 took 3.6 ms p50
-and 5.1 ms p99 through `session.run`, and 1.8 / 2.0 ms with the whole graph captured once and replayed
+On a GPU a batch-1 PAC call is bound by kernel launches, not by arithmetic: in pac-bench, L fp16 on an H200 took
+3.6 ms p50 and 5.1 ms p99 through `session.run`, and 1.7 / 1.8 ms with the whole graph captured once and replayed
 (benchmarks/RESULTS.md, issue 13). A CUDA graph replays fixed device addresses, so the inputs and the output
 live in buffers on the session's device that are bound once; each call copies the observation into them in
 place and the logits back out. A feed of another shape or dtype than the one bound is an error, never a
