@@ -71,6 +71,17 @@ def test_shaped_reward_grows_through_the_stacking_stages():
     assert 0 <= far < above < held < carried < done == 1.0
 
 
+def test_stack_reward_pays_for_the_descent_onto_blue_not_for_height():
+    """Held over blue, red earns more the closer it is to its stacked pose: hovering high is not a plateau."""
+    stacked_z = 0.075  # blue's centre 0.025 + one cube height
+    held = [
+        shaped_reward("stack", _scene((0.5, 0.2, z), tcp=(0.5, 0.2, z), grasped="red"))
+        for z in (stacked_z + 0.10, stacked_z + 0.04, stacked_z + 0.01, stacked_z)
+    ]
+    assert held == sorted(held) and len(set(held)) == 4
+    assert held[-1] < 1.0  # still held: only the release is a success
+
+
 @pytest.mark.filterwarnings("ignore:.*Box observation space (minimum|maximum) value is")  # proprio is unbounded
 @pytest.mark.parametrize("robot", ["sawyer", "panda"])
 def test_env_follows_the_gymnasium_api_with_driver_shaped_observations(robot):
