@@ -78,30 +78,53 @@ def test_a_cpu_session_is_called_through_plain_run_with_its_batch_axis(actor, ex
     np.testing.assert_allclose(got, meta.golden.outputs[output], atol=meta.golden.atol)
 
 
-def test_a_graph_capture_that_fails_falls_back_to_plain_calls_on_the_same_provider_and_says_so(
-    exported_policy, monkeypatch, caplog
-):
-    """Only the claim "this session replays a CUDA graph" is faked (on a CPU session, binding to "cuda" fails as
-    a capture would): load_policy must reopen without the graph, pass its golden check and log why."""
+@pytest.fixture
+def capture_fails(monkeypatch):
+    """Only the claim "this session replays a CUDA graph" is faked: on a CPU session, binding to "cuda" fails at the
+    first call as a refused capture would. Everything else is the real CPU provider."""
     import dataclasses
 
+    from runtime.inference import providers
+
+    real_open = providers.open_session
+
+    def claims_a_graph(path, config):
+        opened = real_open(path, config)
+        return dataclasses.replace(opened, cuda_graph=config.cuda_graph) if not opened.no_graph else opened
+
+    monkeypatch.setattr(providers, "open_session", claims_a_graph)
+
+
+def test_a_graph_capture_that_fails_falls_back_to_plain_calls_on_the_same_provider_and_says_so(
+    exported_policy, capture_fails, caplog
+):
+    """pac-run's loader: reopened without the graph, its golden check passed, and why logged."""
     from policies.spec import action_spec, observation_spec
     from robots.spec import load_spec
     from runtime.inference import loader
 
-    real_open = loader.open_session
-
-    def claims_a_graph(path, config):
-        return dataclasses.replace(real_open(path, config), cuda_graph=config.cuda_graph)
-
-    monkeypatch.setattr(loader, "open_session", claims_a_graph)
     arm = load_spec("sawyer")
-    with caplog.at_level("WARNING", logger="runtime.inference.loader"):
+    with caplog.at_level("WARNING", logger="runtime.inference.providers"):
         policy = loader.load_policy(
             exported_policy("sawyer"), observation_spec(arm), action_spec(arm), SessionConfig(device="cpu", threads=1)
         )
     assert policy.golden_error <= policy.metadata.golden.atol
     assert any("no CUDA graph" in r.getMessage() for r in caplog.records)
+
+
+def test_pac_bench_shows_a_refused_capture_as_plain_calls_not_as_a_failed_backend(exported_policy, capture_fails):
+    """pac-bench opens through the same open_runner: the setting runs, timed, with the reason in its note."""
+    from runtime.bench.backends import PolicyFile, Setting, open_setting
+
+    policy = PolicyFile.open(exported_policy("sawyer"))
+    opened = open_setting(Setting("ort", 1), policy)
+    try:
+        assert "no CUDA graph" in opened.note and opened.provider == CPU
+        assert opened.golden_error <= policy.metadata.golden.atol and opened.first_call_ms > 0
+        (output,) = policy.metadata.signature()[1]
+        assert opened.run().shape == policy.metadata.golden.outputs[output].shape
+    finally:
+        opened.close()
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,14 @@ from onnx import TensorProto, defs
 from policies.export.metadata import PolicyFileError, PolicyMetadata
 from policies.spec import ActionSpec, ObservationSpec, SpecMismatch, check_matches
 from policies.tokenizer.observation import ModelInputs, ObservationTokenizer
-from runtime.inference.providers import CPU, ProviderUnavailable, SessionConfig, one_line, open_session
+from runtime.inference.providers import (
+    CPU,
+    FirstCallFailed,
+    ProviderUnavailable,
+    SessionConfig,
+    one_line,
+    open_runner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,35 +196,33 @@ def load_policy(
     _check_weights(proto, path)
     del proto  # the session reads the file itself; inline weights need not stay in memory twice
 
+    try:
+        meta.golden.check(meta.signature())
+        golden_problem = None
+    except PolicyFileError as exc:
+        golden_problem = PolicyRefused(f"{path.name}: {exc}")
+
+    def verify(session) -> None:  # the graph against its metadata first: a graph that disagrees is the news
+        _check_signature(session, meta)
+        if golden_problem is not None:
+            raise golden_problem
+
+    (output,) = meta.signature()[1]
     if graph != "actor":  # the critic is called with any number of candidate actions: no fixed buffers
         config = replace(config, cuda_graph=False)
     started = time.perf_counter()
-    try:
-        opened = open_session(path, config)
-    except ProviderUnavailable:
+    try:  # through the call the loop will make: on CUDA, this first call captures the graph it replays
+        shape = meta.golden.outputs[output].shape if golden_problem is None else ()  # () is never bound: verify raises
+        runner = open_runner(path, config, output, meta.golden.inputs, shape, verify)
+    except (ProviderUnavailable, PolicyRefused):
         raise
+    except FirstCallFailed as exc:
+        raise PolicyRefused(f"{path.name} fails on its own golden input {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises many types for a broken file; each is a refusal
         raise PolicyRefused(f"ONNX Runtime cannot load {path.name}: {one_line(exc)}") from exc
-    _check_signature(opened.session, meta)
-    try:
-        meta.golden.check(meta.signature())
-    except PolicyFileError as exc:
-        raise PolicyRefused(f"{path.name}: {exc}") from exc
+    opened, run, golden = runner.session, runner.call, runner.first_output
     if meta.variant == "fp16" and opened.provider == CPU:
         log.warning("%s is an fp16 model running on the CPU, where fp16 is several times slower than fp32", path)
-    (output,) = meta.signature()[1]
-    shape = meta.golden.outputs[output].shape
-    try:  # through the call the loop will make: on CUDA, the first calls capture the graph it replays
-        run = opened.runner(output, meta.golden.inputs, shape)
-        golden = run(meta.golden.inputs)
-    except Exception as exc:  # noqa: BLE001 - a graph that fails on its own golden input cannot be served
-        if not opened.cuda_graph:
-            raise PolicyRefused(
-                f"{path.name} fails on its own golden input on {opened.provider}: {one_line(exc)}"
-            ) from exc
-        # The capture itself failed (a kernel ORT cannot capture): the same provider without a graph, said so.
-        log.warning("%s: no CUDA graph (%s); every call launches its kernels", path.name, one_line(exc))
-        return load_policy(path, observation, action, replace(config, cuda_graph=False), graph, warmup)
     error = float(np.abs(golden - meta.golden.outputs[output]).max())
     if not np.isfinite(error) or error > meta.golden.atol:
         raise PolicyRefused(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,6 +58,7 @@ class Session:
     provider: str  # the provider that really runs the graph
     fell_back: bool  # an explicitly asked-for GPU provider did not come up and the CPU runs instead
     cuda_graph: bool = False  # the CUDA provider replays a captured graph: call it through `runner` only
+    no_graph: str = ""  # why a CUDA graph asked for was refused (the provider runs plain calls instead)
 
     def runner(
         self, output: str, example: Mapping[str, np.ndarray], output_shape: tuple[int, ...]
@@ -116,9 +118,10 @@ def open_session(path: Path, config: SessionConfig) -> Session:
     except Exception as exc:  # noqa: BLE001 - ORT refuses a CUDA graph when a compute node is not on CUDA
         if not (config.cuda_graph and CUDA in chain):
             raise
-        log.warning("no CUDA graph for %s (%s): every call launches its kernels", Path(path).name, one_line(exc))
-        config = replace(config, cuda_graph=False)
-        session = ort.InferenceSession(str(path), _options(config), providers=_provider_entries(chain, config))
+        no_graph = f"no CUDA graph for {Path(path).name} ({one_line(exc)}): every call launches its kernels"
+        log.warning("%s", no_graph)
+        opened = open_session(path, replace(config, cuda_graph=False))
+        return replace(opened, no_graph=no_graph)
     got = session.get_providers()[0]
     wanted = _WANTED.get(config.device)
     if wanted is not None and got != wanted:
@@ -129,6 +132,53 @@ def open_session(path: Path, config: SessionConfig) -> Session:
     if config.device == "auto":
         log.info("device auto: running on %s", got)
     return Session(session, got, fell_back=False, cuda_graph=got == CUDA and config.cuda_graph)
+
+
+class FirstCallFailed(RuntimeError):
+    """An opened session (without a CUDA graph) raised on its first call, on the example input."""
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A session and the call the loop makes through it, already made once on the example input."""
+
+    session: Session
+    call: Callable[[Mapping[str, np.ndarray]], np.ndarray]  # Session.runner: feeds → the output with its batch axis
+    first_output: np.ndarray  # the output for the example
+    first_call_ms: float  # on CUDA with a graph, this call captured it
+
+
+def open_runner(
+    path: Path,
+    config: SessionConfig,
+    output: str,
+    example: Mapping[str, np.ndarray],
+    output_shape: tuple[int, ...],
+    verify: Callable[[ort.InferenceSession], None] | None = None,
+) -> Runner:
+    """Open `path` (open_session), `verify` the session, and make the first call on `example` the loop's way.
+
+    A CUDA graph can be refused twice: by ORT at session creation (open_session reopens without one) or by the
+    capture at the first call. Both end the same way, here, for pac-run and pac-bench alike: the same provider
+    without a graph, the reason logged and kept in `session.no_graph`. Any other first-call error raises
+    FirstCallFailed; ProviderUnavailable and whatever `verify` raises propagate.
+    """
+    opened = open_session(path, config)
+    if verify is not None:
+        verify(opened.session)
+    try:
+        call = opened.runner(output, example, output_shape)
+        started = time.perf_counter()
+        first = call(example)
+        first_ms = (time.perf_counter() - started) * 1e3
+    except Exception as exc:  # noqa: BLE001 - ORT raises many types; each is either a refused capture or a refusal
+        if not opened.cuda_graph:
+            raise FirstCallFailed(f"on {opened.provider}: {one_line(exc)}") from exc
+        no_graph = f"no CUDA graph for {Path(path).name} ({one_line(exc)}): every call launches its kernels"
+        log.warning("%s", no_graph)
+        runner = open_runner(path, replace(config, cuda_graph=False), output, example, output_shape, verify)
+        return replace(runner, session=replace(runner.session, no_graph=no_graph))
+    return Runner(opened, call, first, first_ms)
 
 
 def not_obtained(wanted: str, got: str, available: list[str]) -> str:
