@@ -1,7 +1,7 @@
 """The learning study of issue 11: BC, BC+Q, filtered BC and PAC on the same data, evaluated closed-loop.
 
     python -m benchmarks.learning_study --dataset DATA/pac/sawyer-stack-rl_like-v0 --out benchmarks/results/study \
-        [--algos pac,bc,bc_q,filtered_bc] [--seeds 0,1,2] [--size XS] [--steps 3000] [--batch-size 128] \
+        [--algos pac,bc,bc_q,filtered_bc] [--seeds 0,1,2] [--size XS[,S,M]] [--steps 3000] [--batch-size 128] \
         [--episodes 100] [--workers 1] [--curve 4] [--decode argmax] [--set KEY=VALUE ...] [--report]
 
 For every (algorithm, seed): `pac-train` (state observations, one thread), `pac-export --checkpoint`, then
@@ -11,7 +11,8 @@ learning curves. Each finished
 piece leaves a file, so the study resumes where it stopped and several processes can share it (give each
 its own --algos/--seeds). `--report` (alone or at the end) prints the table, writes `results.json`, and
 plots `success.png` (final success with 95 % intervals, the data's own rate as a line) and `curves.png`
-(held-out losses and success against steps).
+(held-out losses and success against steps), and, where the runs hold more than one model size (`--size XS,S`,
+the same step budget each), `scaling.png` (final held-out BC loss and success against the size's parameters).
 """
 
 from __future__ import annotations
@@ -52,12 +53,12 @@ def _eval(policy: Path, out: Path, episodes: int, workers: int, log: Path, decod
     return json.loads((out / "summary.json").read_text())
 
 
-def run_one(args: argparse.Namespace, algo: str, seed: int) -> None:
-    run = args.out / "runs" / f"{algo}_{args.size}_s{seed}"
-    log = args.out / "logs" / f"{algo}_{args.size}_s{seed}.log"
+def run_one(args: argparse.Namespace, algo: str, seed: int, size: str) -> None:
+    run = args.out / "runs" / f"{algo}_{size}_s{seed}"
+    log = args.out / "logs" / f"{algo}_{size}_s{seed}.log"
     py = sys.executable
     if not (run / "summary.json").is_file():
-        cmd = [py, "-m", "policies.train.cli", "--dataset", str(args.dataset), "--size", args.size, "--algo", algo]
+        cmd = [py, "-m", "policies.train.cli", "--dataset", str(args.dataset), "--size", size, "--algo", algo]
         cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(seed)]
         cmd += ["--threads", "1", "--set", f"checkpoint_every={max(1, args.steps // max(1, args.curve))}"]
         cmd += [x for s in args.set for x in ("--set", s)]
@@ -85,7 +86,7 @@ def report(args: argparse.Namespace) -> dict:
     for run in sorted((args.out / "runs").glob("*_s*")):
         info = json.loads((run / "run.json").read_text())
         data_rate = info["dataset"]["success_rate"]
-        algo, seed = info["train"]["algo"], info["train"]["seed"]
+        algo, seed, size = info["train"]["algo"], info["train"]["seed"], info["train"]["size"]
         evals = sorted(
             (int(p.name.removeprefix("step_")), json.loads((p / "summary.json").read_text()))
             for p in (run / "eval").glob("step_*")
@@ -101,6 +102,8 @@ def report(args: argparse.Namespace) -> dict:
             {
                 "algo": algo,
                 "seed": seed,
+                "size": size,
+                "parameters": float(info["model"]["target_parameters"]),  # the size ladder's nominal count
                 "steps": step,
                 "episodes": final["episodes"],
                 "successes": final["successes"],
@@ -109,25 +112,40 @@ def report(args: argparse.Namespace) -> dict:
                 "held_out_td": float(held[-1]["held_out/td"]) if held and held[-1].get("held_out/td") else None,
             }
         )
-        curves[f"{algo}_s{seed}"] = {
+        curves[f"{algo}_{size}_s{seed}"] = {
             "eval": [(s, e["success_rate"]) for s, e in evals],
             "held_out_bc": [(int(r["step"]), float(r["held_out/bc"])) for r in held],
         }
-    table = ["| algorithm | seeds | episodes | success (pooled) | 95 % interval | per seed | held-out BC loss |"]
-    table.append("| --- | --- | --- | --- | --- | --- | --- |")
+    sizes = sorted({(r["parameters"], r["size"]) for r in rows})
+    several = len(sizes) > 1  # a scaling study: one row per algorithm and size, and scaling.png
+    table = ["| algorithm | size | seeds | episodes | success (pooled) | 95 % interval | per seed | held-out BC loss |"]
+    table.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     summary = {}
     for algo in ALGOS:
-        mine = [r for r in rows if r["algo"] == algo]
-        if not mine:
-            continue
-        k, n = sum(r["successes"] for r in mine), sum(r["episodes"] for r in mine)
-        lo, hi = wilson_interval(k, n)
-        per_seed = ", ".join(f"{r['success_rate']:.2f}" for r in sorted(mine, key=lambda r: r["seed"]))
-        bc = np.mean([r["held_out_bc"] for r in mine])
-        summary[algo] = {"successes": k, "episodes": n, "rate": k / n, "interval": [lo, hi], "seeds": len(mine)}
-        table.append(
-            f"| {LABELS[algo]} | {len(mine)} | {n} | {k / n:.3f} | {lo:.3f} – {hi:.3f} | {per_seed} | {bc:.2f} |"
-        )
+        for parameters, size in sizes:
+            mine = [r for r in rows if r["algo"] == algo and r["size"] == size]
+            if not mine:
+                continue
+            k, n = sum(r["successes"] for r in mine), sum(r["episodes"] for r in mine)
+            lo, hi = wilson_interval(k, n)
+            per_seed = ", ".join(f"{r['success_rate']:.2f}" for r in sorted(mine, key=lambda r: r["seed"]))
+            bc = float(np.mean([r["held_out_bc"] for r in mine]))
+            key = f"{algo}@{size}" if several else algo
+            summary[key] = {
+                "algo": algo,
+                "size": size,
+                "parameters": parameters,
+                "successes": k,
+                "episodes": n,
+                "rate": k / n,
+                "interval": [lo, hi],
+                "seeds": len(mine),
+                "held_out_bc": bc,
+            }
+            table.append(
+                f"| {LABELS[algo]} | {size} | {len(mine)} | {n} | {k / n:.3f} | {lo:.3f} – {hi:.3f} | {per_seed} "
+                f"| {bc:.2f} |"
+            )
     text = "\n".join(table) + (f"\n\ndata's own success rate: {data_rate:.3f}" if data_rate is not None else "")
     print(text)
     (args.out / "results.json").write_text(
@@ -153,7 +171,9 @@ def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> N
                 for a in names
             ]
         ).T
-        ax.bar([LABELS[a] for a in names], rates, yerr=err, capsize=4, color="tab:blue")
+        several = len({summary[a]["size"] for a in names}) > 1
+        labels = [LABELS[summary[a]["algo"]] + (f" {summary[a]['size']}" if several else "") for a in names]
+        ax.bar(labels, rates, yerr=err, capsize=4, color="tab:blue")
         if data_rate is not None:
             ax.axhline(data_rate, color="tab:red", ls="--", label=f"data {data_rate:.0%}")
             ax.legend()
@@ -162,6 +182,8 @@ def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> N
         fig.tight_layout()
         fig.savefig(out / "success.png", dpi=110)
         plt.close(fig)
+    if len({v["size"] for v in summary.values()}) > 1:
+        _scaling_plot(out / "scaling.png", summary, data_rate)
     if curves:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
         for name, c in sorted(curves.items()):
@@ -177,13 +199,42 @@ def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> N
         plt.close(fig)
 
 
+def _scaling_plot(path: Path, summary: dict, data_rate: float | None) -> None:
+    """Final held-out BC loss and held-out success against model size (nominal parameters, log axis), per algorithm."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for algo in ALGOS:
+        mine = sorted((v for v in summary.values() if v["algo"] == algo), key=lambda v: v["parameters"])
+        if not mine:
+            continue
+        x = [v["parameters"] for v in mine]
+        a1.plot(x, [v["held_out_bc"] for v in mine], marker="o", label=LABELS[algo])
+        err = np.array([[v["rate"] - v["interval"][0], v["interval"][1] - v["rate"]] for v in mine]).T
+        a2.errorbar(x, [v["rate"] for v in mine], yerr=err, marker="o", capsize=3, label=LABELS[algo])
+        for v in mine:
+            a1.annotate(v["size"], (v["parameters"], v["held_out_bc"]), fontsize=7)
+    if data_rate is not None:
+        a2.axhline(data_rate, color="tab:red", ls="--", label=f"data {data_rate:.0%}")
+    a1.set(xscale="log", xlabel="parameters (nominal)", ylabel="final held-out BC loss (nats)")
+    a2.set(xscale="log", xlabel="parameters (nominal)", ylabel="held-out success", ylim=(0, 1))
+    for ax in (a1, a2):
+        ax.xaxis.set_minor_formatter(NullFormatter())  # two or three sizes: label the decades only
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--algos", default=",".join(ALGOS))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--size", default="XS")
+    p.add_argument("--size", default="XS", help="one size, or several (XS,S) for the scaling study: same budget each")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--episodes", type=int, default=100)
@@ -201,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         if args.dataset is None:
             p.error("--dataset is needed to train")
-        for seed in (int(s) for s in args.seeds.split(",")):  # every algorithm's seed 0 first
-            for algo in args.algos.split(","):
-                run_one(args, algo, seed)
+        for size in args.size.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):  # every algorithm's seed 0 first
+                for algo in args.algos.split(","):
+                    run_one(args, algo, seed, size)
     report(args)
     return 0
 

@@ -1,0 +1,56 @@
+"""The learning study's report (benchmarks/learning_study.py): the table, results.json and plots it makes from
+the files its runs leave, here written by hand for two algorithms at two sizes."""
+
+import argparse
+import json
+
+import pytest
+
+from benchmarks.learning_study import report
+
+PARAMETERS = {"XS": 1.5e6, "S": 2.0e7}
+
+
+def _run(root, algo, size, seed, successes, episodes, held_out_bc):
+    run = root / "runs" / f"{algo}_{size}_s{seed}"
+    (run / "eval" / "step_100").mkdir(parents=True)
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "train": {"algo": algo, "seed": seed, "size": size},
+                "model": {"target_parameters": PARAMETERS[size]},
+                "dataset": {"success_rate": 0.3},
+            }
+        )
+    )
+    (run / "metrics.csv").write_text(f"step,held_out/bc,held_out/td\n50,{held_out_bc + 1},\n100,{held_out_bc},\n")
+    summary = {"episodes": episodes, "successes": successes, "success_rate": successes / episodes}
+    (run / "eval" / "step_100" / "summary.json").write_text(json.dumps(summary))
+
+
+def test_one_size_pools_seeds_per_algorithm_and_draws_no_scaling_plot(tmp_path, capsys):
+    _run(tmp_path, "pac", "XS", 0, 30, 100, 5.0)
+    _run(tmp_path, "pac", "XS", 1, 50, 100, 6.0)
+    _run(tmp_path, "bc", "XS", 0, 10, 100, 5.5)
+    summary = report(argparse.Namespace(out=tmp_path))
+    assert set(summary) == {"pac", "bc"}
+    assert summary["pac"]["successes"] == 80 and summary["pac"]["episodes"] == 200 and summary["pac"]["seeds"] == 2
+    assert summary["pac"]["held_out_bc"] == pytest.approx(5.5)  # the mean over seeds of each run's last value
+    lo, hi = summary["pac"]["interval"]
+    assert lo < 0.4 < hi
+    assert "| PAC | XS | 2 | 200 | 0.400 |" in capsys.readouterr().out
+    assert (tmp_path / "success.png").is_file() and (tmp_path / "curves.png").is_file()
+    assert not (tmp_path / "scaling.png").exists()
+    assert json.loads((tmp_path / "results.json").read_text())["data_rate"] == 0.3
+
+
+def test_several_sizes_give_one_row_per_algorithm_and_size_and_a_scaling_plot(tmp_path, capsys):
+    for size, bc_loss, wins in (("XS", 5.5, 20), ("S", 5.0, 40)):
+        _run(tmp_path, "pac", size, 0, wins, 100, bc_loss)
+        _run(tmp_path, "filtered_bc", size, 0, wins + 5, 100, bc_loss - 0.2)
+    summary = report(argparse.Namespace(out=tmp_path))
+    assert set(summary) == {"pac@XS", "pac@S", "filtered_bc@XS", "filtered_bc@S"}
+    assert summary["pac@S"]["rate"] == 0.4 and summary["pac@S"]["parameters"] == PARAMETERS["S"]
+    table = capsys.readouterr().out
+    assert table.index("| PAC | XS |") < table.index("| PAC | S |")  # smaller first
+    assert (tmp_path / "scaling.png").is_file()
