@@ -161,6 +161,7 @@ def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    several = len({v["size"] for v in summary.values()}) > 1  # a scaling study: sizes in the labels, scaling.png
     if summary:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         names = list(summary)
@@ -171,7 +172,6 @@ def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> N
                 for a in names
             ]
         ).T
-        several = len({summary[a]["size"] for a in names}) > 1
         labels = [LABELS[summary[a]["algo"]] + (f" {summary[a]['size']}" if several else "") for a in names]
         ax.bar(labels, rates, yerr=err, capsize=4, color="tab:blue")
         if data_rate is not None:
@@ -182,7 +182,7 @@ def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> N
         fig.tight_layout()
         fig.savefig(out / "success.png", dpi=110)
         plt.close(fig)
-    if len({v["size"] for v in summary.values()}) > 1:
+    if several:
         _scaling_plot(out / "scaling.png", summary, data_rate)
     if curves:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))

@@ -196,23 +196,20 @@ def load_policy(
     _check_weights(proto, path)
     del proto  # the session reads the file itself; inline weights need not stay in memory twice
 
-    try:
-        meta.golden.check(meta.signature())
-        golden_problem = None
-    except PolicyFileError as exc:
-        golden_problem = PolicyRefused(f"{path.name}: {exc}")
-
-    def verify(session) -> None:  # the graph against its metadata first: a graph that disagrees is the news
+    def verify(session) -> None:  # before the first call: the graph against its metadata, then the golden pair
         _check_signature(session, meta)
-        if golden_problem is not None:
-            raise golden_problem
+        try:
+            meta.golden.check(meta.signature())
+        except PolicyFileError as exc:
+            raise PolicyRefused(f"{path.name}: {exc}") from exc
 
     (output,) = meta.signature()[1]
     if graph != "actor":  # the critic is called with any number of candidate actions: no fixed buffers
         config = replace(config, cuda_graph=False)
     started = time.perf_counter()
     try:  # through the call the loop will make: on CUDA, this first call captures the graph it replays
-        shape = meta.golden.outputs[output].shape if golden_problem is None else ()  # () is never bound: verify raises
+        expected = meta.golden.outputs.get(output)  # missing: verify refuses the file before anything is bound
+        shape = expected.shape if expected is not None else ()
         runner = open_runner(path, config, output, meta.golden.inputs, shape, verify)
     except (ProviderUnavailable, PolicyRefused):
         raise

@@ -118,10 +118,8 @@ def open_session(path: Path, config: SessionConfig) -> Session:
     except Exception as exc:  # noqa: BLE001 - ORT refuses a CUDA graph when a compute node is not on CUDA
         if not (config.cuda_graph and CUDA in chain):
             raise
-        no_graph = f"no CUDA graph for {Path(path).name} ({one_line(exc)}): every call launches its kernels"
-        log.warning("%s", no_graph)
         opened = open_session(path, replace(config, cuda_graph=False))
-        return replace(opened, no_graph=no_graph)
+        return replace(opened, no_graph=_no_graph(path, exc))
     got = session.get_providers()[0]
     wanted = _WANTED.get(config.device)
     if wanted is not None and got != wanted:
@@ -174,11 +172,17 @@ def open_runner(
     except Exception as exc:  # noqa: BLE001 - ORT raises many types; each is either a refused capture or a refusal
         if not opened.cuda_graph:
             raise FirstCallFailed(f"on {opened.provider}: {one_line(exc)}") from exc
-        no_graph = f"no CUDA graph for {Path(path).name} ({one_line(exc)}): every call launches its kernels"
-        log.warning("%s", no_graph)
+        no_graph = _no_graph(path, exc)
         runner = open_runner(path, replace(config, cuda_graph=False), output, example, output_shape, verify)
         return replace(runner, session=replace(runner.session, no_graph=no_graph))
     return Runner(opened, call, first, first_ms)
+
+
+def _no_graph(path: Path, exc: BaseException) -> str:
+    """Why a CUDA graph was refused (at session creation or at the capture), logged once: Session.no_graph."""
+    reason = f"no CUDA graph for {Path(path).name} ({one_line(exc)}): every call launches its kernels"
+    log.warning("%s", reason)
+    return reason
 
 
 def not_obtained(wanted: str, got: str, available: list[str]) -> str:
