@@ -17,7 +17,7 @@ from policies.data.collect import Episode, collect, dataset_id, tokenizer, write
 from policies.data.dataset import DatasetError, open_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.frames import FrameError
-from policies.data.nstep import n_step_targets, per_step_rewards, staged_success_rewards
+from policies.data.nstep import held_actions, n_step_targets, per_step_rewards, staged_success_rewards
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.data.transitions import TransitionConfig, TransitionDataset, TransitionSampler, transition_loader
 from robots.tasks.env import PacTaskEnv
@@ -176,6 +176,25 @@ def test_n_step_targets_match_the_hand_computed_table(n, terminated, reward, dis
         n_step_targets(np.ones(4), np.array([False, True, False, False]), n, 0.5)
 
 
+# actions 0 2 4 6 (one dimension) held for h steps: the mean of the next h, the window cut at the episode's end
+HELD_TABLE = [
+    (1, [0.0, 2.0, 4.0, 6.0]),
+    (2, [1.0, 3.0, 5.0, 6.0]),
+    (3, [2.0, 4.0, 5.0, 6.0]),
+    (10, [3.0, 4.0, 5.0, 6.0]),
+]
+
+
+@pytest.mark.parametrize("horizon, expected", HELD_TABLE)
+def test_held_actions_match_the_hand_computed_table(horizon, expected):
+    actions = np.stack([np.array([0.0, 2.0, 4.0, 6.0]), -np.array([0.0, 2.0, 4.0, 6.0])], axis=1)
+    held = held_actions(actions, horizon)
+    np.testing.assert_allclose(held, np.stack([expected, -np.array(expected)], axis=1))
+    assert held.dtype == np.float32
+    with pytest.raises(ValueError, match="horizon"):
+        held_actions(actions, 0)
+
+
 def synthetic_episode(index: int, steps: int, terminated: bool) -> Episode:
     """A state-only episode whose proprio[0] is 100·index + t, so a transition's rows can be read back."""
     spec = tokenizer("sawyer").spec
@@ -218,11 +237,17 @@ def test_transitions_carry_the_n_step_table_from_the_file(synthetic):
         np.testing.assert_array_equal(batch.observation["proprio"][:, 0], 100 * episode + np.arange(4))
         np.testing.assert_array_equal(batch.next_observation["proprio"][:, 0], 100 * episode + np.array(next_step))
         np.testing.assert_array_equal(batch.action, np.full((4, 5), episode))
+        np.testing.assert_array_equal(batch.critic_action, batch.action)  # critic_horizon 1: the action itself
         assert "images" not in batch.observation
     shaped = TransitionDataset(synthetic, DID, replace(config, reward="shaped", n_step=1), episodes=[1])
     np.testing.assert_allclose(shaped[np.arange(4)].reward, (1 - 0.5) * 17.0)  # (1 − γ)·r: truncated, no end value
     ended = TransitionDataset(synthetic, DID, replace(config, reward="shaped", n_step=1), episodes=[0])
     np.testing.assert_allclose(ended[np.arange(4)].reward, [3.5, 3.5, 3.5, 7.0])  # the terminal step keeps r
+    held = TransitionDataset(synthetic, DID, replace(config, critic_horizon=3), episodes=[2])
+    ramp = held[np.arange(9)]  # episode 2's actions are all 2: its held mean is 2, never mixed with episode 3's 3
+    np.testing.assert_array_equal(ramp.critic_action, np.full((9, 5), 2.0))
+    with pytest.raises(ValueError, match="critic_horizon"):
+        replace(config, critic_horizon=4)  # a hold longer than the return the critic learns
     staged = TransitionDataset(synthetic, DID, replace(config, reward="staged", n_step=1), episodes=[0])
     np.testing.assert_allclose(staged[np.arange(4)].reward, [1.75, 1.75, 1.75, 7.0])  # half the stage, full end
 

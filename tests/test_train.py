@@ -311,3 +311,48 @@ def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_
         improve_grip = -(t.improve_weights * log_likelihood_per_dim(logits, t.improve_bins)[..., -1]).sum(1).mean()
     expected = scalar + (0.25 - 0.75) * float(bc_grip) + (0.75 - 0.25) * float(improve_grip)
     assert policy_loss((0.75, 0.75, 0.75, 0.75, 0.25)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_critic_of_held_actions_scores_the_mean_of_the_next_actions(datasets, tmp_path):
+    """`--set critic_horizon=h` (issue 11): the TD loss scores the mean of the data's next h actions; the BC
+    term still clones the step's own action, and with h = 1 the critic's action is the action itself."""
+    from policies.data.dataset import locate_dataset
+    from policies.data.episodes import EpisodeReader
+    from policies.data.nstep import held_actions
+    from policies.data.transitions import TransitionConfig, TransitionDataset
+    from policies.model.config import size_config
+    from policies.model.perceiver import build_model
+    from policies.spec import action_spec
+    from policies.train.config import TrainConfig
+    from policies.train.data import observation_for
+    from policies.train.learner import Learner
+    from robots.spec import load_spec
+
+    root, did = locate_dataset(datasets["state"])
+    reader = EpisodeReader(root, did)
+    actions = reader.arrays(0).actions
+    data = TransitionDataset(root, did, TransitionConfig(n_step=5, critic_horizon=5), episodes=[0])
+    batch = data[np.arange(len(data))]
+    np.testing.assert_allclose(batch.critic_action.numpy(), held_actions(actions, 5))
+    np.testing.assert_array_equal(batch.action.numpy(), actions)
+    assert not np.array_equal(batch.critic_action.numpy(), actions)  # the data's actions vary within 5 steps
+
+    spec = observation_for("state", "sawyer", reader)
+    model = build_model(size_config("XS"), spec, action_spec(load_spec("sawyer")), seed=0)
+    learner = Learner(TrainConfig(dataset=str(datasets["state"])), model, torch.device("cpu"))
+    rows = batch.to("cpu")
+    with torch.no_grad():
+        t = learner._targets(rows)
+        held = learner.loss(rows.observation, rows.action, t, None, rows.critic_action)
+        own = learner.loss(rows.observation, rows.action, t, None, rows.action)
+        default = learner.loss(rows.observation, rows.action, t)
+    assert float(held["bc"]) == float(own["bc"])  # BC clones the step's action whatever the critic scores
+    assert float(held["td"]) != float(own["td"])
+    assert float(own["td"]) == float(default["td"])
+    with pytest.raises(ValueError, match="critic_horizon"):
+        TrainConfig(dataset="x", n_step=5, critic_horizon=6)
+
+    run = tmp_path / "pac_held"
+    assert _train(datasets["state"], run, "--algo", "pac", "--steps", "20", "--batch-size", "16",
+                  "--set", "n_step=5", "--set", "critic_horizon=5") == 0  # fmt: skip
+    assert json.loads((run / "run.json").read_text())["train"]["critic_horizon"] == 5

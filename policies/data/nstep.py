@@ -11,6 +11,12 @@ earns (1 − γ)·r, and a terminal step (the task done) earns r itself, the val
 (Σ γ^j (1 − γ) r = r). Without that absorbing value, ending an episode by succeeding would be worth less than
 hovering one stage short of success until the time limit. `staged_success_rewards` weights the stage value
 down (w < 1) and keeps the success at its full absorbing value: hovering is then worth at most w, finishing 1.
+
+`held_actions` is the action a critic of held actions is asked about: the mean of the data's next h actions.
+At 20 Hz one step of arm velocity moves the arm millimetres, and what one step's action changes in the return
+is below the critic's bin width (issue 11's probes: Q collapses onto V as the control period shrinks, Tallec
+et al. 2019). Asking the critic "what if this action were held for h steps" makes the action's effect h times
+larger; for velocity commands, holding the window's mean moves the arm exactly as the data's h actions did.
 """
 
 from __future__ import annotations
@@ -50,6 +56,18 @@ def n_step_targets(rewards: np.ndarray, terminations: np.ndarray, n: int, gamma:
     if steps and terminations[-1]:
         discount[t + k == steps] = 0.0
     return NStepTargets(reward.astype(np.float32), discount.astype(np.float32), (t + k).astype(np.int64))
+
+
+def held_actions(actions: np.ndarray, horizon: int) -> np.ndarray:
+    """(T, A) the mean of actions[t : min(t + h, T)] for each step t of one episode (the window cut at its end)."""
+    actions = np.asarray(actions, dtype=np.float64)
+    if actions.ndim != 2 or horizon < 1:
+        raise ValueError(f"need actions (T, A) and horizon ≥ 1; got {actions.shape}, horizon {horizon}")
+    steps = actions.shape[0]
+    sums = np.concatenate([np.zeros((1, actions.shape[1])), np.cumsum(actions, axis=0)])
+    t = np.arange(steps)
+    end = np.minimum(t + horizon, steps)
+    return ((sums[end] - sums[t]) / (end - t)[:, None]).astype(np.float32)
 
 
 def per_step_rewards(rewards: np.ndarray, terminations: np.ndarray, gamma: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from policies.data.episodes import IMAGES, REWARDS, EpisodeReader
 from policies.data.errors import DatasetError
-from policies.data.nstep import n_step_targets, per_step_rewards, staged_success_rewards
+from policies.data.nstep import held_actions, n_step_targets, per_step_rewards, staged_success_rewards
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.spec import ObservationSpec
 
@@ -38,12 +38,16 @@ class TransitionConfig:
     batch_size: int = 256
     seed: int = 0  # the shard assignment and every epoch's order
     images: bool = True  # decode camera frames when the dataset has them (False: state observations only)
+    # the critic's action: the mean of the data's next `critic_horizon` actions (nstep.held_actions); 1: the action
+    critic_horizon: int = 1
 
     def __post_init__(self) -> None:
         if self.reward not in TRAINING_REWARDS:
             raise ValueError(f"reward must be one of {TRAINING_REWARDS}, got {self.reward!r}")
         if self.n_step < 1 or not 0.0 <= self.gamma <= 1.0 or self.batch_size < 1:
             raise ValueError(f"need n_step ≥ 1, gamma in [0, 1], batch_size ≥ 1: {self}")
+        if not 1 <= self.critic_horizon <= self.n_step:
+            raise ValueError(f"critic_horizon must lie in 1..n_step (the return must span the hold): {self}")
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Batch:
         str, torch.Tensor
     ]  # proprio float32 (B, P), instruction int64 (B, L), images uint8 (B, N, 3, H, W)
     action: torch.Tensor  # float32 (B, A)
+    critic_action: torch.Tensor  # float32 (B, A): the action the critic is asked about (TransitionConfig)
     reward: torch.Tensor  # float32 (B,): the n-step discounted reward sum
     discount: torch.Tensor  # float32 (B,)
     next_observation: dict[str, torch.Tensor]  # as `observation`, k steps later
@@ -69,6 +74,7 @@ class Batch:
         return Batch(
             observation={k: fn(v) for k, v in self.observation.items()},
             action=fn(self.action),
+            critic_action=fn(self.critic_action),
             reward=fn(self.reward),
             discount=fn(self.discount),
             next_observation={k: fn(v) for k, v in self.next_observation.items()},
@@ -110,7 +116,7 @@ class TransitionDataset(Dataset):
         cfg = self.config
         obs: dict[str, list[np.ndarray]] = {}
         actions, rewards, discounts, rows, next_rows, steps, next_steps, owners = [], [], [], [], [], [], [], []
-        successes = []
+        critic_actions, successes = [], []
         start = 0
         for episode in self.episodes:
             arrays = self.reader.arrays(int(episode), "sparse" if cfg.reward == "sparse" else "shaped")
@@ -124,6 +130,7 @@ class TransitionDataset(Dataset):
                 obs.setdefault(k, []).append(v)
             t = np.arange(arrays.steps)
             actions.append(arrays.actions)
+            critic_actions.append(held_actions(arrays.actions, cfg.critic_horizon))
             rewards.append(targets.reward)
             discounts.append(targets.discount)
             rows.append(start + t)
@@ -135,6 +142,7 @@ class TransitionDataset(Dataset):
             start += arrays.steps + 1  # observations have one more entry than steps
         self._obs = {k: np.concatenate(v) for k, v in obs.items()}
         self._actions, self._rewards, self._discounts = map(np.concatenate, (actions, rewards, discounts))
+        self._critic_actions = np.concatenate(critic_actions)
         self._rows, self._next_rows = np.concatenate(rows), np.concatenate(next_rows)
         self._steps, self._next_steps = np.concatenate(steps), np.concatenate(next_steps)
         self._owners = np.concatenate(owners)
@@ -155,6 +163,7 @@ class TransitionDataset(Dataset):
         return Batch(
             observation=observation,
             action=torch.from_numpy(self._actions[i]),
+            critic_action=torch.from_numpy(self._critic_actions[i]),
             reward=torch.from_numpy(self._rewards[i]),
             discount=torch.from_numpy(self._discounts[i]),
             next_observation=next_observation,

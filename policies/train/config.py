@@ -76,6 +76,11 @@ class TrainConfig:
     improvement_samples: int = 16  # N actions sampled from the target policy per state for the improvement
     target_samples: int = 8  # actions sampled from the target policy at the next state for the TD target
     target_period: int = 100  # steps between copies of the online network into the target network
+    # the critic values an action held for this many steps (its TD action: the mean of the data's next h actions;
+    # policies/data/nstep.held_actions). 1: the paper's Q(s, a) of one step. Issue 11's probes: at 20 Hz one
+    # step's arm velocity changes the return by less than a critic bin, so Q(s, ·) ≈ V(s) and the improvement
+    # cannot tell directions apart; held over h steps the same velocity changes it h times more.
+    critic_horizon: int = 1
     # the data the α·BC term clones: "all" (the paper), or "successes" (the transitions of successful episodes;
     # the critic and the improvement still see all of them): issue 11's probe found PAC's carry to be BC-on-all's
     bc_data: str = "all"
@@ -107,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
         if self.steps < 1 or self.warmup_steps < 0 or not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"need steps ≥ 1, warmup_steps ≥ 0 and holdout in [0, 1): {self}")
+        if not 1 <= self.critic_horizon <= self.n_step:
+            raise ValueError(f"critic_horizon must lie in 1..n_step, got {self.critic_horizon} (n_step {self.n_step})")
         if self.eta <= 0 or self.improvement_samples < 1 or self.target_samples < 1 or self.target_period < 1:
             raise ValueError("eta must be > 0 and the sample counts and target period ≥ 1")
 

@@ -93,7 +93,7 @@ class Learner:
         self.model.train()
         with self._autocast():
             t = self._targets(batch)
-            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch))
+            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch), batch.critic_action)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
         self.scaler.unscale_(self.optimizer)
@@ -117,7 +117,8 @@ class Learner:
         self.model.eval()
         saved = self.generator.get_state()
         with self._autocast():
-            losses = self.loss(batch.observation, batch.action, self._targets(batch), self._bc_mask(batch))
+            t = self._targets(batch)
+            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch), batch.critic_action)
         self.generator.set_state(saved)  # evaluating must not change what training samples next
         return {k: float(v) for k, v in losses.items()}
 

@@ -4,7 +4,7 @@
     BC           = −log π(a_data | s)                     (the factorised categorical: a sum over dimensions)
     improvement  = −Σ_i w_i log π(a_i | s),  a_i ~ π_target(· | s),  w = softmax(E[Z_target(s, a_i)] / η)
                    (η fixed, or per state: a multiple of the spread of E[Z_target(s, ·)] over the samples)
-    TD           = cross-entropy(Φ(R + D·Z_target(s', a')), Z(s, a_data)),  a' ~ π_target(· | s')
+    TD           = cross-entropy(Φ(R + D·Z_target(s', a')), Z(s, ā_data)),  a' ~ π_target(· | s')
     total        = policy loss + β · TD
 
 Z is the categorical critic over `q_bins` returns on [q_low, q_high]; Φ projects the n-step distributional
@@ -12,6 +12,9 @@ Bellman target back onto that support (C51's projection). The target network, an
 one, gives the reference policy and the bootstrap, as in MPO. Everything the target network computes is
 done by `targets()` without gradients; `PolicyCriticLoss.forward` is the part gradients flow through, kept
 as one module call so DDP's hooks see the whole backward pass. The pure tensor functions are tested alone.
+
+ā_data is the data's action or, with a critic of held actions (TrainConfig.critic_horizon = h), the mean of
+its next h actions: Z(s, a) then values a held for h steps, and every a it scores (a_i, a') is read that way.
 """
 
 from __future__ import annotations
@@ -155,8 +158,10 @@ class PolicyCriticLoss(nn.Module):
         action: torch.Tensor,
         t: Targets,
         bc_mask: torch.Tensor | None = None,
+        critic_action: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """`bc_mask` (B,) bool: the transitions the BC term clones (None: all); 0 when the batch has none."""
+        """`bc_mask` (B,) bool: the transitions the BC term clones (None: all); 0 when the batch has none.
+        `critic_action` (B, A): the action the TD loss scores (Batch.critic_action; None: `action`)."""
         m = self.model
         z = m.encode(observation)
         logits = m.policy_logits(z)
@@ -175,7 +180,9 @@ class PolicyCriticLoss(nn.Module):
             policy = (alpha * bc + (1.0 - alpha) * improve).sum()  # Σ_d α_d · BC_d + (1 − α_d) · improvement_d
         total = policy
         if t.td_target is not None and self.beta > 0.0:
-            q = m.q_logits(z, bin_values(data_bins, m.action_low, m.action_high, m.action_spec.bins)[:, None])[:, 0]
+            low, high, bins = m.action_low, m.action_high, m.action_spec.bins
+            scored = data_bins if critic_action is None else action_bins(critic_action, low, high, bins)
+            q = m.q_logits(z, bin_values(scored, low, high, bins)[:, None])[:, 0]
             td = -(t.td_target * F.log_softmax(q.float(), dim=-1)).sum(dim=-1).mean()
             losses["td"] = td
             losses["q"] = expected_value(q.detach(), support(m).to(q.device)).mean()
