@@ -27,7 +27,9 @@ and a counterfactual: each sampled action scored with the gripper both open and 
 the weight share of the open copies under the same weighting (0.5: the critic is indifferent; → 1: it would
 push the policy to open if the policy ever sampled it). Grasps are the contrast: a gripper decision the policy
 does get right closed loop. Carry states (every 5th step holding red high above blue, > 3 cm away in xy) add
-the critic's Q of full speed towards blue, standing still and away, and where the policy's xy velocity points.
+the critic's Q of full speed towards blue, standing still and away, where the policy's xy velocity points, and
+what the data covers there: how often its xy velocity points away from blue, per step and held over the run's
+critic_horizon (a critic values only directions the data takes).
 
 `--policy-runs` adds the policy-side numbers of runs without a critic (BC, filtered BC) at the same states.
 `--rollouts N` also runs every policy closed loop (argmax, as the study decodes; the task env stepped directly,
@@ -50,7 +52,7 @@ import torch.nn.functional as F
 
 from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
-from policies.data.nstep import n_step_targets, per_step_rewards
+from policies.data.nstep import held_actions, n_step_targets, per_step_rewards
 from policies.model.perceiver import PerceiverActorCritic
 from policies.train.checkpoint import checkpoint_at, load_checkpoint, load_trained_model
 from policies.train.config import TrainConfig
@@ -293,6 +295,25 @@ def probe_carry(
     return {k: _summ(v) for k, v in out.items()}
 
 
+def carry_coverage(carry, arrays_of, horizon: int) -> dict:
+    """What the data shows the critic at the carry states: how its xy velocity points relative to blue (cosine),
+    one step's action and the mean of the next `horizon` (the action a critic of held actions scores). A critic
+    learns what moving away is worth only from data that moves away; white noise on one step's velocity does,
+    and averages out over a hold."""
+    cos = {"step": [], "held": []}
+    for episode, t, towards in carry:
+        actions = arrays_of(episode)[0].actions
+        for name, v in (("step", actions[t, :2]), ("held", held_actions(actions[t : t + horizon], horizon)[0, :2])):
+            cos[name].append(float(np.dot(v, towards) / max(np.linalg.norm(v), 1e-9)))
+    out = {"horizon": horizon}
+    for name, values in cos.items():
+        c = np.asarray(values)
+        out[f"{name}_cos_to_blue_median"] = float(np.median(c))
+        out[f"{name}_cos_to_blue_p5"] = float(np.percentile(c, 5))
+        out[f"{name}_share_away"] = float(np.mean(c < 0))
+    return out
+
+
 def _row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of each row of a with the same row of b (nan where either is constant)."""
     a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
@@ -529,9 +550,15 @@ def main(argv: list[str] | None = None) -> int:
         for kind, r in r2.items():
             print()
             print(format_table(f"{other.name} {c2.algo}: {kind}", r["offsets"]))
-    result["carry"] = {"states": len(carry), **carries[args.run.name]}
+    coverage = carry_coverage(carry, arrays_of, config.critic_horizon)
+    result["carry"] = {"states": len(carry), **carries[args.run.name], "data": coverage}
     print()
     print(format_table(f"carry ({len(carry)} states)", carries, CARRY_ROWS))
+    for name, label in (("step", "one step's action"), ("held", f"held over {config.critic_horizon} steps")):
+        print(
+            f"  data, {label}: cos to blue median {coverage[f'{name}_cos_to_blue_median']:+.2f}, "
+            f"p5 {coverage[f'{name}_cos_to_blue_p5']:+.2f}, pointing away {coverage[f'{name}_share_away']:.1%}"
+        )
     if args.rollouts:
         result["rollouts"] = rollouts(model, target, config, args.rollouts, samples, args.seed)
         print_rollouts(args.run.name, result["rollouts"])
