@@ -17,7 +17,7 @@ from robots.contract.link import Mode
 from robots.sim.layout import MIN_SEPARATION, object_layout
 from robots.spec import load_spec
 from robots.tasks.env import PacTaskEnv
-from robots.tasks.experts import MIXED_TARGET, RL_LIKE_RANGE, expert_rollout, make_expert
+from robots.tasks.experts import MIXED_TARGET, RL_LIKE_RANGE, ExpertQuality, expert_rollout, make_expert
 from robots.tasks.tasks import Scene, shaped_reward, success
 
 
@@ -227,3 +227,21 @@ def test_expert_knobs_draw_from_its_own_seeded_generator():
     np.testing.assert_array_equal(a, b)
     assert events_a == events_b and noise_a == noise_b
     assert not np.array_equal(a, run(4)[0])
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.9])
+def test_expert_noise_persists_as_its_correlation_says_at_the_same_level(rho):
+    """ExpertQuality.noise_correlation: the velocity noise is an AR(1) process, its lag-1 correlation ρ and its
+    std the noise level whatever ρ; at ρ = 0 it is the white noise every preset was collected with."""
+    scene = _scene((0.4, 0.1, 0.025), tcp=(0.4, 0.1, 0.2))  # nothing moves: the noiseless action is constant
+    low, high = -10 * np.ones(5), 10 * np.ones(5)  # wide enough that clipping never bends the noise
+
+    def actions(quality: ExpertQuality) -> np.ndarray:
+        expert = make_expert("stack", low, high, quality, seed=5)
+        return np.array([expert.act(scene)[:3] for _ in range(4000)])
+
+    noise = actions(ExpertQuality(noise=0.1, noise_correlation=rho)) - actions(ExpertQuality())
+    unit = noise / (0.1 * 10)  # the level times each dimension's half range
+    lag1 = np.mean([np.corrcoef(unit[:-1, d], unit[1:, d])[0, 1] for d in range(3)])
+    assert lag1 == pytest.approx(rho, abs=0.05)
+    assert unit.std() == pytest.approx(1.0, rel=0.1 if rho else 0.05)

@@ -53,6 +53,10 @@ class ExpertQuality:
     noise_switch: float = 0.0  # per-step chance of a new noise segment, its level drawn in [0, 2 × the episode's]
     misplace: float = 0.0  # per-attempt chance of releasing red MISPLACE_OFFSET off the blue cube's centre
     notice: float = 0.0  # per-step chance of noticing a mistake (wrong or no object held, red not stacked)
+    # the noise's correlation from one step to the next (AR(1), its level's std whatever ρ): an RL agent's errors
+    # persist (a policy that is wrong somewhere is wrong there for a while); white noise (0) averages out over a
+    # few steps, so a critic never sees the arm held in a wrong direction (issue 11's coverage probe)
+    noise_correlation: float = 0.0
 
 
 MIXED_TARGET = 0.28  # stacking success of the "mixed" setting: CHEF's sub-optimal data succeeds 28%
@@ -89,6 +93,7 @@ class ScriptedExpert:
         self.sloppiness = rng.random() if spread else 0.5  # 0.5: the knobs' own chances
         self.episode_noise = q.noise + self.sloppiness * (q.noise_high - q.noise) if spread else q.noise
         self.noise = self.episode_noise  # this segment's level
+        self.unit_noise = np.zeros(3)  # the AR(1) process the noise level scales (ExpertQuality.noise_correlation)
         self.phase, self.count, self.pause = "approach", 0, 0
         self.target = "green" if rng.random() < self._chance(q.wrong_object) else "red"
         self.drops = rng.random() < self._chance(q.drop)
@@ -212,7 +217,10 @@ class ScriptedExpert:
         if q.noise_switch and self.rng.random() < q.noise_switch:
             self.noise = self.rng.uniform(0.0, 2 * self.episode_noise)
         if self.noise:  # on the TCP's linear velocity only: rotation noise random-walks the grasp orientation
-            action[:3] += self.rng.normal(0.0, self.noise, 3) * (self.high - self.low)[:3] / 2
+            rho = q.noise_correlation
+            fresh = self.rng.normal(0.0, 1.0, 3)
+            self.unit_noise = fresh if rho == 0.0 else rho * self.unit_noise + np.sqrt(1.0 - rho * rho) * fresh
+            action[:3] += self.noise * self.unit_noise * (self.high - self.low)[:3] / 2
         return np.clip(action, self.low, self.high)
 
 
