@@ -79,7 +79,8 @@ class TrainConfig:
     # the critic values an action held for this many steps (its TD action: the mean of the data's next h actions;
     # policies/data/nstep.held_actions). 1: the paper's Q(s, a) of one step. Issue 11's probes: at 20 Hz one
     # step's arm velocity changes the return by less than a critic bin, so Q(s, ·) ≈ V(s) and the improvement
-    # cannot tell directions apart; held over h steps the same velocity changes it h times more.
+    # cannot tell directions apart; held over h steps the same velocity changes it h times more. It values only
+    # what the data holds: benchmarks/critic_probe.py counts how often that is away from the goal.
     critic_horizon: int = 1
     # the data the α·BC term clones: "all" (the paper), or "successes" (the transitions of successful episodes;
     # the critic and the improvement still see all of them): issue 11's probe found PAC's carry to be BC-on-all's
