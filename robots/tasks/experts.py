@@ -76,7 +76,6 @@ QUALITIES = {
         drop=0.8,
         misplace=0.6,
         notice=0.08,
-        noise_correlation=0.9,
     ),
 }
 
