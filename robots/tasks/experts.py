@@ -217,9 +217,8 @@ class ScriptedExpert:
         if q.noise_switch and self.rng.random() < q.noise_switch:
             self.noise = self.rng.uniform(0.0, 2 * self.episode_noise)
         if self.noise:  # on the TCP's linear velocity only: rotation noise random-walks the grasp orientation
-            rho = q.noise_correlation
-            fresh = self.rng.normal(0.0, 1.0, 3)
-            self.unit_noise = fresh if rho == 0.0 else rho * self.unit_noise + np.sqrt(1.0 - rho * rho) * fresh
+            rho = q.noise_correlation  # at 0: 0·last + 1·fresh is fresh, bit for bit (white noise, as ever)
+            self.unit_noise = rho * self.unit_noise + np.sqrt(1.0 - rho * rho) * self.rng.normal(0.0, 1.0, 3)
             action[:3] += self.noise * self.unit_noise * (self.high - self.low)[:3] / 2
         return np.clip(action, self.low, self.high)
 
