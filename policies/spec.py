@@ -100,7 +100,7 @@ def _bounds(d: dict[str, Any], key: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-DECODINGS = ("argmax", "mean", "hybrid")  # bins → action (ActionSpec.from_logits)
+DECODINGS = ("argmax", "mean", "hybrid", "median")  # bins → action (ActionSpec.from_logits)
 
 
 @dataclass(frozen=True)
@@ -152,18 +152,26 @@ class ActionSpec:
 
     def from_logits(self, logits: np.ndarray, how: str = "argmax") -> np.ndarray:
         """Physical action (A,) from logits (A, K), by one of DECODINGS: the most likely bin ("argmax"), the
-        distribution's mean ("mean"), or the mean for the motion dims and the most likely bin for the gripper
-        ("hybrid"). A policy cloned from noisy data has flat motion distributions whose argmax lands on a
-        clipped end bin, and a two-peaked gripper whose mean is half-closed: hybrid suits both."""
+        distribution's mean ("mean"), the mean for the motion dims and the most likely bin for the gripper
+        ("hybrid"), or the first bin where the cumulative probability reaches one half ("median"). A policy
+        cloned from noisy data has flat motion distributions whose argmax lands on a clipped end bin, and a
+        two-peaked gripper whose mean is half-closed. The median suits both: clipping at the bounds is
+        monotone, so the median of clipped symmetric noise is the clipped noise-free action, where the mean
+        is pulled inwards by the clip and by the data's hesitations; a two-peaked gripper's median is the
+        side holding more than half of the mass."""
         logits = np.asarray(logits, dtype=np.float64).reshape(self.size, self.bins)
         centers = self.bin_centers()
         if how not in DECODINGS:
             raise ValueError(f"unknown decoding {how!r}: use one of {', '.join(DECODINGS)}")
-        best = centers[np.arange(self.size), np.argmax(logits, axis=1)]
+        rows = np.arange(self.size)
+        best = centers[rows, np.argmax(logits, axis=1)]
         if how == "argmax":
             return best
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
+        if how == "median":
+            below_half = (np.cumsum(p, axis=1) < 0.5).sum(axis=1)  # bins before the one that reaches 1/2
+            return centers[rows, np.minimum(below_half, self.bins - 1)]
         mean = (p * centers).sum(axis=1)
         if how == "mean":
             return mean

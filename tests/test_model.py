@@ -181,7 +181,42 @@ def test_hybrid_decoding_takes_the_mean_of_motion_and_the_mode_of_the_gripper():
     np.testing.assert_allclose(hybrid[:-1], 0.6 * centers[:-1, 10] + 0.4 * centers[:-1, 90], atol=1e-9)
     assert hybrid[-1] == centers[-1, 10]
     with pytest.raises(ValueError, match="unknown decoding"):
-        ACT.from_logits(logits, "median")
+        ACT.from_logits(logits, "mode")
+
+
+MEDIAN_TABLE = [  # (bin: probability, ...) → the median's bin
+    ({50: 1.0}, 50),
+    ({0: 0.3, 60: 0.25, 100: 0.45}, 60),  # clipped tails on both ends, the middle decides
+    ({0: 0.49, 100: 0.51}, 100),  # two peaks: the one holding more than half
+    ({0: 0.51, 100: 0.49}, 0),
+    ({10: 0.5, 90: 0.5}, 10),  # exactly half: the first bin that reaches it
+    ({20: 0.2, 30: 0.2, 40: 0.2, 100: 0.4}, 40),  # the argmax (100) is a spike on the bound; the median is not
+]
+
+
+@pytest.mark.parametrize(("mass", "median_bin"), MEDIAN_TABLE)
+def test_median_decoding_is_the_bin_where_half_the_mass_is_reached(mass, median_bin):
+    logits = np.full((ACT.size, ACT.bins), -np.inf)
+    for b, prob in mass.items():
+        logits[:, b] = np.log(prob)
+    got = ACT.from_logits(logits, "median")
+    np.testing.assert_allclose(got, ACT.bin_centers()[:, median_bin])
+
+
+def test_median_of_clipped_symmetric_noise_is_the_clipped_noise_free_action():
+    """Noise around an action near the bound, clipped into the end bin: the argmax is the bound, the mean is
+    pulled inwards, the median is the action itself (why the study decodes noisy-data policies by median)."""
+    rng = np.random.default_rng(0)
+    true = np.array([0.06, -0.065, 0.0, 0.5, 0.0])
+    noisy = true + rng.normal(0.0, [0.03, 0.03, 0.03, 0.6, 0.0], size=(20000, ACT.size))
+    idx = ACT.to_bins(noisy)  # (N, A)
+    counts = np.stack([np.bincount(idx[:, d], minlength=ACT.bins) for d in range(ACT.size)]).astype(float)
+    logits = np.log(counts + 1e-12)
+    width = (np.asarray(ACT.high) - np.asarray(ACT.low)) / (ACT.bins - 1)
+    median = ACT.from_logits(logits, "median")
+    assert np.all(np.abs(median[:3] - true[:3]) <= 2 * width[:3])
+    assert np.abs(ACT.from_logits(logits, "argmax")[0] - ACT.high[0]) < 1e-12  # the clip's spike
+    assert ACT.from_logits(logits, "mean")[0] < true[0] - 2 * width[0]  # pulled inwards
 
 
 STATE_OBS = observation_spec(ARM, cameras=(), objects=("red", "green", "blue"))
