@@ -314,6 +314,38 @@ def carry_coverage(carry, arrays_of, horizon: int) -> dict:
     return out
 
 
+def release_coverage(episodes, objects: tuple[str, ...], half: float) -> dict:
+    """What the data shows a policy with red resting on blue (within STACK_XY, at the stacked height within
+    STACK_Z, the gripper commanded closed on the step before): how many such steps there are, on how many of
+    them the gripper command opens (the per-step chance of letting go a cloned policy learns), and how long the
+    data rests there before it opens. A per-step chance under one half never opens under argmax decoding, however
+    long the policy rests: a cloned policy must put more than half its mass on "open" at one of those steps."""
+    red, blue = objects.index("red"), objects.index("blue")
+    resting, opening, dwell = 0, 0, []
+    for arrays in episodes:
+        obj, grip = arrays.observations["objects"], arrays.actions[:, -1]
+        run = 0
+        for t in range(1, len(grip)):
+            r, b = obj[t, red, :3], obj[t, blue, :3]
+            on_blue = np.linalg.norm(r[:2] - b[:2]) < STACK_XY and abs(r[2] - b[2] - 2 * half) < STACK_Z
+            if not (on_blue and grip[t - 1] >= OPEN_BELOW):
+                run = 0
+                continue
+            resting += 1
+            if grip[t] < OPEN_BELOW:
+                opening += 1
+                dwell.append(run)
+                run = 0
+            else:
+                run += 1
+    return {
+        "resting_steps": resting,
+        "opening_steps": opening,
+        "open_share": opening / resting if resting else float("nan"),
+        "dwell_before_opening": _summ(np.asarray(dwell, np.float64), quantiles=True),
+    }
+
+
 def _row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of each row of a with the same row of b (nan where either is constant)."""
     a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
@@ -559,6 +591,13 @@ def main(argv: list[str] | None = None) -> int:
             f"  data, {label}: cos to blue median {coverage[f'{name}_cos_to_blue_median']:+.2f}, "
             f"p5 {coverage[f'{name}_cos_to_blue_p5']:+.2f}, pointing away {coverage[f'{name}_share_away']:.1%}"
         )
+    release = release_coverage([arrays_of(e)[0] for e in chosen], model.obs_spec.objects, half)
+    result["release_coverage"] = release
+    print(
+        f"  data, red resting on blue with the gripper closed: {release['resting_steps']} steps, "
+        f"{release['opening_steps']} of them open ({release['open_share']:.1%} a step), after resting a median "
+        f"{release['dwell_before_opening'].get('q50', float('nan')):.0f} steps"
+    )
     if args.rollouts:
         result["rollouts"] = rollouts(model, target, config, args.rollouts, samples, args.seed)
         print_rollouts(args.run.name, result["rollouts"])

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmarks.critic_probe import carry_coverage
+from benchmarks.critic_probe import carry_coverage, release_coverage
 
 
 def test_white_noise_that_points_away_one_step_averages_out_over_a_hold():
@@ -25,3 +25,29 @@ def test_white_noise_that_points_away_one_step_averages_out_over_a_hold():
     assert held["step_share_away"] == pytest.approx(0.25)
     assert held["held_share_away"] == 0.0 and held["held_cos_to_blue_median"] == pytest.approx(1.0)
     assert held["horizon"] == 4
+
+
+def _resting_episode(grip: list[float], on_blue: list[bool]) -> SimpleNamespace:
+    """Objects (red, green, blue) of half size 0.025: red on blue's centre at the stacked height where on_blue,
+    else 10 cm away; observations one longer than the actions, as in the dataset."""
+    steps = len(grip)
+    obj = np.zeros((steps + 1, 3, 7), np.float32)
+    obj[:, 2, :3] = (0.5, 0.1, 0.025)
+    for t in range(steps + 1):
+        up = on_blue[min(t, steps - 1)]
+        obj[t, 0, :3] = (0.5, 0.1, 0.075) if up else (0.6, 0.1, 0.075)
+    actions = np.zeros((steps, 5), np.float32)
+    actions[:, -1] = grip
+    return SimpleNamespace(observations={"objects": obj}, actions=actions)
+
+
+def test_release_coverage_counts_the_steps_resting_on_blue_and_the_chance_of_opening_there():
+    """Episode 1 rests closed on blue for 4 steps, then opens: 5 resting steps, 1 opening, after a dwell of 4.
+    Episode 2 rests 1 step then opens (dwell 1): 2 resting steps. Closed steps away from blue do not count, nor
+    do steps after the gripper is already open."""
+    one = _resting_episode([1, 1, 1, 1, 1, 0, 0], [False, True, True, True, True, True, True])
+    two = _resting_episode([1, 1, 1, 0, 0], [False, False, True, True, True])
+    got = release_coverage([one, two], ("red", "green", "blue"), half=0.025)
+    assert got["resting_steps"] == 5 + 2 and got["opening_steps"] == 2
+    assert got["open_share"] == pytest.approx(2 / 7)
+    assert got["dwell_before_opening"]["q50"] == pytest.approx(2.5) and got["dwell_before_opening"]["n"] == 2
