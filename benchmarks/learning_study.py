@@ -2,7 +2,8 @@
 
     python -m benchmarks.learning_study --dataset DATA/pac/sawyer-stack-rl_like-v0 --out benchmarks/results/study \
         [--algos pac,bc,bc_q,filtered_bc] [--seeds 0,1,2] [--size XS[,S,M]] [--steps 3000] [--batch-size 128] \
-        [--episodes 100] [--workers 1] [--curve 4] [--decode argmax] [--set KEY=VALUE ...] [--report]
+        [--episodes 100] [--workers 1] [--curve 4] [--decode argmax] [--set KEY=VALUE ...] \
+        [--set-for ALGO:KEY=VALUE ...] [--report]
 
 For every (algorithm, seed): `pac-train` (state observations, one thread), `pac-export --checkpoint`, then
 `pac-eval` of the final actor on `--episodes` held-out seeds (1,000,000 onward: never collected), and of
@@ -53,6 +54,17 @@ def _eval(policy: Path, out: Path, episodes: int, workers: int, log: Path, decod
     return json.loads((out / "summary.json").read_text())
 
 
+def algo_settings(items: list[str], error) -> dict[str, list[str]]:
+    """`--set-for ALGO:KEY=VALUE` items → {algo: [KEY=VALUE, ...]}; `error` (argparse's) for a malformed one."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        algo, sep, setting = item.partition(":")
+        if not sep or algo not in ALGOS or "=" not in setting:
+            error(f"--set-for {item!r}: expected ALGO:KEY=VALUE with ALGO one of {', '.join(ALGOS)}")
+        out.setdefault(algo, []).append(setting)
+    return out
+
+
 def run_one(args: argparse.Namespace, algo: str, seed: int, size: str) -> None:
     run = args.out / "runs" / f"{algo}_{size}_s{seed}"
     log = args.out / "logs" / f"{algo}_{size}_s{seed}.log"
@@ -61,7 +73,7 @@ def run_one(args: argparse.Namespace, algo: str, seed: int, size: str) -> None:
         cmd = [py, "-m", "policies.train.cli", "--dataset", str(args.dataset), "--size", size, "--algo", algo]
         cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(seed)]
         cmd += ["--threads", "1", "--set", f"checkpoint_every={max(1, args.steps // max(1, args.curve))}"]
-        cmd += [x for s in args.set for x in ("--set", s)]
+        cmd += [x for s in args.set + args.set_for.get(algo, []) for x in ("--set", s)]
         if (run / "checkpoints" / "latest").is_file():
             cmd = [py, "-m", "policies.train.cli", "--resume", str(run), "--threads", "1"]
         else:
@@ -110,6 +122,7 @@ def report(args: argparse.Namespace) -> dict:
                 "success_rate": final["success_rate"],
                 "held_out_bc": float(held[-1]["held_out/bc"]) if held else float("nan"),
                 "held_out_td": float(held[-1]["held_out/td"]) if held and held[-1].get("held_out/td") else None,
+                "settings": _settings(info.get("command", "")),
             }
         )
         curves[f"{algo}_{size}_s{seed}"] = {
@@ -147,12 +160,26 @@ def report(args: argparse.Namespace) -> dict:
                 f"| {bc:.2f} |"
             )
     text = "\n".join(table) + (f"\n\ndata's own success rate: {data_rate:.3f}" if data_rate is not None else "")
+    shared = set.intersection(*(set(r["settings"]) for r in rows)) if rows else set()
+    for algo in ALGOS:  # what sets an algorithm's runs apart (a variant's --set-for): said under the table
+        own = sorted({x for r in rows if r["algo"] == algo for x in r["settings"]} - shared)
+        if own:
+            summary_keys = [k for k in summary if summary[k]["algo"] == algo]
+            for k in summary_keys:
+                summary[k]["settings"] = own
+            text += f"\n{LABELS[algo]} ran with {', '.join(own)}"
     print(text)
     (args.out / "results.json").write_text(
         json.dumps({"rows": rows, "summary": summary, "data_rate": data_rate}, indent=2)
     )
     _plots(args.out, summary, curves, data_rate)
     return summary
+
+
+def _settings(command: str) -> list[str]:
+    """The KEY=VALUE items of a pac-train command's --set flags."""
+    words = command.split()
+    return [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
 
 
 def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> None:
@@ -244,11 +271,19 @@ def main(argv: list[str] | None = None) -> int:
         "--curve-seeds", default="0", help="seeds whose earlier checkpoints are evaluated too (⅕ the episodes)"
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pac-train")
+    p.add_argument(
+        "--set-for",
+        action="append",
+        default=[],
+        metavar="ALGO:KEY=VALUE",
+        help="passed to one algorithm's pac-train only (pac:alpha_gripper=0.25: a PAC variant, baselines unchanged)",
+    )
     p.add_argument("--decode", default=DEFAULT_DECODE, choices=DECODINGS, help="bins → action in pac-eval")
     p.add_argument("--report", action="store_true", help="only print and plot what is there")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.curve_seeds = {int(s) for s in args.curve_seeds.split(",") if s}
+    args.set_for = algo_settings(args.set_for, p.error)
     if not args.report:
         if args.dataset is None:
             p.error("--dataset is needed to train")

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from benchmarks.learning_study import report
+from benchmarks.learning_study import algo_settings, report
 
 PARAMETERS = {"XS": 1.5e6, "S": 2.0e7}
 
 
-def _run(root, algo, size, seed, successes, episodes, held_out_bc):
+def _run(root, algo, size, seed, successes, episodes, held_out_bc, command=""):
     run = root / "runs" / f"{algo}_{size}_s{seed}"
     (run / "eval" / "step_100").mkdir(parents=True)
     (run / "run.json").write_text(
@@ -20,6 +20,7 @@ def _run(root, algo, size, seed, successes, episodes, held_out_bc):
                 "train": {"algo": algo, "seed": seed, "size": size},
                 "model": {"target_parameters": PARAMETERS[size]},
                 "dataset": {"success_rate": 0.3},
+                "command": command,
             }
         )
     )
@@ -54,3 +55,26 @@ def test_several_sizes_give_one_row_per_algorithm_and_size_and_a_scaling_plot(tm
     table = capsys.readouterr().out
     assert table.index("| PAC | XS |") < table.index("| PAC | S |")  # smaller first
     assert (tmp_path / "scaling.png").is_file()
+
+
+def test_a_variant_set_for_one_algorithm_is_named_under_the_table(tmp_path, capsys):
+    """Settings every run shares are the study's recipe; those only PAC's runs have make it a variant, said so."""
+    shared = "pac-train --size XS --set reward=shaped --set n_step=20"
+    _run(tmp_path, "pac", "XS", 0, 30, 100, 5.0, shared + " --set alpha_gripper=0.25")
+    _run(tmp_path, "bc", "XS", 0, 10, 100, 5.5, shared)
+    summary = report(argparse.Namespace(out=tmp_path))
+    out = capsys.readouterr().out
+    assert "PAC ran with alpha_gripper=0.25" in out and "BC ran with" not in out
+    assert summary["pac"]["settings"] == ["alpha_gripper=0.25"] and "settings" not in summary["bc"]
+
+
+def test_set_for_groups_settings_by_algorithm_and_refuses_a_malformed_item():
+    got = algo_settings(["pac:alpha=1.0", "pac:alpha_gripper=0.25", "bc_q:eta=0.3"], _raise)
+    assert got == {"pac": ["alpha=1.0", "alpha_gripper=0.25"], "bc_q": ["eta=0.3"]}
+    for bad in ("alpha=1.0", "dqn:alpha=1.0", "pac:alpha"):
+        with pytest.raises(ValueError, match="ALGO:KEY=VALUE"):
+            algo_settings([bad], _raise)
+
+
+def _raise(message):
+    raise ValueError(message)
