@@ -100,7 +100,7 @@ def _bounds(d: dict[str, Any], key: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-DECODINGS = ("argmax", "mean", "hybrid", "median")  # bins → action (ActionSpec.from_logits)
+DECODINGS = ("argmax", "mean", "hybrid", "median", "argmax_median")  # bins → action (ActionSpec.from_logits)
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,10 @@ class ActionSpec:
         two-peaked gripper whose mean is half-closed. The median suits both: clipping at the bounds is
         monotone, so the median of clipped symmetric noise is the clipped noise-free action, where the mean
         is pulled inwards by the clip and by the data's hesitations; a two-peaked gripper's median is the
-        side holding more than half of the mass."""
+        side holding more than half of the mass. "argmax_median" takes the most likely bin for the motion dims and
+        the median for the gripper: an open/close decision whose "open" mass is spread over many bins (as a critic's
+        improvement term leaves it) and "closed" mass on one has its argmax on the closed spike even when most of
+        the mass says open."""
         logits = np.asarray(logits, dtype=np.float64).reshape(self.size, self.bins)
         centers = self.bin_centers()
         if how not in DECODINGS:
@@ -169,9 +172,12 @@ class ActionSpec:
             return best
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
+        below_half = (np.cumsum(p, axis=1) < 0.5).sum(axis=1)  # bins before the one that reaches 1/2
+        median = centers[rows, np.minimum(below_half, self.bins - 1)]
         if how == "median":
-            below_half = (np.cumsum(p, axis=1) < 0.5).sum(axis=1)  # bins before the one that reaches 1/2
-            return centers[rows, np.minimum(below_half, self.bins - 1)]
+            return median
+        if how == "argmax_median":
+            return np.where(np.asarray(self.dims) == GRIPPER, median, best)
         mean = (p * centers).sum(axis=1)
         if how == "mean":
             return mean

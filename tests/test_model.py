@@ -203,6 +203,21 @@ def test_median_decoding_is_the_bin_where_half_the_mass_is_reached(mass, median_
     np.testing.assert_allclose(got, ACT.bin_centers()[:, median_bin])
 
 
+def test_argmax_median_decoding_opens_the_gripper_when_most_of_its_mass_is_open_however_spread():
+    """Gripper: 0.4 on the closed bin (1.0), 0.6 spread evenly over ten open bins: argmax closes, the majority
+    opens. The motion dims keep their most likely bin, as under argmax."""
+    logits = np.full((ACT.size, ACT.bins), -np.inf)
+    logits[:-1, 10], logits[:-1, 90] = np.log(0.3), np.log(0.7)  # motion: the argmax is bin 90
+    logits[-1, 100] = np.log(0.4)
+    logits[-1, 0:10] = np.log(0.06)
+    centers = ACT.bin_centers()
+    assert ACT.dims[-1] == "gripper"
+    assert ACT.from_logits(logits, "argmax")[-1] == 1.0  # closed
+    got = ACT.from_logits(logits, "argmax_median")
+    assert got[-1] < 0.5  # open
+    np.testing.assert_allclose(got[:-1], centers[:-1, 90])
+
+
 def test_median_of_clipped_symmetric_noise_is_the_clipped_noise_free_action():
     """Noise around an action near the bound, clipped into the end bin: the argmax is the bound, the mean is
     pulled inwards, the median is the action itself (why the study decodes noisy-data policies by median)."""
