@@ -32,7 +32,7 @@ what the data covers there: how often its xy velocity points away from blue, per
 critic_horizon (a critic values only directions the data takes).
 
 `--policy-runs` adds the policy-side numbers of runs without a critic (BC, filtered BC) at the same states.
-`--rollouts N` also runs every policy closed loop (argmax, as the study decodes; the task env stepped directly,
+`--rollouts N` also runs every policy closed loop (`--decode`, argmax by default; the task env stepped directly,
 not through pac-run's loop) on held-out seeds, reports where it takes red while it holds it, and probes the held
 states near blue: the states the policy actually meets, which need not be the data's release states.
 Everything is printed as mean ± sd over the moments and written to a small JSON (benchmarks/results/).
@@ -54,6 +54,7 @@ from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.nstep import held_actions, n_step_targets, per_step_rewards
 from policies.model.perceiver import PerceiverActorCritic
+from policies.spec import DECODINGS
 from policies.train.checkpoint import checkpoint_at, load_checkpoint, load_trained_model
 from policies.train.config import TrainConfig
 from policies.train.data import split_episodes
@@ -368,9 +369,9 @@ CARRY_ROWS = (
 )
 
 
-def rollouts(model, target, config, episodes: int, samples: int, seed: int) -> dict:
-    """Closed loop (argmax decoding, the task env stepped directly: no pac-run loop or safety filter): where
-    the policy takes red while it holds it, and the probe at the held states near blue (xy < MISPLACE_XY)."""
+def rollouts(model, target, config, episodes: int, samples: int, seed: int, decode: str = "argmax") -> dict:
+    """Closed loop (`decode`: one of DECODINGS; the task env stepped directly: no pac-run loop or safety filter):
+    where the policy takes red while it holds it, and the probe at the held states near blue (xy < MISPLACE_XY)."""
     from policies.data.collect import tokenizer
     from robots.tasks.env import PacTaskEnv
     from runtime.eval import HELD_OUT_SEED_START
@@ -388,7 +389,7 @@ def rollouts(model, target, config, episodes: int, samples: int, seed: int) -> d
             inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
             with torch.no_grad():
                 logits = model(inputs)[0].numpy()
-            action = model.action_spec.from_logits(logits, "argmax").astype(np.float32)
+            action = model.action_spec.from_logits(logits, decode).astype(np.float32)
             s = env.scene()
             red, blue = s.objects["red"], s.objects["blue"]
             if s.grasped == "red":
@@ -407,6 +408,7 @@ def rollouts(model, target, config, episodes: int, samples: int, seed: int) -> d
     xy_a, dz_a = np.array(xy), np.array(dz)
     result: dict = {
         "episodes": episodes,
+        "decode": decode,
         "successes": successes,
         "shaped_return": _summ(returns),
         "held_steps": len(xy),
@@ -434,7 +436,8 @@ def rollouts(model, target, config, episodes: int, samples: int, seed: int) -> d
 
 def print_rollouts(name: str, roll: dict) -> None:
     print(
-        f"\n{name} closed loop, {roll['episodes']} episodes (argmax, env directly): {roll['successes']} stacks, "
+        f"\n{name} closed loop, {roll['episodes']} episodes ({roll['decode']}, env directly): "
+        f"{roll['successes']} stacks, "
         f"shaped return {roll['shaped_return'].get('mean', 0):.0f}; holds red {roll['held_steps']} steps, "
         f"{roll['held_share_xy_below_5cm']:.0%} of them within 5 cm (xy) of blue, "
         f"{roll['held_share_xy_below_stack_xy']:.0%} within {STACK_XY * 100:.0f} cm; "
@@ -503,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="closed-loop episodes of every policy (--run and --policy-runs), probed too",
     )
+    p.add_argument("--decode", default="argmax", choices=DECODINGS, help="bins → action in the rollouts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON (default benchmarks/results/critic_probe_RUN.json)")
     args = p.parse_args(argv)
@@ -599,11 +603,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{release['dwell_before_opening'].get('q50', float('nan')):.0f} steps"
     )
     if args.rollouts:
-        result["rollouts"] = rollouts(model, target, config, args.rollouts, samples, args.seed)
+        result["rollouts"] = rollouts(model, target, config, args.rollouts, samples, args.seed, args.decode)
         print_rollouts(args.run.name, result["rollouts"])
         for other in [Path(x) for x in args.policy_runs.split(",") if x]:
             m2, info2, _ = load_trained_model(other)
-            roll = rollouts(m2, None, TrainConfig.from_dict(info2["train"]), args.rollouts, samples, args.seed)
+            roll = rollouts(
+                m2, None, TrainConfig.from_dict(info2["train"]), args.rollouts, samples, args.seed, args.decode
+            )
             result["policy_runs"][str(other)]["rollouts"] = roll
             print_rollouts(other.name, roll)
     out = args.out or RESULTS / f"critic_probe_{args.run.name}.json"
