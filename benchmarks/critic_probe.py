@@ -93,6 +93,12 @@ def _proprio_offset(model: PerceiverActorCritic, name: str) -> int:
     raise ValueError(f"the run's proprio has no field {name!r}")
 
 
+def _on_blue(r: np.ndarray, b: np.ndarray, half: float) -> bool:
+    """Red (centre r) sits where the task's stacking test wants it on blue (centre b): within STACK_XY in the
+    table plane and one cube height up within STACK_Z (robots/tasks/tasks.py `success`, less the release)."""
+    return bool(np.linalg.norm(r[:2] - b[:2]) < STACK_XY and abs(r[2] - b[2] - 2 * half) < STACK_Z)
+
+
 def find_moments(arrays, objects: tuple[str, ...], tcp_at: int, half: float, episode: int) -> list[Moment]:
     """The gripper switches of one episode, classified by the observation's object poses at the switch."""
     grip = arrays.actions[:, -1]
@@ -105,8 +111,7 @@ def find_moments(arrays, objects: tuple[str, ...], tcp_at: int, half: float, epi
             continue
         r, b = obj[t, red, :3], obj[t, blue, :3]
         xy, dz = float(np.linalg.norm(r[:2] - b[:2])), float(r[2] - b[2])
-        stacked_height = abs(dz - 2 * half) < STACK_Z
-        if closed[t - 1] and stacked_height and xy < STACK_XY:
+        if closed[t - 1] and _on_blue(r, b, half):
             out.append(Moment("release", episode, t))
         elif closed[t - 1] and abs(dz - 2 * half) < MISPLACE_Z and xy < MISPLACE_XY:
             out.append(Moment("misplace", episode, t))
@@ -327,9 +332,7 @@ def release_coverage(episodes, objects: tuple[str, ...], half: float) -> dict:
         obj, grip = arrays.observations["objects"], arrays.actions[:, -1]
         run = 0
         for t in range(1, len(grip)):
-            r, b = obj[t, red, :3], obj[t, blue, :3]
-            on_blue = np.linalg.norm(r[:2] - b[:2]) < STACK_XY and abs(r[2] - b[2] - 2 * half) < STACK_Z
-            if not (on_blue and grip[t - 1] >= OPEN_BELOW):
+            if not (grip[t - 1] >= OPEN_BELOW and _on_blue(obj[t, red, :3], obj[t, blue, :3], half)):
                 run = 0
                 continue
             resting += 1

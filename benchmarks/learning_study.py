@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -164,9 +165,9 @@ def report(args: argparse.Namespace) -> dict:
     for algo in ALGOS:  # what sets an algorithm's runs apart (a variant's --set-for): said under the table
         own = sorted({x for r in rows if r["algo"] == algo for x in r["settings"]} - shared)
         if own:
-            summary_keys = [k for k in summary if summary[k]["algo"] == algo]
-            for k in summary_keys:
-                summary[k]["settings"] = own
+            for entry in summary.values():
+                if entry["algo"] == algo:
+                    entry["settings"] = own
             text += f"\n{LABELS[algo]} ran with {', '.join(own)}"
     print(text)
     (args.out / "results.json").write_text(
@@ -178,7 +179,7 @@ def report(args: argparse.Namespace) -> dict:
 
 def _settings(command: str) -> list[str]:
     """The KEY=VALUE items of a pac-train command's --set flags."""
-    words = command.split()
+    words = shlex.split(command)  # pac-train records its command with shlex.join
     return [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
 
 

@@ -172,12 +172,10 @@ class ActionSpec:
             return best
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
-        below_half = (np.cumsum(p, axis=1) < 0.5).sum(axis=1)  # bins before the one that reaches 1/2
-        median = centers[rows, np.minimum(below_half, self.bins - 1)]
-        if how == "median":
-            return median
-        if how == "argmax_median":
-            return np.where(np.asarray(self.dims) == GRIPPER, median, best)
+        if how in ("median", "argmax_median"):
+            below_half = (np.cumsum(p, axis=1) < 0.5).sum(axis=1)  # bins before the one that reaches 1/2
+            median = centers[rows, np.minimum(below_half, self.bins - 1)]
+            return median if how == "median" else np.where(np.asarray(self.dims) == GRIPPER, median, best)
         mean = (p * centers).sum(axis=1)
         if how == "mean":
             return mean

@@ -220,7 +220,8 @@ def test_argmax_median_decoding_opens_the_gripper_when_most_of_its_mass_is_open_
 
 def test_median_of_clipped_symmetric_noise_is_the_clipped_noise_free_action():
     """Noise around an action near the bound, clipped into the end bin: the argmax is the bound, the mean is
-    pulled inwards, the median is the action itself (why the study decodes noisy-data policies by median)."""
+    pulled inwards, the median is the action itself (the case for median decoding; closed loop it did not pay,
+    RESULTS "Session 24")."""
     rng = np.random.default_rng(0)
     true = np.array([0.06, -0.065, 0.0, 0.5, 0.0])
     noisy = true + rng.normal(0.0, [0.03, 0.03, 0.03, 0.6, 0.0], size=(20000, ACT.size))
