@@ -96,7 +96,7 @@ def _env(
     """The process's environment and tokenizer for these arguments; cameras () means no images."""
     key = (robot, task, cameras, objects)
     if key not in _ENVS:
-        env = PacTaskEnv(robot, task, cameras or None, render_images=cameras != ())
+        env = PacTaskEnv(robot, task, cameras, render_images=cameras != ())
         atexit.register(env.close)  # a renderer left to the GC at exit prints EGL tracebacks
         _ENVS[key] = env, tokenizer(robot, cameras, objects)
     return _ENVS[key]
