@@ -313,6 +313,52 @@ def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_
     assert policy_loss((0.75, 0.75, 0.75, 0.75, 0.25)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):
+    """`--set critic_gradient=head` (issue 11): the TD loss is the same number, but its gradient reaches only the
+    critic's own parameters; with "trunk" (the paper) it shapes the shared encoder too."""
+    from policies.data.dataset import locate_dataset
+    from policies.data.episodes import EpisodeReader
+    from policies.data.transitions import TransitionDataset
+    from policies.model.config import size_config
+    from policies.model.perceiver import build_model
+    from policies.spec import action_spec
+    from policies.train.config import TrainConfig
+    from policies.train.data import observation_for
+    from policies.train.learner import Learner
+    from policies.train.objective import PolicyCriticLoss
+    from robots.spec import load_spec
+
+    root, did = locate_dataset(datasets["state"])
+    spec = observation_for("state", "sawyer", EpisodeReader(root, did))
+    model = build_model(size_config("XS"), spec, action_spec(load_spec("sawyer")), seed=0)
+    learner = Learner(TrainConfig(dataset=str(datasets["state"]), algo="bc_q"), model, torch.device("cpu"))
+    batch = TransitionDataset(root, did)[np.arange(16)]
+    t = learner._targets(batch)
+    critic = ("q_decoder", "q_mixer", "q_norm", "q_head", "action_scale", "action_offset", "readout")
+
+    def td_gradients(critic_gradient: str) -> tuple[float, dict[str, float]]:
+        model.zero_grad()
+        td = PolicyCriticLoss(model, 1.0, 38.0, (), critic_gradient)(batch.observation, batch.action, t)["td"]
+        td.backward()
+        norms = {n: float(p.grad.norm()) if p.grad is not None else 0.0 for n, p in model.named_parameters()}
+        return float(td.detach()), norms
+
+    td_trunk, trunk = td_gradients("trunk")
+    td_head, head = td_gradients("head")
+    assert td_head == pytest.approx(td_trunk, rel=1e-6)
+    for name in trunk:
+        if name.startswith(critic):
+            assert head[name] == pytest.approx(trunk[name], rel=1e-4), name  # the critic learns as before
+        elif name.startswith(("policy_", "action_queries")):
+            assert trunk[name] == head[name] == 0.0, name  # the TD loss never reaches the actor's head
+        else:
+            assert head[name] == 0.0, name  # encoder and trunk: the policy's alone
+    assert trunk["latents"] > 0.0 and any(v > 0.0 for n, v in trunk.items() if n.startswith("trunk."))
+    assert TrainConfig(dataset="x").critic_gradient == "trunk"
+    with pytest.raises(ValueError, match="critic_gradient"):
+        TrainConfig(dataset="x", critic_gradient="encoder")
+
+
 def test_a_critic_of_held_actions_scores_the_mean_of_the_next_actions(datasets, tmp_path):
     """`--set critic_horizon=h` (issue 11): the TD loss scores the mean of the data's next h actions; the BC
     term still clones the step's own action, and with h = 1 the critic's action is the action itself."""

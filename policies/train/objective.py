@@ -146,11 +146,20 @@ def targets(
 class PolicyCriticLoss(nn.Module):
     """The online network's losses for one batch; `model` is the one set of trained weights."""
 
-    def __init__(self, model: PerceiverActorCritic, alpha: float, beta: float, alpha_per_dim: tuple[float, ...] = ()):
-        """`alpha_per_dim`: one α per action dimension (TrainConfig.alpha_gripper), else `alpha` for all."""
+    def __init__(
+        self,
+        model: PerceiverActorCritic,
+        alpha: float,
+        beta: float,
+        alpha_per_dim: tuple[float, ...] = (),
+        critic_gradient: str = "trunk",
+    ):
+        """`alpha_per_dim`: one α per action dimension (TrainConfig.alpha_gripper), else `alpha` for all.
+        `critic_gradient` "head": the TD loss trains the critic head only (TrainConfig.critic_gradient)."""
         super().__init__()
         self.model, self.alpha, self.beta = model, alpha, beta
         self.alpha_per_dim = alpha_per_dim
+        self.critic_gradient = critic_gradient
 
     def forward(
         self,
@@ -182,7 +191,8 @@ class PolicyCriticLoss(nn.Module):
         if t.td_target is not None and self.beta > 0.0:
             low, high, bins = m.action_low, m.action_high, m.action_spec.bins
             scored = data_bins if critic_action is None else action_bins(critic_action, low, high, bins)
-            q = m.q_logits(z, bin_values(scored, low, high, bins)[:, None])[:, 0]
+            features = z.detach() if self.critic_gradient == "head" else z
+            q = m.q_logits(features, bin_values(scored, low, high, bins)[:, None])[:, 0]
             td = -(t.td_target * F.log_softmax(q.float(), dim=-1)).sum(dim=-1).mean()
             losses["td"] = td
             losses["q"] = expected_value(q.detach(), support(m).to(q.device)).mean()
