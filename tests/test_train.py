@@ -315,7 +315,8 @@ def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_
 
 def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):
     """`--set critic_gradient=head` (issue 11): the TD loss is the same number, but its gradient reaches only the
-    critic's own parameters; with "trunk" (the paper) it shapes the shared encoder too."""
+    critic's own parameters; with "trunk" (the paper) it shapes the shared encoder too. The BC loss is also logged
+    per action dimension, so a variant that moves the gripper on purpose does not hide what happened to the arm."""
     from policies.data.dataset import locate_dataset
     from policies.data.episodes import EpisodeReader
     from policies.data.transitions import TransitionDataset
@@ -355,6 +356,12 @@ def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):
             assert head[name] == 0.0, name  # encoder and trunk: the policy's alone
     assert trunk["latents"] > 0.0 and any(v > 0.0 for n, v in trunk.items() if n.startswith("trunk."))
     assert TrainConfig(dataset="x").critic_gradient == "trunk"
+    dims = model.action_spec.dims
+    with torch.no_grad():
+        losses = PolicyCriticLoss(model, 1.0, 38.0, (), "head", dims)(batch.observation, batch.action, t)
+    per_dim = [float(losses[f"bc_{d}"]) for d in dims]  # logged per dimension (held_out/bc_gripper, ...)
+    assert sum(per_dim) == pytest.approx(float(losses["bc"]), rel=1e-5) and min(per_dim) > 0.0
+    assert set(learner.evaluate(batch)) >= {f"bc_{d}" for d in dims}
     with pytest.raises(ValueError, match="critic_gradient"):
         TrainConfig(dataset="x", critic_gradient="encoder")
 

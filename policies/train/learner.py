@@ -38,7 +38,10 @@ class Learner:
         self.model = model.to(device)
         self.target = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.alpha_per_dim = config.alpha_per_dim(model.action_spec.dims)
-        self.loss = PolicyCriticLoss(self.model, algo.alpha, algo.beta, self.alpha_per_dim, config.critic_gradient)
+        dims = model.action_spec.dims
+        self.loss = PolicyCriticLoss(
+            self.model, algo.alpha, algo.beta, self.alpha_per_dim, config.critic_gradient, dims
+        )
         self.distributed = dist.is_available() and dist.is_initialized()
         self.world_size = dist.get_world_size() if self.distributed else 1
         if self.distributed:

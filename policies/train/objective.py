@@ -153,13 +153,17 @@ class PolicyCriticLoss(nn.Module):
         beta: float,
         alpha_per_dim: tuple[float, ...] = (),
         critic_gradient: str = "trunk",
+        dims: tuple[str, ...] = (),
     ):
         """`alpha_per_dim`: one α per action dimension (TrainConfig.alpha_gripper), else `alpha` for all.
-        `critic_gradient` "head": the TD loss trains the critic head only (TrainConfig.critic_gradient)."""
+        `critic_gradient` "head": the TD loss trains the critic head only (TrainConfig.critic_gradient).
+        `dims`: the action dimensions' names; each gets its own BC loss in the output (`bc_<dim>`, logged, not
+        trained on separately), so a change that moves one dimension on purpose does not hide the others."""
         super().__init__()
         self.model, self.alpha, self.beta = model, alpha, beta
         self.alpha_per_dim = alpha_per_dim
         self.critic_gradient = critic_gradient
+        self.dims = dims
 
     def forward(
         self,
@@ -179,6 +183,7 @@ class PolicyCriticLoss(nn.Module):
         weight = torch.ones_like(nll[:, 0]) if bc_mask is None else bc_mask.to(nll.dtype)
         bc = (nll * weight[:, None]).sum(dim=0) / weight.sum().clamp_min(1.0)  # (A,): the masked mean per dimension
         losses = {"bc": bc.sum()}
+        losses.update({f"bc_{name}": bc[i].detach() for i, name in enumerate(self.dims)})
         policy = losses["bc"]
         alphas = self.alpha_per_dim or (self.alpha,)  # one α per dimension, or one for all
         if t.improve_bins is not None and min(alphas) < 1.0:
