@@ -366,6 +366,24 @@ def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):
         TrainConfig(dataset="x", critic_gradient="encoder")
 
 
+def test_held_out_losses_read_back_from_checkpoints_match_what_training_logged(datasets, tmp_path):
+    """benchmarks/held_out_loss: a checkpoint read back into the run's own trainer gives the held-out losses
+    training logged at that step, now per action dimension too (for runs that logged only the sum)."""
+    from benchmarks.held_out_loss import held_out_at
+
+    run = tmp_path / "bc_q"
+    extra = ("--algo", "bc_q", "--steps", "40", "--batch-size", "16", "--set", "checkpoint_every=20")
+    assert _train(datasets["state"], run, *extra, "--set", "eval_every=20") == 0
+    logged = {int(r["step"]): r for r in _rows(run) if r.get("held_out/bc")}
+    again = held_out_at(run)
+    assert sorted(again) == [20, 40]
+    for step, losses in again.items():
+        for key in ("bc", "td", "bc_gripper"):
+            assert losses[key] == pytest.approx(float(logged[step][f"held_out/{key}"]), rel=1e-4), (step, key)
+        assert sum(v for k, v in losses.items() if k.startswith("bc_")) == pytest.approx(losses["bc"], rel=1e-5)
+    assert again[40]["bc"] != pytest.approx(again[20]["bc"], rel=1e-4)  # each step's own weights
+
+
 def test_a_critic_of_held_actions_scores_the_mean_of_the_next_actions(datasets, tmp_path):
     """`--set critic_horizon=h` (issue 11): the TD loss scores the mean of the data's next h actions; the BC
     term still clones the step's own action, and with h = 1 the critic's action is the action itself."""
