@@ -17,13 +17,9 @@ from pathlib import Path
 
 import torch
 
-from policies.train.checkpoint import checkpoint_at, load_checkpoint, read_run
+from policies.train.checkpoint import checkpoint_at, checkpoint_steps, load_checkpoint, read_run
 from policies.train.config import TrainConfig
 from policies.train.trainer import build_trainer, held_out_losses
-
-
-def checkpoint_steps(run: Path) -> list[int]:
-    return sorted(int(p.name.removeprefix("step_")) for p in (run / "checkpoints").glob("step_*"))
 
 
 def held_out_at(run: Path, steps: list[int] | None = None) -> dict[int, dict[str, float]]:

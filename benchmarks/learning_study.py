@@ -80,7 +80,9 @@ def run_one(args: argparse.Namespace, algo: str, seed: int, size: str) -> None:
         else:
             cmd += ["--out", str(run)]
         _run(cmd, log)
-    steps = sorted(int(p.name.removeprefix("step_")) for p in (run / "checkpoints").glob("step_*"))
+    from policies.train.checkpoint import checkpoint_steps  # here: --report alone need not import torch
+
+    steps = checkpoint_steps(run)
     for step in steps:
         final = step == steps[-1]
         policy = run / "export" / f"step_{step}.onnx"

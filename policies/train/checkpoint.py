@@ -96,6 +96,11 @@ def latest_checkpoint(run: Path) -> Path:
     return path
 
 
+def checkpoint_steps(run: Path) -> list[int]:
+    """The steps at which `run` holds a checkpoint, ascending (its step_NNNNNNN folders)."""
+    return sorted(int(p.name.removeprefix("step_")) for p in (Path(run) / "checkpoints").glob("step_*"))
+
+
 def checkpoint_at(run: Path, step: int | None = None) -> Path:
     """The checkpoint of `run` at `step`, or its latest when `step` is None."""
     if step is None:
