@@ -2,8 +2,8 @@
 # Issue 11's scaling study on a lent GPU host, in one device call (run from the repository root there, with the
 # wheels the image lacks in .whl/: mujoco, pyzmq, gymnasium, minari, mcap and their small needs):
 #   collect the study's data there (1,500 state episodes are 233 MB, over the 64 MiB a call carries), train PAC
-#   at XS, S and M side by side on the one GPU (same steps and batch: a fixed budget), export, evaluate closed loop on its CPUs
-#   (onnxruntime there is the CPU build), then learning_study --report; results and logs land in $OUT.
+#   at XS, S and M side by side on the one GPU (same steps and batch: a fixed budget), export, evaluate closed
+#   loop on its CPUs (onnxruntime there is the CPU build), then learning_study --report; results land in $OUT.
 # Every stage has a deadline (END seconds after the start) so what finished comes back when a later stage does not.
 # Measured on an H100 host (16 cores), session 25: collection 180 s, training 1,500 x 256 took XS/S ~130 s and M
 # ~190 s side by side, XS's 100 episodes 136 s; S (100 episodes, 6 workers) reached 78 and M (24, 8 workers) had
