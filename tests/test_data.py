@@ -195,6 +195,19 @@ def test_held_actions_match_the_hand_computed_table(horizon, expected):
         held_actions(actions, 0)
 
 
+@pytest.mark.parametrize("horizons", [(1, 3), (3, 1), (10, 2)])
+def test_held_actions_take_one_horizon_per_dimension(horizons):
+    """(h_arm, h_gripper): each column is the table's row for its own horizon (the gripper by its own step)."""
+    ramp = np.array([0.0, 2.0, 4.0, 6.0])
+    held = held_actions(np.stack([ramp, -ramp], axis=1), horizons)
+    table = dict(HELD_TABLE)
+    np.testing.assert_allclose(held[:, 0], table.get(horizons[0], [3.0, 4.0, 5.0, 6.0]))
+    np.testing.assert_allclose(held[:, 1], -np.array(table.get(horizons[1], [3.0, 4.0, 5.0, 6.0])))
+    for wrong in ((1, 2, 3), (2, 0)):  # one per dimension, each ≥ 1
+        with pytest.raises(ValueError, match="horizon"):
+            held_actions(np.stack([ramp, -ramp], axis=1), wrong)
+
+
 def synthetic_episode(index: int, steps: int, terminated: bool) -> Episode:
     """A state-only episode whose proprio[0] is 100·index + t, so a transition's rows can be read back."""
     spec = tokenizer("sawyer").spec
@@ -248,6 +261,8 @@ def test_transitions_carry_the_n_step_table_from_the_file(synthetic):
     np.testing.assert_array_equal(ramp.critic_action, np.full((9, 5), 2.0))
     with pytest.raises(ValueError, match="critic_horizon"):
         replace(config, critic_horizon=4)  # a hold longer than the return the critic learns
+    with pytest.raises(ValueError, match="critic_horizon"):
+        replace(config, critic_horizon=(3, 3, 3, 3, 4))
     staged = TransitionDataset(synthetic, DID, replace(config, reward="staged", n_step=1), episodes=[0])
     np.testing.assert_allclose(staged[np.arange(4)].reward, [1.75, 1.75, 1.75, 7.0])  # half the stage, full end
 

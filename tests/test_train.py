@@ -422,8 +422,25 @@ def test_a_critic_of_held_actions_scores_the_mean_of_the_next_actions(datasets, 
     assert float(own["td"]) == float(default["td"])
     with pytest.raises(ValueError, match="critic_horizon"):
         TrainConfig(dataset="x", n_step=5, critic_horizon=6)
+    with pytest.raises(ValueError, match="critic_horizon_gripper"):
+        TrainConfig(dataset="x", n_step=5, critic_horizon=5, critic_horizon_gripper=0)
+
+    # the gripper scored by its own step: its column is the data's command, the arm's the held mean
+    dims = model.action_spec.dims
+    config = TrainConfig(dataset="x", n_step=5, critic_horizon=5, critic_horizon_gripper=1)
+    assert config.critic_horizon_per_dim(dims) == tuple(1 if d == "gripper" else 5 for d in dims)
+    assert TrainConfig(dataset="x", n_step=5, critic_horizon=5).critic_horizon_per_dim(dims) == 5
+    split = TransitionDataset(root, did, TransitionConfig(n_step=5, critic_horizon=config.critic_horizon_per_dim(dims)),
+                              episodes=[0])[np.arange(len(data))].critic_action.numpy()  # fmt: skip
+    gripper = dims.index("gripper")
+    np.testing.assert_array_equal(split[:, gripper], actions[:, gripper])
+    assert not np.array_equal(held_actions(actions, 5)[:, gripper], actions[:, gripper])  # the episode grasps
+    arm = [i for i in range(len(dims)) if i != gripper]
+    np.testing.assert_allclose(split[:, arm], held_actions(actions, 5)[:, arm])
 
     run = tmp_path / "pac_held"
     assert _train(datasets["state"], run, "--algo", "pac", "--steps", "20", "--batch-size", "16",
-                  "--set", "n_step=5", "--set", "critic_horizon=5") == 0  # fmt: skip
+                  "--set", "n_step=5", "--set", "critic_horizon=5",
+                  "--set", "critic_horizon_gripper=1") == 0  # fmt: skip
     assert json.loads((run / "run.json").read_text())["train"]["critic_horizon"] == 5
+    assert json.loads((run / "run.json").read_text())["train"]["critic_horizon_gripper"] == 1

@@ -17,6 +17,8 @@ At 20 Hz one step of arm velocity moves the arm millimetres, and what one step's
 is below the critic's bin width (issue 11's probes: Q collapses onto V as the control period shrinks, Tallec
 et al. 2019). Asking the critic "what if this action were held for h steps" makes the action's effect h times
 larger; for velocity commands, holding the window's mean moves the arm exactly as the data's h actions did.
+The horizon may differ per dimension: a gripper command is not a velocity, and its window mean near a grasp is
+already "closed" (issue 11: a critic of held grippers valued closing early, and the policy closed on air).
 """
 
 from __future__ import annotations
@@ -58,16 +60,26 @@ def n_step_targets(rewards: np.ndarray, terminations: np.ndarray, n: int, gamma:
     return NStepTargets(reward.astype(np.float32), discount.astype(np.float32), (t + k).astype(np.int64))
 
 
-def held_actions(actions: np.ndarray, horizon: int) -> np.ndarray:
-    """(T, A) the mean of actions[t : min(t + h, T)] for each step t of one episode (the window cut at its end)."""
+def held_actions(actions: np.ndarray, horizon: int | tuple[int, ...]) -> np.ndarray:
+    """(T, A) the mean of actions[t : min(t + h, T)] for each step t of one episode (the window cut at its end).
+
+    `horizon` is one h for every dimension or one per dimension: (20, 20, 20, 20, 1) holds the arm's velocities
+    over 20 steps and scores the gripper by the step's own command."""
     actions = np.asarray(actions, dtype=np.float64)
-    if actions.ndim != 2 or horizon < 1:
-        raise ValueError(f"need actions (T, A) and horizon ≥ 1; got {actions.shape}, horizon {horizon}")
+    horizons = np.atleast_1d(np.asarray(horizon, dtype=np.int64))
+    if actions.ndim != 2 or horizons.ndim != 1 or horizons.size not in (1, actions.shape[1]) or (horizons < 1).any():
+        raise ValueError(f"need actions (T, A) and horizon ≥ 1, one or one per dimension; got {actions.shape}, "
+                         f"horizon {horizon}")  # fmt: skip
+    horizons = np.broadcast_to(horizons, actions.shape[1:])
     steps = actions.shape[0]
     sums = np.concatenate([np.zeros((1, actions.shape[1])), np.cumsum(actions, axis=0)])
     t = np.arange(steps)
-    end = np.minimum(t + horizon, steps)
-    return ((sums[end] - sums[t]) / (end - t)[:, None]).astype(np.float32)
+    held = np.empty_like(actions)
+    for h in np.unique(horizons):
+        dims = horizons == h
+        end = np.minimum(t + h, steps)
+        held[:, dims] = (sums[end][:, dims] - sums[t][:, dims]) / (end - t)[:, None]
+    return held.astype(np.float32)
 
 
 def per_step_rewards(rewards: np.ndarray, terminations: np.ndarray, gamma: float) -> np.ndarray:

@@ -39,14 +39,16 @@ class TransitionConfig:
     seed: int = 0  # the shard assignment and every epoch's order
     images: bool = True  # decode camera frames when the dataset has them (False: state observations only)
     # the critic's action: the mean of the data's next `critic_horizon` actions (nstep.held_actions); 1: the action
-    critic_horizon: int = 1
+    # itself. One horizon per action dimension where they differ (the gripper scored by its own step)
+    critic_horizon: int | tuple[int, ...] = 1
 
     def __post_init__(self) -> None:
         if self.reward not in TRAINING_REWARDS:
             raise ValueError(f"reward must be one of {TRAINING_REWARDS}, got {self.reward!r}")
         if self.n_step < 1 or not 0.0 <= self.gamma <= 1.0 or self.batch_size < 1:
             raise ValueError(f"need n_step ≥ 1, gamma in [0, 1], batch_size ≥ 1: {self}")
-        if not 1 <= self.critic_horizon <= self.n_step:
+        horizons = self.critic_horizon if isinstance(self.critic_horizon, tuple) else (self.critic_horizon,)
+        if not horizons or not all(1 <= h <= self.n_step for h in horizons):
             raise ValueError(f"critic_horizon must lie in 1..n_step (the return must span the hold): {self}")
 
 

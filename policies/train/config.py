@@ -83,6 +83,11 @@ class TrainConfig:
     # cannot tell directions apart; held over h steps the same velocity changes it h times more. It values only
     # what the data holds: benchmarks/critic_probe.py counts how often that is away from the goal.
     critic_horizon: int = 1
+    # the gripper's own horizon in the critic's action (None: critic_horizon). 1 scores the gripper by the step's
+    # own command while the arm's velocities are held: issue 11's probe found a critic of held grippers (h 20)
+    # valuing closing five steps before the data's grasps (the window's mean is already "closed" there), and the
+    # policy closed on air.
+    critic_horizon_gripper: int | None = None
     # the data the α·BC term clones: "all" (the paper), or "successes" (the transitions of successful episodes;
     # the critic and the improvement still see all of them): issue 11's probe found PAC's carry to be BC-on-all's
     bc_data: str = "all"
@@ -120,8 +125,10 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
         if self.steps < 1 or self.warmup_steps < 0 or not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"need steps ≥ 1, warmup_steps ≥ 0 and holdout in [0, 1): {self}")
-        if not 1 <= self.critic_horizon <= self.n_step:
-            raise ValueError(f"critic_horizon must lie in 1..n_step, got {self.critic_horizon} (n_step {self.n_step})")
+        for name in ("critic_horizon", "critic_horizon_gripper"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= self.n_step:
+                raise ValueError(f"{name} must lie in 1..n_step, got {value} (n_step {self.n_step})")
         if self.eta <= 0 or self.improvement_samples < 1 or self.target_samples < 1 or self.target_period < 1:
             raise ValueError("eta must be > 0 and the sample counts and target period ≥ 1")
 
@@ -136,6 +143,12 @@ class TrainConfig:
         if self.alpha_gripper is None or "gripper" not in dims:
             return ()
         return tuple(self.alpha_gripper if d == "gripper" else self.algorithm.alpha for d in dims)
+
+    def critic_horizon_per_dim(self, dims: tuple[str, ...]) -> int | tuple[int, ...]:
+        """The critic's hold per action dimension when the gripper has its own, else the one for all."""
+        if self.critic_horizon_gripper is None or "gripper" not in dims:
+            return self.critic_horizon
+        return tuple(self.critic_horizon_gripper if d == "gripper" else self.critic_horizon for d in dims)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -85,7 +85,7 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
         batch_size=config.batch_size,
         seed=config.seed,
         images=bool(spec.cameras),
-        critic_horizon=config.critic_horizon,
+        critic_horizon=config.critic_horizon_per_dim(act.dims),
     )
     train_data = TransitionDataset(root, did, data, shard, episodes=split.train)
     held_out = None
