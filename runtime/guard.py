@@ -20,7 +20,7 @@ from robots.contract.link import DriverFault, DriverMode, Mode
 from runtime.link import NO_ACTION, Inputs
 from runtime.policy_step import PolicyOutput
 from runtime.safety.causes import Cause, CauseKind
-from runtime.safety.limits import SafetyLimits, filter_action, workspace_excess
+from runtime.safety.limits import SafetyLimits, beyond_workspace, filter_action
 from runtime.safety.state_machine import LATCHED, SafetyStateMachine, State
 from runtime.safety.watchdogs import AckTracker, WatchdogConfig, driver_lost, heartbeat_lost, stale_sources
 
@@ -165,8 +165,7 @@ class Guard:
         if state is not None:
             if self.session is None or state.holder == self.session:
                 self.acks.acknowledged(state.last_cmd_seq)
-            excess = workspace_excess(state.tcp_pose[:3], self.limits.workspace_low, self.limits.workspace_high)
-            if excess.max() > WORKSPACE_TOLERANCE_M:
+            if beyond_workspace(state.tcp_pose[:3], self.limits, WORKSPACE_TOLERANCE_M):
                 causes.add(Cause(CauseKind.WORKSPACE))
         if self.acks.overdue(now):
             causes.add(Cause(CauseKind.NO_ACK))

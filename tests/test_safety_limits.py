@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from functools import cache
 
 import numpy as np
@@ -15,6 +16,7 @@ from robots.limits import ANGULAR, LINEAR, twist_of
 from robots.spec import load_spec
 from runtime.safety.limits import (
     SafetyLimits,
+    beyond_workspace,
     braking_speed,
     clamp_range,
     filter_action,
@@ -247,6 +249,23 @@ def test_limit_workspace(velocity, tcp, expected):
 )
 def test_workspace_excess(tcp, expected):
     np.testing.assert_allclose(workspace_excess(np.array(tcp), BOX_LOW, BOX_HIGH), expected)
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_beyond_workspace_is_the_largest_excess_above_the_tolerance(arm):
+    lim = velocity_limits(arm)
+    rng = np.random.default_rng(3)
+    span = lim.workspace_high - lim.workspace_low
+    points = [rng.uniform(lim.workspace_low - 0.2 * span, lim.workspace_high + 0.2 * span) for _ in range(500)]
+    points += [lim.workspace_low - 0.02, lim.workspace_high + 0.02, np.array([np.nan, 0.0, 0.0]), centre(lim)]
+    for tcp in points:
+        for tol in (0.02, 1e-3):
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: nanmax is NaN, so not beyond
+                expected = bool(np.nanmax(workspace_excess(tcp, lim.workspace_low, lim.workspace_high)) > tol)
+            assert beyond_workspace(tcp, lim, tol) is expected
+    assert not beyond_workspace(np.array([np.nan, np.nan, np.nan]), lim, 0.02)
+    assert beyond_workspace(np.array([np.nan, *lim.workspace_low[1:] - 0.03]), lim, 0.02)  # the other axes count
 
 
 # --- filter_action: rejections -----------------------------------------------------------------------------

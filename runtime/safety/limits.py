@@ -22,6 +22,7 @@ or reverses. Joint mode: range → step, then a target whose TCP leaves the box 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -119,6 +120,21 @@ class SafetyLimits:
         fastest = np.maximum(np.abs(self.low[lin]), np.abs(self.high[lin]))
         free = 2.0 * stopping_distance(fastest, self.max_step[lin], self.period_s) + 1e-6
         return tuple((self.workspace_low + free).tolist()), tuple((self.workspace_high - free).tolist())
+
+    @functools.cached_property
+    def workspace_box(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The workspace box's (low, high) corners as Python floats, for the filter's fast path."""
+        return tuple(self.workspace_low.tolist()), tuple(self.workspace_high.tolist())
+
+    @functools.cached_property
+    def float_bounds(self) -> tuple[tuple[float, ...], ...]:
+        """(low, high, max_step, linear indices, angular indices) as Python numbers, for the filter's fast path."""
+        angular = tuple(i for i, d in enumerate(self.dims) if d in ANGULAR_DIMS)
+        return (
+            *(tuple(a.tolist()) for a in (self.low, self.high, self.max_step)),
+            tuple(self.linear.tolist()),
+            angular,
+        )
 
     @classmethod
     def from_arm(cls, arm: ArmSpec, mode: Mode | str, period_s: float = DEFAULT_LINK.period_s) -> SafetyLimits:
@@ -256,6 +272,14 @@ def workspace_excess(tcp_pos: np.ndarray, workspace_low: np.ndarray, workspace_h
     return np.maximum(np.maximum(workspace_low - tcp_pos, tcp_pos - workspace_high), 0.0)
 
 
+def beyond_workspace(tcp_pos: np.ndarray, limits: SafetyLimits, tolerance: float) -> bool:
+    """Whether the TCP lies more than `tolerance` (> 0) outside the box on some axis: the largest finite
+    `workspace_excess` above it (a NaN axis counts for nothing; the filter faults on it), on Python floats (the
+    guard asks every tick)."""
+    low, high = limits.workspace_box
+    return any(lo - x > tolerance or x - hi > tolerance for x, lo, hi in zip(tcp_pos.tolist(), low, high, strict=True))
+
+
 # --- the filter --------------------------------------------------------------------------------------------
 
 
@@ -299,6 +323,8 @@ def filter_action(
     is rejected with "workspace": a joint target is where the arm stops, so no braking term is needed, but the
     path between two targets is not checked.
     """
+    if limits.mode is Mode.CARTESIAN_VELOCITY and (result := _velocity_fast_path(action, previous, tcp_pos, q, limits)):
+        return result
     n = len(limits.dims)
     try:
         out = np.array(action, dtype=np.float64)
@@ -357,6 +383,97 @@ def filter_action(
         if np.any(workspace_excess(target, limits.workspace_low, limits.workspace_high) > now):
             return _reject("workspace")
     return FilterResult(out, "", tuple(clipped))
+
+
+def _clamp(x: float, low: float, high: float) -> float:
+    """np.clip of one float against array bounds, to the bit (a bound equal to x is returned, as numpy does)."""
+    x = x if x > low else low
+    return x if x < high else high
+
+
+def _finite_floats(x: object, size: int | None) -> list[float] | None:
+    """A 1-d float array's values as Python floats when all are finite (and `size` of them, unless None)."""
+    if type(x) is not np.ndarray or x.ndim != 1 or x.dtype.kind != "f" or (size is not None and x.size != size):
+        return None
+    values = x.tolist()
+    return values if all(math.isfinite(v) for v in values) else None
+
+
+def _velocity_fast_path(
+    action: object, previous: object, tcp_pos: object, q: object, limits: SafetyLimits
+) -> FilterResult | None:
+    """filter_action in velocity mode on Python floats, for the common case; None where it does not apply.
+
+    It applies when every input is a finite 1-d float array of the right size. Range and step are exact clamps on
+    floats; the speed norms are checked by a sum of squares with a relative margin of 1e-9 (far more than its
+    rounding against limit_norm's dot product) and, where one may bind, applied by `limit_speed` itself; the
+    workspace limit, outside `free_box`, is `braking_speed`'s operations in the same order on floats. So this returns
+    what the numpy path returns, to the bit (tests/test_loop_fast_path.py compares the two), with no numpy call in
+    the common case: issue 13's profile found each numpy call on a 5-vector costing 5–8 µs in the loop, where the
+    caches are cold after inference. Anything else takes the numpy path, which rejects what it cannot filter.
+    """
+    n = len(limits.dims)
+    out = _finite_floats(action, n)
+    tcp = _finite_floats(tcp_pos, 3)
+    if out is None or tcp is None or (q is not None and _finite_floats(q, None) is None):
+        return None
+    low, high, step, linear, angular = limits.float_bounds
+    if previous is None:
+        base = [0.0] * n
+    elif (prev := _finite_floats(previous, n)) is None:
+        return None
+    else:  # never continue a speed above the limits
+        base = _speed_limited([_clamp(x, lo, hi) for x, lo, hi in zip(prev, low, high, strict=True)], limits)
+    clipped = []
+    ranged = [_clamp(x, lo, hi) for x, lo, hi in zip(out, low, high, strict=True)]
+    if ranged != out:
+        clipped.append("range")
+    stepped = [_clamp(x, b - s, b + s) for x, b, s in zip(ranged, base, step, strict=True)]
+    if stepped != ranged:
+        clipped.append("step")
+    speed = _speed_limited(stepped, limits)
+    if speed != stepped:
+        clipped.append("speed")
+    moved = speed
+    if not all(lo < x < hi for x, lo, hi in zip(tcp, *limits.free_box, strict=True)):
+        moved = _workspace_limited(speed, tcp, limits)
+        if moved != speed:
+            clipped.append("workspace")
+    return FilterResult(np.array(moved, dtype=np.float64), "", tuple(clipped))
+
+
+def _braking_speed_of(distance: float, max_step: float, period_s: float) -> float:
+    """`braking_speed` of one axis on Python floats: the same operations in the same order, so the same bits."""
+    x = min(max(distance, 0.0) / (max_step * period_s), _MAX_STEPS)
+    n = max(float(math.ceil((math.sqrt(1.0 + 8.0 * x) - 1.0) / 2.0)), 1.0)
+    return max_step * (x + n * (n - 1) / 2) / n if distance > 0 else 0.0
+
+
+def _workspace_limited(v: list[float], tcp: list[float], limits: SafetyLimits) -> list[float]:
+    """`limit_workspace` applied to the linear part of `v` (as filter_action's numpy path does), on floats."""
+    _, _, step, linear, _ = limits.float_bounds
+    low, high = limits.workspace_box
+    out = list(v)
+    for axis, i in enumerate(linear):
+        toward_high = _braking_speed_of(high[axis] - tcp[axis], step[i], limits.period_s)
+        toward_low = _braking_speed_of(tcp[axis] - low[axis], step[i], limits.period_s)
+        out[i] = _clamp(v[i], -toward_low, toward_high)
+    return out
+
+
+def _speed_limited(v: list[float], limits: SafetyLimits) -> list[float]:
+    """`limit_speed` of `v`, itself where each part of the twist is within its norm by _NORM_MARGIN (a sum of
+    squares: no numpy call); where a norm may bind, limit_speed itself, so the result is the same to the bit."""
+    _, _, _, linear, angular = limits.float_bounds
+    lin = sum([v[i] * v[i] for i in linear])
+    ang = sum([v[i] * v[i] for i in angular])
+    if lin <= (limits.max_linear_speed * _NORM_MARGIN) ** 2 and ang <= (limits.max_angular_speed * _NORM_MARGIN) ** 2:
+        return v
+    array = np.array(v, dtype=np.float64)
+    return limit_speed(array, limits.dims, limits.max_linear_speed, limits.max_angular_speed).tolist()
+
+
+_NORM_MARGIN = 1.0 - 1e-9  # relative: what the fast path leaves between a norm and its limit
 
 
 def _inside(point: np.ndarray, box: tuple[tuple[float, ...], tuple[float, ...]]) -> bool:
