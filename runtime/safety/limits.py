@@ -366,7 +366,9 @@ def filter_action(
     if not joint_mode:
         speed = limit_speed(out, limits.dims, limits.max_linear_speed, limits.max_angular_speed)
         out = _apply("speed", out, speed, clipped)
-        if not _inside(tcp, limits.free_box):  # inside, the limit returns `out` as it is (SafetyLimits.free_box)
+        if not _inside(
+            tcp.tolist(), limits.free_box
+        ):  # inside, the limit returns `out` unchanged (SafetyLimits.free_box)
             lin = limits.linear
             moved = out.copy()
             moved[lin] = limit_workspace(
@@ -435,7 +437,7 @@ def _velocity_fast_path(
     if speed != stepped:
         clipped.append("speed")
     moved = speed
-    if not all(lo < x < hi for x, lo, hi in zip(tcp, *limits.free_box, strict=True)):
+    if not _inside(tcp, limits.free_box):
         moved = _workspace_limited(speed, tcp, limits)
         if moved != speed:
             clipped.append("workspace")
@@ -476,9 +478,9 @@ def _speed_limited(v: list[float], limits: SafetyLimits) -> list[float]:
 _NORM_MARGIN = 1.0 - 1e-9  # relative: what the fast path leaves between a norm and its limit
 
 
-def _inside(point: np.ndarray, box: tuple[tuple[float, ...], tuple[float, ...]]) -> bool:
+def _inside(point: Sequence[float], box: tuple[tuple[float, ...], tuple[float, ...]]) -> bool:
     """Whether `point` lies strictly inside the box (low, high), on Python floats: no numpy call."""
-    return all(lo < x < hi for x, lo, hi in zip(point.tolist(), *box, strict=True))
+    return all(lo < x < hi for x, lo, hi in zip(point, *box, strict=True))
 
 
 def _apply(name: str, before: np.ndarray, after: np.ndarray, clipped: list[str]) -> np.ndarray:
