@@ -17,7 +17,7 @@ from policies.data.collect import Episode, collect, dataset_id, tokenizer, write
 from policies.data.dataset import DatasetError, open_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.frames import FrameError
-from policies.data.nstep import held_actions, n_step_targets, per_step_rewards, staged_success_rewards
+from policies.data.nstep import gripper_horizons, held_actions, n_step_targets, per_step_rewards, staged_success_rewards
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.data.transitions import TransitionConfig, TransitionDataset, TransitionSampler, transition_loader
 from robots.tasks.env import PacTaskEnv
@@ -208,6 +208,32 @@ def test_held_actions_take_one_horizon_per_dimension(horizons):
             held_actions(np.stack([ramp, -ramp], axis=1), wrong)
 
 
+# a gripper column (dimension 1) that closes at step 2 and opens at step 5: the steps after a closed command
+# (3, 4, 5) take the closed horizon, the rest the open one; the first step counts as after an open command
+GRIPPER = np.array([0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+GRIPPER_TABLE = [  # (open h, closed h, per-step gripper horizons, held gripper column)
+    (1, 1, [1, 1, 1, 1, 1, 1, 1, 1], GRIPPER),
+    (1, 3, [1, 1, 1, 3, 3, 3, 1, 1], [0, 0, 1, 2 / 3, 1 / 3, 0, 0, 0]),
+    (2, 4, [2, 2, 2, 4, 4, 4, 2, 2], [0, 0.5, 1, 0.5, 0.25, 0, 0, 0]),
+]
+
+
+@pytest.mark.parametrize("open_h, closed_h, horizons, held", GRIPPER_TABLE)
+def test_the_gripper_window_depends_on_whether_it_was_closed(open_h, closed_h, horizons, held):
+    """Open, a grasp is scored by a short window; closed, a release by what follows it (issue 11's probes)."""
+    actions = np.stack([np.arange(8.0), GRIPPER], axis=1)
+    per_step = gripper_horizons(actions, (2, open_h), dim=1, closed=closed_h)
+    np.testing.assert_array_equal(per_step[:, 1], horizons)
+    np.testing.assert_array_equal(per_step[:, 0], 2)  # the arm keeps its own horizon
+    out = held_actions(actions, per_step)
+    np.testing.assert_allclose(out[:, 1], held, rtol=1e-6)
+    np.testing.assert_allclose(out[:, 0], held_actions(actions, 2)[:, 0])
+    with pytest.raises(ValueError, match="dimension"):
+        gripper_horizons(actions, 2, dim=2, closed=3)
+    with pytest.raises(ValueError, match="horizon"):
+        held_actions(actions, per_step[:-1])  # one per step means every step
+
+
 def synthetic_episode(index: int, steps: int, terminated: bool) -> Episode:
     """A state-only episode whose proprio[0] is 100·index + t, so a transition's rows can be read back."""
     spec = tokenizer("sawyer").spec
@@ -263,6 +289,8 @@ def test_transitions_carry_the_n_step_table_from_the_file(synthetic):
         replace(config, critic_horizon=4)  # a hold longer than the return the critic learns
     with pytest.raises(ValueError, match="critic_horizon"):
         replace(config, critic_horizon=(3, 3, 3, 3, 4))
+    with pytest.raises(ValueError, match="critic_horizon"):
+        replace(config, critic_horizon_closed=(4, 4))
     staged = TransitionDataset(synthetic, DID, replace(config, reward="staged", n_step=1), episodes=[0])
     np.testing.assert_allclose(staged[np.arange(4)].reward, [1.75, 1.75, 1.75, 7.0])  # half the stage, full end
 

@@ -389,7 +389,7 @@ def test_a_critic_of_held_actions_scores_the_mean_of_the_next_actions(datasets, 
     term still clones the step's own action, and with h = 1 the critic's action is the action itself."""
     from policies.data.dataset import locate_dataset
     from policies.data.episodes import EpisodeReader
-    from policies.data.nstep import held_actions
+    from policies.data.nstep import gripper_horizons, held_actions
     from policies.data.transitions import TransitionConfig, TransitionDataset
     from policies.model.config import size_config
     from policies.model.perceiver import build_model
@@ -438,9 +438,24 @@ def test_a_critic_of_held_actions_scores_the_mean_of_the_next_actions(datasets, 
     arm = [i for i in range(len(dims)) if i != gripper]
     np.testing.assert_allclose(split[:, arm], held_actions(actions, 5)[:, arm])
 
+    # ... and, where its previous command was closed, over 5 steps: a release valued by what follows it
+    closed = TrainConfig(
+        dataset="x", n_step=5, critic_horizon=5, critic_horizon_gripper=1, critic_horizon_gripper_closed=5
+    )
+    assert closed.critic_horizon_closed(dims) == (gripper, 5) and config.critic_horizon_closed(dims) is None
+    both = TransitionDataset(root, did, TransitionConfig(n_step=5, critic_horizon=closed.critic_horizon_per_dim(dims),
+                                                         critic_horizon_closed=closed.critic_horizon_closed(dims)),
+                             episodes=[0])[np.arange(len(data))].critic_action.numpy()  # fmt: skip
+    per_step = gripper_horizons(actions, closed.critic_horizon_per_dim(dims), gripper, 5)
+    np.testing.assert_allclose(both, held_actions(actions, per_step))
+    was_closed = np.concatenate([[0.0], actions[:-1, gripper]]) >= 0.5
+    np.testing.assert_array_equal(both[~was_closed, gripper], actions[~was_closed, gripper])
+    np.testing.assert_allclose(both[was_closed, gripper], held_actions(actions, 5)[was_closed, gripper])
+
     run = tmp_path / "pac_held"
     assert _train(datasets["state"], run, "--algo", "pac", "--steps", "20", "--batch-size", "16",
                   "--set", "n_step=5", "--set", "critic_horizon=5",
-                  "--set", "critic_horizon_gripper=1") == 0  # fmt: skip
+                  "--set", "critic_horizon_gripper=1", "--set", "critic_horizon_gripper_closed=5") == 0  # fmt: skip
     assert json.loads((run / "run.json").read_text())["train"]["critic_horizon"] == 5
     assert json.loads((run / "run.json").read_text())["train"]["critic_horizon_gripper"] == 1
+    assert json.loads((run / "run.json").read_text())["train"]["critic_horizon_gripper_closed"] == 5

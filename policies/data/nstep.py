@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+GRIPPER_CLOSED_AT = 0.5  # a gripper command at or above this closes (the sim: fingers at 1 - g of their travel)
+
 
 @dataclass(frozen=True)
 class NStepTargets:
@@ -60,26 +62,44 @@ def n_step_targets(rewards: np.ndarray, terminations: np.ndarray, n: int, gamma:
     return NStepTargets(reward.astype(np.float32), discount.astype(np.float32), (t + k).astype(np.int64))
 
 
-def held_actions(actions: np.ndarray, horizon: int | tuple[int, ...]) -> np.ndarray:
+def held_actions(actions: np.ndarray, horizon: int | tuple[int, ...] | np.ndarray) -> np.ndarray:
     """(T, A) the mean of actions[t : min(t + h, T)] for each step t of one episode (the window cut at its end).
 
-    `horizon` is one h for every dimension or one per dimension: (20, 20, 20, 20, 1) holds the arm's velocities
-    over 20 steps and scores the gripper by the step's own command."""
+    `horizon` is one h for every dimension, one per dimension ((20, 20, 20, 20, 1) holds the arm's velocities
+    over 20 steps and scores the gripper by the step's own command), or one per step and dimension (T, A):
+    `gripper_horizons` makes the gripper's window depend on whether the gripper was closed."""
     actions = np.asarray(actions, dtype=np.float64)
-    horizons = np.atleast_1d(np.asarray(horizon, dtype=np.int64))
-    if actions.ndim != 2 or horizons.ndim != 1 or horizons.size not in (1, actions.shape[1]) or (horizons < 1).any():
-        raise ValueError(f"need actions (T, A) and horizon ≥ 1, one or one per dimension; got {actions.shape}, "
-                         f"horizon {horizon}")  # fmt: skip
-    horizons = np.broadcast_to(horizons, actions.shape[1:])
-    steps = actions.shape[0]
-    sums = np.concatenate([np.zeros((1, actions.shape[1])), np.cumsum(actions, axis=0)])
-    t = np.arange(steps)
-    held = np.empty_like(actions)
-    for h in np.unique(horizons):
-        dims = horizons == h
-        end = np.minimum(t + h, steps)
-        held[:, dims] = (sums[end][:, dims] - sums[t][:, dims]) / (end - t)[:, None]
-    return held.astype(np.float32)
+    horizons = np.asarray(horizon, dtype=np.int64)
+    if actions.ndim != 2 or horizons.shape not in ((), (1,), actions.shape[1:], actions.shape) or (horizons < 1).any():
+        raise ValueError(f"need actions (T, A) and horizon ≥ 1, one, one per dimension or one per step and "
+                         f"dimension; got {actions.shape}, horizon {horizon}")  # fmt: skip
+    steps, dims = actions.shape
+    sums = np.concatenate([np.zeros((1, dims)), np.cumsum(actions, axis=0)])
+    t = np.arange(steps)[:, None]
+    end = np.minimum(t + np.broadcast_to(horizons, actions.shape), steps)
+    columns = np.arange(dims)[None, :]
+    return ((sums[end, columns] - sums[t, columns]) / (end - t)).astype(np.float32)
+
+
+def gripper_horizons(actions: np.ndarray, horizon: int | tuple[int, ...], dim: int, closed: int) -> np.ndarray:
+    """(T, A) per-step horizons for `held_actions`: `horizon` everywhere, except `closed` on the gripper's
+    dimension `dim` at the steps whose previous gripper command was closed (≥ GRIPPER_CLOSED_AT; an episode
+    starts open).
+
+    A gripper decision means different things in the two states (issue 11's probes). Open, the decision is when
+    to grasp: held over 20 steps, the window near a grasp is already "closed", and a critic of it valued closing
+    early (the policy closed on air); by the step's own command it sees the grasp right. Closed, the decision is
+    when to let go: one step of "open" changes almost nothing in a 20-step return (the data opens a step later
+    anyway), so a one-step critic was blind at the release, while a held one saw opening on blue win by
+    0.04-0.17."""
+    actions = np.asarray(actions)
+    if actions.ndim != 2 or not 0 <= dim < actions.shape[1] or closed < 1:
+        raise ValueError(f"need actions (T, A), a dimension in 0..A-1 and closed ≥ 1; got {actions.shape}, {dim}, "
+                         f"{closed}")  # fmt: skip
+    horizons = np.array(np.broadcast_to(np.asarray(horizon, dtype=np.int64), actions.shape))
+    previous = np.concatenate([[0.0], actions[:-1, dim]])
+    horizons[previous >= GRIPPER_CLOSED_AT, dim] = closed
+    return horizons
 
 
 def per_step_rewards(rewards: np.ndarray, terminations: np.ndarray, gamma: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from policies.data.episodes import IMAGES, REWARDS, EpisodeReader
 from policies.data.errors import DatasetError
-from policies.data.nstep import held_actions, n_step_targets, per_step_rewards, staged_success_rewards
+from policies.data.nstep import gripper_horizons, held_actions, n_step_targets, per_step_rewards, staged_success_rewards
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.spec import ObservationSpec
 
@@ -41,6 +41,9 @@ class TransitionConfig:
     # the critic's action: the mean of the data's next `critic_horizon` actions (nstep.held_actions); 1: the action
     # itself. One horizon per action dimension where they differ (the gripper scored by its own step)
     critic_horizon: int | tuple[int, ...] = 1
+    # (gripper dimension, h): the gripper's window where its previous command was closed (nstep.gripper_horizons:
+    # when to let go is valued by what follows, when to grasp by the step); None: critic_horizon everywhere
+    critic_horizon_closed: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.reward not in TRAINING_REWARDS:
@@ -48,6 +51,8 @@ class TransitionConfig:
         if self.n_step < 1 or not 0.0 <= self.gamma <= 1.0 or self.batch_size < 1:
             raise ValueError(f"need n_step ≥ 1, gamma in [0, 1], batch_size ≥ 1: {self}")
         horizons = self.critic_horizon if isinstance(self.critic_horizon, tuple) else (self.critic_horizon,)
+        if self.critic_horizon_closed is not None:
+            horizons = (*horizons, self.critic_horizon_closed[1])
         if not horizons or not all(1 <= h <= self.n_step for h in horizons):
             raise ValueError(f"critic_horizon must lie in 1..n_step (the return must span the hold): {self}")
 
@@ -132,7 +137,10 @@ class TransitionDataset(Dataset):
                 obs.setdefault(k, []).append(v)
             t = np.arange(arrays.steps)
             actions.append(arrays.actions)
-            critic_actions.append(held_actions(arrays.actions, cfg.critic_horizon))
+            horizon = cfg.critic_horizon
+            if cfg.critic_horizon_closed is not None:
+                horizon = gripper_horizons(arrays.actions, horizon, *cfg.critic_horizon_closed)
+            critic_actions.append(held_actions(arrays.actions, horizon))
             rewards.append(targets.reward)
             discounts.append(targets.discount)
             rows.append(start + t)

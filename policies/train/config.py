@@ -88,6 +88,11 @@ class TrainConfig:
     # valuing closing five steps before the data's grasps (the window's mean is already "closed" there), and the
     # policy closed on air.
     critic_horizon_gripper: int | None = None
+    # the gripper's horizon at steps whose previous gripper command was closed (None: critic_horizon_gripper
+    # everywhere). With critic_horizon_gripper=1 and this 20: a grasp is scored by its own step, a release by the
+    # 20 steps after it. Issue 11's probes: the one-step gripper fixed the early close at grasps but went blind
+    # at releases (+0.001), where the held one saw opening on blue win by 0.04-0.17 (policies/data/nstep.py).
+    critic_horizon_gripper_closed: int | None = None
     # the data the α·BC term clones: "all" (the paper), or "successes" (the transitions of successful episodes;
     # the critic and the improvement still see all of them): issue 11's probe found PAC's carry to be BC-on-all's
     bc_data: str = "all"
@@ -125,7 +130,7 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
         if self.steps < 1 or self.warmup_steps < 0 or not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"need steps ≥ 1, warmup_steps ≥ 0 and holdout in [0, 1): {self}")
-        for name in ("critic_horizon", "critic_horizon_gripper"):
+        for name in ("critic_horizon", "critic_horizon_gripper", "critic_horizon_gripper_closed"):
             value = getattr(self, name)
             if value is not None and not 1 <= value <= self.n_step:
                 raise ValueError(f"{name} must lie in 1..n_step, got {value} (n_step {self.n_step})")
@@ -149,6 +154,12 @@ class TrainConfig:
         if self.critic_horizon_gripper is None or "gripper" not in dims:
             return self.critic_horizon
         return tuple(self.critic_horizon_gripper if d == "gripper" else self.critic_horizon for d in dims)
+
+    def critic_horizon_closed(self, dims: tuple[str, ...]) -> tuple[int, int] | None:
+        """(the gripper's dimension, its horizon where it was closed) when it has one, else None."""
+        if self.critic_horizon_gripper_closed is None or "gripper" not in dims:
+            return None
+        return dims.index("gripper"), self.critic_horizon_gripper_closed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

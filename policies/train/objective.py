@@ -15,7 +15,8 @@ as one module call so DDP's hooks see the whole backward pass. The pure tensor f
 
 ā_data is the data's action or, with a critic of held actions (TrainConfig.critic_horizon = h), the mean of
 its next h actions: Z(s, a) then values a held for h steps, and every a it scores (a_i, a') is read that way.
-The gripper may have its own h (TrainConfig.critic_horizon_gripper; 1: the step's own command).
+The gripper may have its own h (TrainConfig.critic_horizon_gripper; 1: the step's own command), and another
+where its previous command was closed (critic_horizon_gripper_closed: a release valued by what follows).
 """
 
 from __future__ import annotations

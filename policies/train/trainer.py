@@ -86,6 +86,7 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
         seed=config.seed,
         images=bool(spec.cameras),
         critic_horizon=config.critic_horizon_per_dim(act.dims),
+        critic_horizon_closed=config.critic_horizon_closed(act.dims),
     )
     train_data = TransitionDataset(root, did, data, shard, episodes=split.train)
     held_out = None
