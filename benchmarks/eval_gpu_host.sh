@@ -1,0 +1,33 @@
+#!/bin/bash
+# Closed-loop evaluations on a lent device host's CPUs (16 cores there against 2 here), in one device call: every
+# policy in EVAL_DIR (default .evalq/, carried: `run(carry=[".whl", ".evalq"])`) through pac-eval on EPISODES
+# held-out seeds (1,000,000 onward, as learning_study evaluates) with W workers, once per decoding in DECODES.
+# Each policy's summary.json and episodes.csv land in $OUT/<name>_<decode>/; a table at the end. Every evaluation
+# has a deadline (END seconds after the start) so what finished comes back when a later one does not.
+# The wheels the image lacks are in .whl/ (benchmarks/scaling_gpu.sh says which). Locally: LOCAL=1 PY=.venv/bin/python.
+T0=$(date +%s)
+el() { echo "[$(($(date +%s) - T0)) s] $*"; }
+left() { echo $((${END:-500} - ($(date +%s) - T0))); }
+export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable}
+PY=${PY:-python3}
+if [ -z "$LOCAL" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+  lscpu | grep -E "Model name|^CPU\(s\)"
+fi
+EVAL_DIR=${EVAL_DIR:-.evalq} EPISODES=${EPISODES:-100} W=${W:-16} DECODES=${DECODES:-argmax_median}
+for policy in "$EVAL_DIR"/*.onnx; do
+  name=$(basename "$policy" .onnx)
+  for decode in ${DECODES//,/ }; do
+    [ "$(left)" -gt 10 ] || { el "out of time before $name $decode"; break 2; }
+    el "$name $decode: $EPISODES episodes"
+    timeout "$(left)" $PY -m runtime.eval --policy "$policy" --robot sawyer --task stack --episodes "$EPISODES" \
+      --workers "$W" --seed-start 1000000 --decode "$decode" --out "$OUT/${name}_$decode" \
+      >"$OUT/${name}_$decode.log" 2>&1 || el "$name $decode did not finish"
+  done
+done
+el "end"
+for summary in "$OUT"/*/summary.json; do
+  $PY -c "import json, sys; s = json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-2], \
+    {k: s[k] for k in ('successes', 'episodes', 'success_ci95', 'mean_shaped_return', 'wall_s')})" "$summary"
+done
