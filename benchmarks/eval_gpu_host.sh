@@ -4,17 +4,8 @@
 # held-out seeds (1,000,000 onward, as learning_study evaluates) with W workers, once per decoding in DECODES.
 # Each policy's summary.json and episodes.csv land in $OUT/<name>_<decode>/; a table at the end. Every evaluation
 # has a deadline (END seconds after the start) so what finished comes back when a later one does not.
-# The wheels the image lacks are in .whl/ (benchmarks/scaling_gpu.sh says which). Locally: LOCAL=1 PY=.venv/bin/python.
-T0=$(date +%s)
-el() { echo "[$(($(date +%s) - T0)) s] $*"; }
-left() { echo $((${END:-500} - ($(date +%s) - T0))); }
-export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable}
-PY=${PY:-python3}
-if [ -z "$LOCAL" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-  lscpu | grep -E "Model name|^CPU\(s\)"
-fi
+# The wheels the image lacks are in .whl/ (benchmarks/device_host.sh). Locally: LOCAL=1 PY=.venv/bin/python.
+DEFAULT_END=500; source "$(dirname "$0")/device_host.sh"
 EVAL_DIR=${EVAL_DIR:-.evalq} EPISODES=${EPISODES:-100} W=${W:-16} DECODES=${DECODES:-argmax_median}
 for policy in "$EVAL_DIR"/*.onnx; do
   name=$(basename "$policy" .onnx)

@@ -10,17 +10,7 @@
 # not finished by END=548: give the evaluations a second call, or fewer episodes. Locally: LOCAL=1 PY=.venv/bin/python.
 # Session 27, an H200 host (16 cores): collection took 225 s, past the old 230 s limit once writing was counted: the
 # limit is 330 s, and a collection cut short is never reused (it was: metadata.json is written before the data).
-T0=$(date +%s)
-el() { echo "[$(($(date +%s) - T0)) s] $*"; }
-left() { echo $((${END:-560} - ($(date +%s) - T0))); }
-export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable}
-PY=${PY:-python3}
-if [ -z "$LOCAL" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  lscpu | grep -E "Model name|^CPU\(s\)"
-fi
+DEFAULT_END=560; source "$(dirname "$0")/device_host.sh"
 EP=${EP:-1500} STEPS=${STEPS:-1500} BATCH=${BATCH:-256} W=${W:-16}
 G=${G:-/tmp/g}
 D=$G/data S=$G/study
