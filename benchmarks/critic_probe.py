@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
-from policies.data.nstep import held_actions, n_step_targets, per_step_rewards
+from policies.data.nstep import GRIPPER_CLOSED_AT, held_actions, n_step_targets, per_step_rewards
 from policies.model.perceiver import PerceiverActorCritic
 from policies.spec import DECODINGS
 from policies.train.checkpoint import checkpoint_at, load_checkpoint, load_trained_model
@@ -69,7 +69,7 @@ from policies.train.objective import (
 from robots.spec import load_spec
 from robots.tasks.tasks import STACK_XY, STACK_Z
 
-OPEN_BELOW = 0.5  # a gripper command under this opens (fingers at 1 - g of their travel; a held cube sits at ~0.45)
+OPEN_BELOW = GRIPPER_CLOSED_AT  # a gripper command under this opens (a held cube sits at ~0.45 of the travel)
 MISPLACE_XY = 0.05  # m: an off-centre release still counts as "above blue" up to here
 MISPLACE_Z = 0.03  # m: ... and this far from the stacked height (the expert lifts a misplaced cube 1.5 cm)
 GRASP_RADIUS = 0.02  # m between TCP and red's centre for a close to count as a grasp of red
