@@ -17,7 +17,10 @@ Moments, in the first K successful TRAINING episodes of the run's split (train/d
             ends in the success termination (the dataset's infos/success is true only there);
   misplace  the same switch with red above blue (within 5 cm in xy, one cube up) but off its centre: the
             expert's deliberate off-centre release, which fails;
-  grasp     open → closed with the TCP within 2 cm of red (the step that starts closing on it).
+  grasp     open → closed with the TCP within 2 cm of red (the step that starts closing on it);
+  approach  steps 5, 20 and 40 of the episode while its gripper has stayed open (before the first close): where
+            the data never closes, so a critic that prefers closing there is extrapolating (issue 11, session 27:
+            a critic on the policy's features alone preferred it by 0.03-0.17 and the gripper shut at the start).
 At each moment's state and the `--before` steps before it: the critic's E[Z] and the std of Z for the data's
 action, the same action with the gripper closed (1.0) and open (0.0); the policy's mass on "open" gripper bins
 (value < 0.5) and whether its argmax (the study's decoding) opens; N actions sampled from the target policy
@@ -73,7 +76,8 @@ OPEN_BELOW = GRIPPER_CLOSED_AT  # a gripper command under this opens (a held cub
 MISPLACE_XY = 0.05  # m: an off-centre release still counts as "above blue" up to here
 MISPLACE_Z = 0.03  # m: ... and this far from the stacked height (the expert lifts a misplaced cube 1.5 cm)
 GRASP_RADIUS = 0.02  # m between TCP and red's centre for a close to count as a grasp of red
-KINDS = ("release", "misplace", "grasp")
+APPROACH_STEPS = (5, 20, 40)  # an episode's steps probed as "approach" moments while its gripper is still open
+KINDS = ("release", "misplace", "grasp", "approach")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -100,7 +104,8 @@ def _on_blue(r: np.ndarray, b: np.ndarray, half: float) -> bool:
 
 
 def find_moments(arrays, objects: tuple[str, ...], tcp_at: int, half: float, episode: int) -> list[Moment]:
-    """The gripper switches of one episode, classified by the observation's object poses at the switch."""
+    """The gripper switches of one episode, classified by the observation's object poses at the switch, and its
+    approach steps (APPROACH_STEPS before the first close)."""
     grip = arrays.actions[:, -1]
     closed = grip >= OPEN_BELOW
     obj = arrays.observations["objects"]
@@ -117,7 +122,8 @@ def find_moments(arrays, objects: tuple[str, ...], tcp_at: int, half: float, epi
             out.append(Moment("misplace", episode, t))
         elif closed[t] and np.linalg.norm(arrays.observations["proprio"][t, tcp_at : tcp_at + 3] - r) < GRASP_RADIUS:
             out.append(Moment("grasp", episode, t))
-    return out
+    first_close = int(np.argmax(closed)) if closed.any() else len(grip)
+    return out + [Moment("approach", episode, t) for t in APPROACH_STEPS if t < first_close]
 
 
 def _batch(observations: dict[str, np.ndarray], rows: np.ndarray, names: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmarks.critic_probe import carry_coverage, release_coverage
+from benchmarks.critic_probe import carry_coverage, find_moments, release_coverage
 
 
 def test_white_noise_that_points_away_one_step_averages_out_over_a_hold():
@@ -51,3 +51,16 @@ def test_release_coverage_counts_the_steps_resting_on_blue_and_the_chance_of_ope
     assert got["resting_steps"] == 5 + 2 and got["opening_steps"] == 2
     assert got["open_share"] == pytest.approx(2 / 7)
     assert got["dwell_before_opening"]["q50"] == pytest.approx(2.5) and got["dwell_before_opening"]["n"] == 2
+
+
+def test_approach_moments_are_the_start_steps_before_the_first_close():
+    """The gripper closes at step 30 with the TCP far from red (no grasp) and opens at 50 off blue (no release):
+    the only moments are the approach steps 5 and 20; step 40 comes after the first close."""
+    grip = [0.0] * 30 + [1.0] * 20 + [0.0] * 10
+    episode = _resting_episode(grip, [False] * len(grip))
+    episode.observations["proprio"] = np.zeros((len(grip) + 1, 3), np.float32)
+    moments = find_moments(episode, ("red", "green", "blue"), tcp_at=0, half=0.025, episode=7)
+    assert [(m.kind, m.step, m.episode) for m in moments] == [("approach", 5, 7), ("approach", 20, 7)]
+    never = _resting_episode([0.0] * 60, [False] * 60)
+    never.observations["proprio"] = np.zeros((61, 3), np.float32)
+    assert [m.step for m in find_moments(never, ("red", "green", "blue"), 0, 0.025, 0)] == [5, 20, 40]
