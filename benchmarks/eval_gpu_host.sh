@@ -1,7 +1,7 @@
 #!/bin/bash
 # Closed-loop evaluations on a lent device host's CPUs (16 cores there against 2 here), in one device call: every
 # policy in EVAL_DIR (default .evalq/, carried: `run(carry=[".whl", ".evalq"])`) through pac-eval on EPISODES
-# held-out seeds (1,000,000 onward, as learning_study evaluates) with W workers, once per decoding in DECODES.
+# held-out seeds (pac-eval's default start, as learning_study evaluates) with W workers, once per decoding in DECODES.
 # Each policy's summary.json, episodes.csv and log go to <name>_<decode>/ in one $OUT/evals.tgz (a call returns only
 # a few files), with a line per evaluation printed at the end. Every evaluation has a deadline (END seconds after
 # the start) so what finished comes back when a later one does not.
@@ -15,7 +15,7 @@ for policy in "$EVAL_DIR"/*.onnx; do
     [ "$(left)" -gt 10 ] || { el "out of time before $name $decode"; break 2; }
     el "$name $decode: $EPISODES episodes"
     timeout "$(left)" $PY -m runtime.eval --policy "$policy" --robot sawyer --task stack --episodes "$EPISODES" \
-      --workers "$W" --seed-start 1000000 --decode "$decode" --out "$R/${name}_$decode" \
+      --workers "$W" --decode "$decode" --out "$R/${name}_$decode" \
       >"$R/${name}_$decode.log" 2>&1 || el "$name $decode did not finish"
   done
 done

@@ -366,9 +366,8 @@ def filter_action(
     if not joint_mode:
         speed = limit_speed(out, limits.dims, limits.max_linear_speed, limits.max_angular_speed)
         out = _apply("speed", out, speed, clipped)
-        if not _inside(
-            tcp.tolist(), limits.free_box
-        ):  # inside, the limit returns `out` unchanged (SafetyLimits.free_box)
+        # inside the free box the workspace limit returns `out` unchanged (SafetyLimits.free_box)
+        if not _inside(tcp.tolist(), limits.free_box):
             lin = limits.linear
             moved = out.copy()
             moved[lin] = limit_workspace(
