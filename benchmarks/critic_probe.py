@@ -392,13 +392,14 @@ def rollouts(model, target, config, episodes: int, samples: int, seed: int, deco
     states, xy, dz, still, returns, successes = [], [], [], [], [], 0
     for i in range(episodes):
         observation, _ = env.reset(seed=HELD_OUT_SEED_START + i)
+        rng = np.random.default_rng(HELD_OUT_SEED_START + i)  # the sampled decodings: as pac-eval seeds them
         shaped = 0.0
         for _ in range(env.max_steps):
             feeds = tok.from_observation(observation, env.instruction).feeds()
             inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
             with torch.no_grad():
                 logits = model(inputs)[0].numpy()
-            action = model.action_spec.from_logits(logits, decode).astype(np.float32)
+            action = model.action_spec.from_logits(logits, decode, rng).astype(np.float32)
             s = env.scene()
             red, blue = s.objects["red"], s.objects["blue"]
             if s.grasped == "red":

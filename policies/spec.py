@@ -100,7 +100,8 @@ def _bounds(d: dict[str, Any], key: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-DECODINGS = ("argmax", "mean", "hybrid", "median", "argmax_median")  # bins → action (ActionSpec.from_logits)
+DECODINGS = ("argmax", "mean", "hybrid", "median", "argmax_median", "sample", "sample_median")  # ActionSpec.from_logits
+SAMPLED_DECODINGS = ("sample", "sample_median")  # they draw from the policy: from_logits needs a generator
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,9 @@ class ActionSpec:
         t = (np.asarray(action, dtype=np.float64) - low) / (high - low)
         return np.clip(np.rint(t * (self.bins - 1)), 0, self.bins - 1).astype(np.int64)
 
-    def from_logits(self, logits: np.ndarray, how: str = "argmax") -> np.ndarray:
+    def from_logits(
+        self, logits: np.ndarray, how: str = "argmax", rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         """Physical action (A,) from logits (A, K), by one of DECODINGS: the most likely bin ("argmax"), the
         distribution's mean ("mean"), the mean for the motion dims and the most likely bin for the gripper
         ("hybrid"), or the first bin where the cumulative probability reaches one half ("median"). A policy
@@ -161,25 +164,40 @@ class ActionSpec:
         side holding more than half of the mass. "argmax_median" takes the most likely bin for the motion dims and
         the median for the gripper: an open/close decision whose "open" mass is spread over many bins (as a critic's
         improvement term leaves it) and "closed" mass on one has its argmax on the closed spike even when most of
-        the mass says open."""
+        the mass says open.
+
+        "sample" draws every dimension from its categorical with `rng`; "sample_median" draws the motion dims and
+        takes the gripper's median. A deterministic decoding of a policy cloned from a demonstrator with hidden
+        state (a count of steps before it lifts, a pause) has fixed points where the data's chance of moving on
+        is below one half each step: the median stays put for ever, the argmax leaves by a spike on a clipped
+        bound, often the wrong way. Drawn, the policy moves on at the data's rate. The gripper's median keeps
+        a held object held, where drawing it would drop it at the data's per-step chance of a drop."""
         logits = np.asarray(logits, dtype=np.float64).reshape(self.size, self.bins)
         centers = self.bin_centers()
         if how not in DECODINGS:
             raise ValueError(f"unknown decoding {how!r}: use one of {', '.join(DECODINGS)}")
+        if how in SAMPLED_DECODINGS and rng is None:
+            raise ValueError(f"decoding {how!r} draws from the policy: pass a numpy Generator")
         rows = np.arange(self.size)
-        best = centers[rows, np.argmax(logits, axis=1)]
         if how == "argmax":
-            return best
+            return centers[rows, np.argmax(logits, axis=1)]
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
-        if how in ("median", "argmax_median"):
-            below_half = (np.cumsum(p, axis=1) < 0.5).sum(axis=1)  # bins before the one that reaches 1/2
-            median = centers[rows, np.minimum(below_half, self.bins - 1)]
-            return median if how == "median" else np.where(np.asarray(self.dims) == GRIPPER, median, best)
+        cdf = np.cumsum(p, axis=1)
+        gripper = np.asarray(self.dims) == GRIPPER
+        if how in ("median", "argmax_median", "sample_median"):
+            median = centers[rows, np.minimum((cdf < 0.5).sum(axis=1), self.bins - 1)]
+            if how == "median":
+                return median
+            other = self.from_logits(logits, "argmax" if how == "argmax_median" else "sample", rng)
+            return np.where(gripper, median, other)
+        if how == "sample":
+            drawn = (cdf < rng.random(self.size)[:, None] * cdf[:, -1:]).sum(axis=1)  # inverse CDF, one draw each
+            return centers[rows, np.minimum(drawn, self.bins - 1)]
         mean = (p * centers).sum(axis=1)
         if how == "mean":
             return mean
-        return np.where(np.asarray(self.dims) == GRIPPER, best, mean)
+        return np.where(gripper, centers[rows, np.argmax(logits, axis=1)], mean)
 
 
 def observation_spec(

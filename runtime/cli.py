@@ -169,8 +169,10 @@ def build_loop(
     await_reset: bool = False,
     *,
     clock: Clock = MONOTONIC,
+    decode_seed: int = 0,
 ) -> ControlLoop:
-    """The loop's parts for this config and policy, on `clock`; `control` served between ticks."""
+    """The loop's parts for this config and policy, on `clock`; `control` served between ticks; `decode_seed`
+    seeds the sampled decodings."""
     arm = load_spec(config.robot)
     cameras, objects = policy.metadata.observation.cameras, bool(policy.metadata.observation.objects)
     timer = StageTimer(STAGES, clock=clock)
@@ -181,7 +183,9 @@ def build_loop(
     else:
         link = RealtimeLink(*parts, objects=objects)
     w = config.watchdogs
-    step = PolicyStep(policy, config.instruction, config.decode, w.inference_deadline_ms, timer)
+    step = PolicyStep(
+        policy, config.instruction, config.decode, w.inference_deadline_ms, timer, decode_seed=decode_seed
+    )
     limits = SafetyLimits.from_arm(arm, config.mode, config.period_s)
     guard = Guard(limits, w, cameras, fk=_tcp_position(arm), objects=objects, session=client.fingerprint)
     serve = control.serve if control is not None else None

@@ -221,7 +221,7 @@ class EpisodeRunner:
         latest = self.client.reset(seed=seed)
         if latest.task is None or latest.task.task != self.job.task or latest.task.step != 0:
             raise RuntimeError(f"the driver did not report task {self.job.task!r} after the reset: {latest.task}")
-        loop = build_loop(self.config, self.policy, self.client, lockstep=True, recorder=None)
+        loop = build_loop(self.config, self.policy, self.client, lockstep=True, recorder=None, decode_seed=seed)
         tally = _Tally(self.client, self.job.max_steps, self.job.sheet_camera if frames else None)
         tally.look()  # the frame at the reset
         state = loop.run(max_ticks=self.job.max_steps, until=tally.look)
@@ -456,7 +456,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=DECODINGS,
         default=None,
         help="bins → action (default: the config's). A policy cloned from noisy data puts its argmax on the "
-        "clipped end bins and on exact zeros; the mean follows the data's average action",
+        "clipped end bins and on exact zeros; the mean follows the data's average action; sample and "
+        "sample_median draw from the policy, seeded by each episode's seed",
     )
     p.add_argument("--out", type=Path, default=None, help="directory for episodes.csv, summary.json, the sheet")
     p.add_argument("--sheets", type=int, default=0, help="contact sheet of the first K episodes (needs --out)")

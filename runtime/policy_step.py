@@ -25,8 +25,19 @@ class PolicyOutput:
 
 
 class PolicyStep:
-    def __init__(self, policy: LoadedPolicy, instruction: str, decode: str, deadline_ms: float, timer: StageTimer):
+    def __init__(
+        self,
+        policy: LoadedPolicy,
+        instruction: str,
+        decode: str,
+        deadline_ms: float,
+        timer: StageTimer,
+        *,
+        decode_seed: int = 0,
+    ):
         self.policy, self.instruction, self.decode, self.deadline_ms = policy, instruction, decode, deadline_ms
+        # the sampled decodings draw from this generator: a run (a pac-eval episode: its seed) replays exactly
+        self.rng = np.random.default_rng(decode_seed)
         self.cameras = policy.metadata.observation.cameras
         self.objects = bool(policy.metadata.observation.objects)  # the policy reads object poses
         self.timer = timer
@@ -50,4 +61,4 @@ class PolicyStep:
         if self.timer.last("infer") > self.deadline_ms:
             return PolicyOutput(None, Cause(CauseKind.INFERENCE_DEADLINE))
         with self.timer.section("decode"):
-            return PolicyOutput(self.policy.action(logits, self.decode))
+            return PolicyOutput(self.policy.action(logits, self.decode, self.rng))

@@ -82,14 +82,16 @@ def test_pac_eval_reports_a_success_rate_with_its_interval_and_writes_csv_and_js
     assert (out / "contact_sheet.png").stat().st_size > 0
 
 
-def test_the_same_seeds_give_the_same_episodes_with_one_worker_or_two(state_policy, tmp_path):
+@pytest.mark.parametrize("decode", ["argmax", "sample_median"])
+def test_the_same_seeds_give_the_same_episodes_with_one_worker_or_two(state_policy, tmp_path, decode):
     # Lockstep ages are on sim time; the inference deadline is the one watchdog on the wall clock, and a
-    # loaded CI machine must not make it fire in one run and not the other.
+    # loaded CI machine must not make it fire in one run and not the other. A sampled decoding draws from a
+    # generator seeded by the episode's seed, so it replays too, whichever worker runs the episode.
     raw = yaml.safe_load((CONFIG_DIR / "sawyer.yaml").read_text())
     raw["watchdogs"] = {"inference_deadline_ms": 5_000.0}
     config = tmp_path / "sawyer.yaml"
     config.write_text(yaml.safe_dump(raw))
-    common = dict(robot="sawyer", task="stack", episodes=3, seed_start=7, max_steps=STEPS, config=config)
+    common = dict(robot="sawyer", task="stack", episodes=3, seed_start=7, max_steps=STEPS, config=config, decode=decode)
     one = evaluate(state_policy, workers=1, **common)
     two = evaluate(state_policy, workers=2, **common)
     assert [r.seed for r in one.results] == [7, 8, 9]

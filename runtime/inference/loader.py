@@ -66,9 +66,9 @@ class LoadedPolicy:
         """(A, K) action-bin logits for one observation (actor files)."""
         return self.run(inputs.feeds())
 
-    def action(self, logits: np.ndarray, how: str = "argmax") -> np.ndarray:
-        """Physical action (A,) from logits, with the model's own action spec."""
-        return self.metadata.action.from_logits(logits, how)
+    def action(self, logits: np.ndarray, how: str = "argmax", rng: np.random.Generator | None = None) -> np.ndarray:
+        """Physical action (A,) from logits, with the model's own action spec (`rng`: for the sampled decodings)."""
+        return self.metadata.action.from_logits(logits, how, rng)
 
 
 def _read_graph(path: Path) -> onnx.ModelProto:
