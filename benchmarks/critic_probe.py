@@ -74,6 +74,7 @@ from robots.tasks.tasks import STACK_XY, STACK_Z
 
 OPEN_BELOW = GRIPPER_CLOSED_AT  # a gripper command under this opens (a held cube sits at ~0.45 of the travel)
 MISPLACE_XY = 0.05  # m: an off-centre release still counts as "above blue" up to here
+LIFTED = 0.02  # m: red this far above where it rested is lifted (rollouts' stage counts)
 MISPLACE_Z = 0.03  # m: ... and this far from the stacked height (the expert lifts a misplaced cube 1.5 cm)
 GRASP_RADIUS = 0.02  # m between TCP and red's centre for a close to count as a grasp of red
 APPROACH_STEPS = (5, 20, 40)  # an episode's steps probed as "approach" moments while its gripper is still open
@@ -380,7 +381,9 @@ CARRY_ROWS = (
 
 def rollouts(model, target, config, episodes: int, samples: int, seed: int, decode: str = "argmax") -> dict:
     """Closed loop (`decode`: one of DECODINGS; the task env stepped directly: no pac-run loop or safety filter):
-    where the policy takes red while it holds it, and the probe at the held states near blue (xy < MISPLACE_XY)."""
+    how far each episode got (grasped red, lifted it, held it over blue, stacked), where the gripper first closed
+    (the TCP's height above red's centre and its xy distance), where the policy takes red while it holds it, and
+    the probe at the held states near blue (xy < MISPLACE_XY)."""
     from policies.data.collect import tokenizer
     from robots.tasks.env import PacTaskEnv
     from runtime.eval import HELD_OUT_SEED_START
@@ -390,10 +393,13 @@ def rollouts(model, target, config, episodes: int, samples: int, seed: int, deco
     tok = tokenizer(spec.robot, cameras=(), objects=bool(spec.objects))
     half = float(env.arm.scene["objects"][0]["size"])
     states, xy, dz, still, returns, successes = [], [], [], [], [], 0
+    reached = dict.fromkeys(("grasped", "lifted", "over_blue"), 0)
+    close_dz, close_xy = [], []  # where the first close command of each episode that closed came
     for i in range(episodes):
         observation, _ = env.reset(seed=HELD_OUT_SEED_START + i)
         rng = np.random.default_rng(HELD_OUT_SEED_START + i)  # the sampled decodings: as pac-eval seeds them
-        shaped = 0.0
+        shaped, got, closed = 0.0, set(), False
+        rest_z = float(env.scene().objects["red"][2])
         for _ in range(env.max_steps):
             feeds = tok.from_observation(observation, env.instruction).feeds()
             inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
@@ -402,7 +408,16 @@ def rollouts(model, target, config, episodes: int, samples: int, seed: int, deco
             action = model.action_spec.from_logits(logits, decode, rng).astype(np.float32)
             s = env.scene()
             red, blue = s.objects["red"], s.objects["blue"]
+            if not closed and action[-1] >= GRIPPER_CLOSED_AT:
+                closed = True
+                close_dz.append(float(s.tcp[2] - red[2]))
+                close_xy.append(float(np.linalg.norm(s.tcp[:2] - red[:2])))
             if s.grasped == "red":
+                got.add("grasped")
+                if red[2] > rest_z + LIFTED:
+                    got.add("lifted")
+                    if np.linalg.norm(red[:2] - blue[:2]) < STACK_XY:
+                        got.add("over_blue")
                 xy.append(float(np.linalg.norm(red[:2] - blue[:2])))
                 dz.append(float(red[2] - blue[2] - 2 * half))
                 still.append(float(np.abs(action[:3]).max() < 0.002))  # every linear velocity on its zero bin
@@ -414,6 +429,8 @@ def rollouts(model, target, config, episodes: int, samples: int, seed: int, deco
                 successes += int(terminated)
                 break
         returns.append(shaped)
+        for stage in got:
+            reached[stage] += 1
     env.close()
     xy_a, dz_a = np.array(xy), np.array(dz)
     result: dict = {
@@ -421,6 +438,9 @@ def rollouts(model, target, config, episodes: int, samples: int, seed: int, deco
         "decode": decode,
         "successes": successes,
         "shaped_return": _summ(returns),
+        "episodes_reaching": reached | {"stacked": successes},
+        "first_close_above_red_m": _summ(close_dz, quantiles=True),
+        "first_close_xy_from_red_m": _summ(close_xy, quantiles=True),
         "held_steps": len(xy),
         "held_share_xy_below_stack_xy": float((xy_a < STACK_XY).mean()) if xy else 0.0,
         "held_share_xy_below_5cm": float((xy_a < MISPLACE_XY).mean()) if xy else 0.0,
@@ -452,6 +472,13 @@ def print_rollouts(name: str, roll: dict) -> None:
         f"{roll['held_share_xy_below_5cm']:.0%} of them within 5 cm (xy) of blue, "
         f"{roll['held_share_xy_below_stack_xy']:.0%} within {STACK_XY * 100:.0f} cm; "
         f"{roll['held_share_zero_velocity']:.0%} of held steps with every linear velocity on its zero bin"
+    )
+    r = roll["episodes_reaching"]
+    close = roll["first_close_above_red_m"]
+    print(
+        f"  episodes that grasped red {r['grasped']}, lifted it {r['lifted']}, held it over blue {r['over_blue']}, "
+        f"stacked {r['stacked']}"
+        + (f"; first close {close['q50'] * 100:.1f} cm above red's centre (median)" if close.get("n") else "")
     )
     if roll["held_steps"]:
         print(
