@@ -22,7 +22,7 @@ import signal
 import sys
 from pathlib import Path
 
-from policies.spec import ObservationSpec, action_spec
+from policies.spec import DECODINGS, ObservationSpec, action_spec
 from robots.contract.client import DriverClient, DriverUnavailable
 from robots.contract.security import LinkRefused
 from robots.sim.process import start_sim, stop_sim
@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default=session.device)
     p.add_argument("--allow-cpu-fallback", action="store_true", help="run on the CPU if the GPU asked for is missing")
     p.add_argument("--instruction", default=None)
+    p.add_argument(
+        "--decode",
+        choices=DECODINGS,
+        default=None,
+        help="bins → action (default: the config's); the sampled decodings are seeded with 0",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--ticks", type=int, default=None, help="stop after this many control periods")
     p.add_argument(
@@ -212,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     control = None
     try:
         try:
-            config = with_overrides(load_config(args.config, args.robot), instruction=args.instruction)
+            config = with_overrides(
+                load_config(args.config, args.robot), instruction=args.instruction, decode=args.decode
+            )
         except ConfigError as exc:
             print(f"pac-run: {exc}", file=sys.stderr)
             return EXIT_REFUSED

@@ -128,6 +128,16 @@ def test_a_lockstep_run_replays_bit_for_bit(lockstep_run, policy, capsys):
     assert f"{TICKS + 1} commands, {TICKS + 1} identical" in out, out
 
 
+def test_a_sampled_decoding_is_recorded_and_replays_bit_for_bit(policy, tmp_path, capsys):
+    """`--decode sample_median` draws the motion from the policy: the recorded config names the decoding and
+    the replay draws the same actions (the generator's seed is pac-run's, 0), so it replays clean."""
+    directory = tmp_path / "rec"
+    _record(policy, directory, "--lockstep", "--ticks", "60", "--decode", "sample_median")
+    assert read_recording(directory).session["config"]["decode"] == "sample_median"
+    assert pac_run(["--replay", str(directory), "--policy", str(policy)]) == EXIT_OK
+    assert "61 commands, 61 identical" in capsys.readouterr().out
+
+
 def test_a_state_taken_out_of_the_recording_does_not_replay_clean(lockstep_run, policy, tmp_path):
     directory, _ = lockstep_run
     dropped = _loop_state(directory, TICKS // 2)
