@@ -7,7 +7,7 @@
 # the start) so what finished comes back when a later one does not.
 # The wheels the image lacks are in .whl/ (benchmarks/device_host.sh). Locally: LOCAL=1 PY=.venv/bin/python.
 DEFAULT_END=500; source "$(dirname "$0")/device_host.sh"
-EVAL_DIR=${EVAL_DIR:-.evalq} EPISODES=${EPISODES:-100} W=${W:-16} DECODES=${DECODES:-argmax_median}
+EVAL_DIR=${EVAL_DIR:-.evalq} EPISODES=${EPISODES:-100} W=${W:-16} DECODES=${DECODES:-sample_median}
 R=$(mktemp -d)
 for policy in "$EVAL_DIR"/*.onnx; do
   name=$(basename "$policy" .onnx)

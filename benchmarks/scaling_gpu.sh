@@ -29,7 +29,7 @@ for size in M S XS; do
   case $size in XS) E=${E_XS:-100} WK=3 ;; S) E=${E_S:-100} WK=6 ;; M) E=${E_M:-24} WK=8 ;; esac
   timeout $(left) $PY -m benchmarks.learning_study --dataset $D/pac/sawyer-stack-rl_like-v0 --out $S --algos pac \
     --seeds 0 --size $size --steps $STEPS --batch-size $BATCH --episodes $E --workers $WK --curve 1 \
-    --decode argmax_median $SET >$OUT/study_$size.log 2>&1 &
+    --decode sample_median $SET >$OUT/study_$size.log 2>&1 &
 done
 while [ -n "$(jobs -r)" ]; do
   sleep 30
