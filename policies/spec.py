@@ -185,15 +185,17 @@ class ActionSpec:
         p /= p.sum(axis=1, keepdims=True)
         cdf = np.cumsum(p, axis=1)
         gripper = np.asarray(self.dims) == GRIPPER
+        if how in SAMPLED_DECODINGS:
+            drawn = (cdf < rng.random(self.size)[:, None] * cdf[:, -1:]).sum(axis=1)  # inverse CDF, one draw each
+            sampled = centers[rows, np.minimum(drawn, self.bins - 1)]
+            if how == "sample":
+                return sampled
         if how in ("median", "argmax_median", "sample_median"):
             median = centers[rows, np.minimum((cdf < 0.5).sum(axis=1), self.bins - 1)]
             if how == "median":
                 return median
-            other = self.from_logits(logits, "argmax" if how == "argmax_median" else "sample", rng)
-            return np.where(gripper, median, other)
-        if how == "sample":
-            drawn = (cdf < rng.random(self.size)[:, None] * cdf[:, -1:]).sum(axis=1)  # inverse CDF, one draw each
-            return centers[rows, np.minimum(drawn, self.bins - 1)]
+            motion = centers[rows, np.argmax(logits, axis=1)] if how == "argmax_median" else sampled
+            return np.where(gripper, median, motion)
         mean = (p * centers).sum(axis=1)
         if how == "mean":
             return mean
