@@ -1,0 +1,67 @@
+#!/bin/bash
+# Issue 11's learning study: some of its runs trained on a lent GPU host, on the very bytes trained on here.
+# The study's data (main_data.hdf5, 233 MB) travels as `zstd -19 --long=27` parts (~27 MB) with its metadata.json,
+# in DATA (default /tmp/carry: a first call on the same warm machine installs the wheels and stages a part there,
+# as a call carries 64 MiB). It is unpacked there; pac-train checks the file's CRC against the metadata and hashes
+# it into each run.json, so a run trained there names the same dataset as one trained here. The runs are
+# learning_study's own pac-train commands (RUNS: algo:seed ...), in fp32 (amp=none: no bf16, as on the CPU), side
+# by side on the one card. Each finished run is exported there and comes back as $OUT/<run>.tgz (run.json,
+# metrics.csv, summary.json, the final checkpoint's model, the exported actor): unpack it into the study's runs/
+# and `learning_study` evaluates and reports it with the rest. A run not finished by the deadline (END seconds after
+# the start) is killed and left out: train it here. Locally: LOCAL=1 PY=.venv/bin/python DATA=dir.
+DEFAULT_END=540; source "$(dirname "$0")/device_host.sh"
+DATA=${DATA:-/tmp/carry} RUNS=${RUNS:-"bc:1 bc:2 filtered_bc:1 filtered_bc:2"} STEPS=${STEPS:-12000} BATCH=${BATCH:-64}
+G=${G:-/tmp/g}
+D=$G/data/pac/sawyer-stack-rl_like-v0 S=$G/study
+mkdir -p $D/data $S/runs $S/logs
+cat $DATA/main_data.hdf5.zst.* | $PY -c "import sys, zstandard
+zstandard.ZstdDecompressor(max_window_size=2**27).copy_stream(sys.stdin.buffer, sys.stdout.buffer)" \
+  >$D/data/main_data.hdf5 || { el "unpacking failed"; exit 1; }
+cp $DATA/metadata.json $D/data/
+el "data unpacked: $(sha256sum $D/data/main_data.hdf5 | cut -c1-16)"
+# The study's recipe (RESULTS.md, "Session 28"); checkpoint_every first, as learning_study passes it.
+SET="--set checkpoint_every=2000 --set reward=shaped --set n_step=20 --set target_period=50 --set lr_peak=0.001"
+SET="$SET --set warmup_steps=200 --set eta=0.3 --set critic_horizon=20 --set checkpoint_every=2000 --set amp=none"
+TS=$(( $(date +%s) - T0 ))
+for r in $RUNS; do
+  algo=${r%:*} seed=${r#*:}
+  name=${algo}_XS_s$seed
+  timeout $(left) $PY -m policies.train.cli --dataset $D --size XS --algo $algo --steps $STEPS --batch-size $BATCH \
+    --seed $seed --threads 1 $SET --out $S/runs/$name >$S/logs/$name.log 2>&1 &
+done
+step_of() { tail -n1 $S/runs/$1/metrics.csv 2>/dev/null | cut -d, -f1 | grep -E '^[0-9]+$' || echo 0; }
+sum() { awk '{s += $1} END {print s + 0}'; }
+# After CHECK + 40 s, project the finish from the steps done so far (the card's throughput, shared by the runs): while it
+# falls past the deadline, stop the last run (one finished run is worth more than several cut short).
+names=($(for r in $RUNS; do echo ${r%:*}_XS_s${r#*:}; done))
+sleep ${CHECK:-120}
+before=$(for n in "${names[@]}"; do step_of $n; done | sum)
+sleep 40  # the pace over these 40 s, past the runs' start-up (loading the data)
+steps=$(( $(for n in "${names[@]}"; do step_of $n; done | sum) - before ))
+k=${#names[@]}
+while [ "$k" -gt 1 ] && [ "$steps" -gt 0 ]; do
+  done_k=$(for n in "${names[@]:0:k}"; do step_of $n; done | sum)
+  eta=$(( (k * STEPS - done_k) * 40 / steps ))
+  el "$k runs: $eta s more at $steps steps in 40 s, $(left) s left"
+  [ "$eta" -gt $(( $(left) - 60 )) ] || break
+  k=$((k - 1))
+  el "stopping ${names[k]}: not all would finish"; pkill -f -- "--out $S/runs/${names[k]}\$"
+done
+while [ -n "$(jobs -r)" ]; do
+  sleep 30
+  el "$(for r in $S/runs/*; do echo -n "$(basename $r): $(tail -n1 $r/metrics.csv 2>/dev/null | cut -d, -f1) | "; done)"
+done
+el "trained"
+for run in $S/runs/*; do
+  name=$(basename $run)
+  [ -f $run/summary.json ] || { el "$name did not finish"; tail -c 1500 $S/logs/$name.log; continue; }
+  step=$(ls $run/checkpoints | grep step_ | tail -1)
+  n=$((10#${step#step_}))
+  $PY -m policies.export.cli --checkpoint $run --step $n --out $run/export/step_$n.onnx --variants fp32 \
+    >>$S/logs/$name.log 2>&1 || { el "$name export failed"; continue; }
+  tar czf $OUT/$name.tgz -C $S/runs $name/run.json $name/metrics.csv $name/summary.json $name/export \
+    $name/checkpoints/$step/model.safetensors $name/checkpoints/$step/progress.json
+  el "$name: $(cat $run/summary.json | tr -d '\n' | cut -c1-200)"
+done
+tar czf $OUT/logs.tgz -C $S logs
+el "end"; ls -la $OUT
