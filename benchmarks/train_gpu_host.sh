@@ -1,14 +1,21 @@
 #!/bin/bash
 # Issue 11's learning study: some of its runs trained on a lent GPU host, on the very bytes trained on here.
-# The study's data (main_data.hdf5, 233 MB) travels as `zstd -19 --long=27` parts (~27 MB) with its metadata.json,
-# in DATA (default /tmp/carry: a first call on the same warm machine installs the wheels and stages a part there,
-# as a call carries 64 MiB). It is unpacked there; pac-train checks the file's CRC against the metadata and hashes
-# it into each run.json, so a run trained there names the same dataset as one trained here. The runs are
-# learning_study's own pac-train commands (RUNS: algo:seed ...), in fp32 (amp=none: no bf16, as on the CPU), side
-# by side on the one card. Each finished run is exported there and comes back as $OUT/<run>.tgz (run.json,
-# metrics.csv, summary.json, the final checkpoint's model, the exported actor): unpack it into the study's runs/
-# and `learning_study` evaluates and reports it with the rest. A run not finished by the deadline (END seconds after
-# the start) is killed and left out: train it here. Locally: LOCAL=1 PY=.venv/bin/python DATA=dir.
+# The study's data (main_data.hdf5, 233 MB) travels as zstd with its metadata.json, in two calls (a call carries 64
+# MiB, the wheels included), and is unpacked there. pac-train checks the file's CRC against the metadata and hashes
+# it into each run.json, so a run trained there names the same dataset as one trained here. Session 29, here:
+#   zstd -19 --long=27 -c DATA/main_data.hdf5 | split -b 20500000 -d -a 2 - .gpucarry/main_data.hdf5.zst.
+#   (69.6 MB; .gpucarry/ in .git/info/exclude) then .gpucarry/a = the wheels of training (mujoco, pyzmq, gymnasium,
+#   farama_notifications, minari, mcap, lz4, websockets, zstandard) + part 00; .gpucarry/b = parts 01.. + metadata.json
+#   call 1, carry .gpucarry/a: mkdir -p /tmp/carry && cp .gpucarry/a/main_data* /tmp/carry/ && python3 -m pip install
+#     -q --no-index --no-deps --target /tmp/site .gpucarry/a/*.whl && touch /tmp/site/.installed
+#   call 2 at once (the machine stays warm 30 s), carry .gpucarry/b:
+#     cp .gpucarry/b/* /tmp/carry/ && END=555 bash benchmarks/train_gpu_host.sh
+# The runs are learning_study's own pac-train commands (RUNS: algo:seed ...), in fp32 (amp=none: no bf16, as on the
+# CPU), side by side on the one card: BC and filtered BC, seeds 1 and 2, 12k steps x 64, took 381 s together on an
+# H100 (session 29). Each finished run is exported there and comes back as $OUT/<run>.tgz (run.json, metrics.csv,
+# summary.json, the final checkpoint's model, the exported actor): unpack it into the study's runs/ and
+# `learning_study` evaluates and reports it with the rest. A run not finished by the deadline (END seconds after the
+# start) is killed and left out: train it here. Locally: LOCAL=1 PY=.venv/bin/python DATA=dir.
 DEFAULT_END=540; source "$(dirname "$0")/device_host.sh"
 DATA=${DATA:-/tmp/carry} RUNS=${RUNS:-"bc:1 bc:2 filtered_bc:1 filtered_bc:2"} STEPS=${STEPS:-12000} BATCH=${BATCH:-64}
 G=${G:-/tmp/g}
