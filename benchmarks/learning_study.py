@@ -167,12 +167,19 @@ def report(args: argparse.Namespace) -> dict:
     text = "\n".join(table) + (f"\n\ndata's own success rate: {data_rate:.3f}" if data_rate is not None else "")
     shared = set.intersection(*(set(r["settings"]) for r in rows)) if rows else set()
     for algo in ALGOS:  # what sets an algorithm's runs apart (a variant's --set-for): said under the table
-        own = sorted({x for r in rows if r["algo"] == algo for x in r["settings"]} - shared)
+        mine = [r for r in rows if r["algo"] == algo]
+        if not mine:
+            continue
+        own = sorted(set.intersection(*(set(r["settings"]) for r in mine)) - shared)
         if own:
             for entry in summary.values():
                 if entry["algo"] == algo:
                     entry["settings"] = own
             text += f"\n{LABELS[algo]} ran with {', '.join(own)}"
+        some = sorted({x for r in mine for x in r["settings"]} - shared - set(own))
+        for x in some:  # a setting only some of its runs had (e.g. seeds trained elsewhere): which ones
+            seeds = ", ".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"]) if x in r["settings"])
+            text += f"\n{LABELS[algo]} seeds {seeds} (only) ran with {x}"
     print(text)
     (args.out / "results.json").write_text(
         json.dumps({"rows": rows, "summary": summary, "data_rate": data_rate}, indent=2)
@@ -182,9 +189,14 @@ def report(args: argparse.Namespace) -> dict:
 
 
 def _settings(command: str) -> list[str]:
-    """The KEY=VALUE items of a pac-train command's --set flags."""
+    """The KEY=VALUE items of a pac-train command's --set flags, as they took effect: a key set twice (learning_study
+    passes checkpoint_every before the user's --set) by its last value."""
     words = shlex.split(command)  # pac-train records its command with shlex.join
-    return [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
+    last = {}
+    for item in (words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"):
+        last.pop(item.split("=", 1)[0], None)
+        last[item.split("=", 1)[0]] = item
+    return list(last.values())
 
 
 def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> None:

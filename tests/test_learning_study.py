@@ -68,6 +68,19 @@ def test_a_variant_set_for_one_algorithm_is_named_under_the_table(tmp_path, caps
     assert summary["pac"]["settings"] == ["alpha_gripper=0.25"] and "settings" not in summary["bc"]
 
 
+def test_a_setting_only_some_seeds_had_names_those_seeds_and_a_key_set_twice_counts_once(tmp_path, capsys):
+    """Seeds trained elsewhere (a GPU's amp=none) are named, not folded into the algorithm's recipe; a key set twice
+    on one command line took its last value."""
+    shared = "pac-train --size XS --set checkpoint_every=6000 --set reward=shaped --set checkpoint_every=2000"
+    _run(tmp_path, "bc", "XS", 0, 10, 100, 5.5, shared)
+    _run(tmp_path, "bc", "XS", 1, 12, 100, 5.5, shared + " --set amp=none")
+    _run(tmp_path, "pac", "XS", 0, 30, 100, 5.0, "pac-train --size XS --set reward=shaped --set checkpoint_every=2000")
+    summary = report(argparse.Namespace(out=tmp_path))
+    out = capsys.readouterr().out
+    assert "BC seeds 1 (only) ran with amp=none" in out
+    assert "checkpoint_every" not in out and "BC ran with" not in out and "settings" not in summary["bc"]
+
+
 def test_set_for_groups_settings_by_algorithm_and_refuses_a_malformed_item():
     got = algo_settings(["pac:alpha=1.0", "pac:alpha_gripper=0.25", "bc_q:eta=0.3"], _raise)
     assert got == {"pac": ["alpha=1.0", "alpha_gripper=0.25"], "bc_q": ["eta=0.3"]}
