@@ -133,6 +133,7 @@ def report(args: argparse.Namespace) -> dict:
         curves[f"{algo}_{size}_s{seed}"] = {
             "eval": [(s, e["success_rate"]) for s, e in evals],
             "held_out_bc": [(int(r["step"]), float(r["held_out/bc"])) for r in held],
+            "held_out_td": [(int(r["step"]), float(r["held_out/td"])) for r in held if r.get("held_out/td")],
         }
     sizes = sorted({(r["parameters"], r["size"]) for r in rows})
     several = len(sizes) > 1  # a scaling study: one row per algorithm and size, and scaling.png
@@ -229,14 +230,18 @@ def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> N
     if several:
         _scaling_plot(out / "scaling.png", summary, data_rate)
     if curves:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
-        for name, c in sorted(curves.items()):
+        fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.5))
+        for i, (name, c) in enumerate(sorted(curves.items())):
+            color = f"C{i % 10}"  # one colour per run in every panel
             if c["eval"]:
-                a1.plot(*zip(*c["eval"], strict=True), marker="o", label=name)
+                a1.plot(*zip(*c["eval"], strict=True), marker="o", label=name, color=color)
             if c["held_out_bc"]:
-                a2.plot(*zip(*c["held_out_bc"], strict=True), label=name)
+                a2.plot(*zip(*c["held_out_bc"], strict=True), label=name, color=color)
+            if c.get("held_out_td"):  # the algorithms with a critic (BC+Q, PAC)
+                a3.plot(*zip(*c["held_out_td"], strict=True), label=name, color=color)
         a1.set(xlabel="training step", ylabel="held-out success", ylim=(0, 1))
         a2.set(xlabel="training step", ylabel="held-out BC loss (nats)")
+        a3.set(xlabel="training step", ylabel="held-out TD loss (critic, nats)")
         a1.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / "curves.png", dpi=110)
