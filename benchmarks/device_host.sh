@@ -7,6 +7,9 @@ el() { echo "[$(($(date +%s) - T0)) s] $*"; }
 left() { echo $((${END:-${DEFAULT_END:-500}} - ($(date +%s) - T0))); }
 export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable}
 PY=${PY:-python3}
+# The learning study's recipe (RESULTS.md, "Session 28"), passed to every run the device scripts train.
+STUDY_SET="--set reward=shaped --set n_step=20 --set target_period=50 --set lr_peak=0.001 --set warmup_steps=200"
+STUDY_SET="$STUDY_SET --set eta=0.3 --set critic_horizon=20"
 # A second call on the same warm machine keeps what the first installed (a call carries 64 MiB: the wheels can
 # travel in one call and the data in the next); WHEELS names the folder they travel in.
 if [ -z "$LOCAL" ]; then

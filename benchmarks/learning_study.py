@@ -193,11 +193,8 @@ def _settings(command: str) -> list[str]:
     """The KEY=VALUE items of a pac-train command's --set flags, as they took effect: a key set twice (learning_study
     passes checkpoint_every before the user's --set) by its last value."""
     words = shlex.split(command)  # pac-train records its command with shlex.join
-    last = {}
-    for item in (words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"):
-        last.pop(item.split("=", 1)[0], None)
-        last[item.split("=", 1)[0]] = item
-    return list(last.values())
+    items = (words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set")
+    return list({item.split("=", 1)[0]: item for item in items}.values())  # a later item replaces its key's value
 
 
 def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> None:

@@ -23,13 +23,11 @@ else
     --cameras none --out $D --workers $W >$OUT/collect.log 2>&1 || { el "collect failed"; tail -c 2000 $OUT/collect.log; exit 1; }
 fi
 el "collected"; tail -c 600 $OUT/collect.log | tr '\r' '\n' | tail -4
-SET="--set reward=shaped --set n_step=20 --set target_period=50 --set lr_peak=0.001 --set warmup_steps=200"
-SET="$SET --set eta=0.3 --set critic_horizon=20"
 for size in M S XS; do
   case $size in XS) E=${E_XS:-100} WK=3 ;; S) E=${E_S:-100} WK=6 ;; M) E=${E_M:-24} WK=8 ;; esac
   timeout $(left) $PY -m benchmarks.learning_study --dataset $D/pac/sawyer-stack-rl_like-v0 --out $S --algos pac \
     --seeds 0 --size $size --steps $STEPS --batch-size $BATCH --episodes $E --workers $WK --curve 1 \
-    --decode sample_median $SET >$OUT/study_$size.log 2>&1 &
+    --decode sample_median $STUDY_SET >$OUT/study_$size.log 2>&1 &
 done
 while [ -n "$(jobs -r)" ]; do
   sleep 30

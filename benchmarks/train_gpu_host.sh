@@ -26,9 +26,8 @@ zstandard.ZstdDecompressor(max_window_size=2**27).copy_stream(sys.stdin.buffer, 
   >$D/data/main_data.hdf5 || { el "unpacking failed"; exit 1; }
 cp $DATA/metadata.json $D/data/
 el "data unpacked: $(sha256sum $D/data/main_data.hdf5 | cut -c1-16)"
-# The study's recipe (RESULTS.md, "Session 28"); checkpoint_every first, as learning_study passes it.
-SET="--set checkpoint_every=2000 --set reward=shaped --set n_step=20 --set target_period=50 --set lr_peak=0.001"
-SET="$SET --set warmup_steps=200 --set eta=0.3 --set critic_horizon=20 --set checkpoint_every=2000 --set amp=none"
+# learning_study's command line: its checkpoint_every first, then the study's (device_host.sh's STUDY_SET).
+SET="--set checkpoint_every=2000 $STUDY_SET --set checkpoint_every=2000 --set amp=none"
 TS=$(( $(date +%s) - T0 ))
 for r in $RUNS; do
   algo=${r%:*} seed=${r#*:}
@@ -56,7 +55,7 @@ while [ "$k" -gt 1 ] && [ "$steps" -gt 0 ]; do
 done
 while [ -n "$(jobs -r)" ]; do
   sleep 30
-  el "$(for r in $S/runs/*; do echo -n "$(basename $r): $(tail -n1 $r/metrics.csv 2>/dev/null | cut -d, -f1) | "; done)"
+  el "$(for n in "${names[@]}"; do echo -n "$n: $(step_of $n) | "; done)"
 done
 el "trained"
 for run in $S/runs/*; do
