@@ -10,10 +10,11 @@
 #     -q --no-index --no-deps --target /tmp/site .gpucarry/a/*.whl && touch /tmp/site/.installed
 #   call 2 at once (the machine stays warm 30 s), carry .gpucarry/b:
 #     cp .gpucarry/b/* /tmp/carry/ && END=555 bash benchmarks/train_gpu_host.sh
-# The runs are learning_study's own pac-train commands (RUNS: algo:seed ...), in fp32 (amp=none: no bf16, as on the
-# CPU), side by side on the one card: BC and filtered BC, seeds 1 and 2, 12k steps x 64, took 381 s together on an
-# H100 (session 29). Each finished run is exported there and comes back as $OUT/<run>.tgz (run.json, metrics.csv,
-# summary.json, the final checkpoint's model, the exported actor): unpack it into the study's runs/ and
+# The runs are learning_study's own pac-train commands (RUNS: algo:seed ...; SET_<algo>: its --set-for ALGO:...),
+# in fp32 (amp=none: no bf16, as on the CPU), side by side on the one card: BC and filtered BC, seeds 1 and 2, 12k
+# steps x 64, took 381 s together on an H100 (session 29). Each finished run is exported there and comes back as
+# $OUT/<run>.tgz (run.json, metrics.csv, summary.json, the final checkpoint's model, the exported actor): unpack it
+# into the study's runs/ and
 # `learning_study` evaluates and reports it with the rest. A run not finished by the deadline (END seconds after the
 # start) is killed and left out: train it here. Locally: LOCAL=1 PY=.venv/bin/python DATA=dir.
 DEFAULT_END=540; source "$(dirname "$0")/device_host.sh"
@@ -32,8 +33,9 @@ TS=$(( $(date +%s) - T0 ))
 for r in $RUNS; do
   algo=${r%:*} seed=${r#*:}
   name=${algo}_XS_s$seed
+  extra=SET_$algo  # learning_study's --set-for ALGO:..., e.g. SET_pac="--set alpha=1.0 --set alpha_gripper=0.5"
   timeout $(left) $PY -m policies.train.cli --dataset $D --size XS --algo $algo --steps $STEPS --batch-size $BATCH \
-    --seed $seed --threads 1 $SET --out $S/runs/$name >$S/logs/$name.log 2>&1 &
+    --seed $seed --threads 1 $SET ${!extra} --out $S/runs/$name >$S/logs/$name.log 2>&1 &
 done
 step_of() { tail -n1 $S/runs/$1/metrics.csv 2>/dev/null | cut -d, -f1 | grep -E '^[0-9]+$' || echo 0; }
 sum() { awk '{s += $1} END {print s + 0}'; }
