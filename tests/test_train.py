@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from policies.data.collect import collect, dataset_id, write_dataset
 from policies.export.cli import main as pac_export
+from policies.train.checkpoint import recorded_threads
 from policies.train.cli import main as pac_train
 from policies.train.objective import (
     action_bins,
@@ -176,13 +177,24 @@ def test_a_resumed_run_is_bit_for_bit_the_uninterrupted_one(datasets, tmp_path):
     args = ["--algo", "pac", "--steps", "40", "--batch-size", "16", "--set", "checkpoint_every=20"]
     assert _train(datasets["state"], tmp_path / "straight", *args) == 0
     assert _train(datasets["state"], tmp_path / "split", *args, "--stop-at", "20") == 0
-    assert pac_train(["--resume", str(tmp_path / "split"), "--threads", "1"]) == 0
+    # resumed without --threads, in a process now on another count: the run's own (1) is what it continues on
+    torch.set_num_threads(2)
+    assert pac_train(["--resume", str(tmp_path / "split")]) == 0
+    assert torch.get_num_threads() == 1
+    info = json.loads((tmp_path / "split" / "run.json").read_text())
+    assert info["threads"] == 1 and info["resumed"][-1]["threads"] == 1
     for group in ("model", "target", "optimizer", "rng"):
         a = load_file(str(tmp_path / "straight/checkpoints/step_0000040" / f"{group}.safetensors"))
         b = load_file(str(tmp_path / "split/checkpoints/step_0000040" / f"{group}.safetensors"))
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), f"{group}.{k} differs after resume"
+
+
+def test_recorded_threads_reads_run_json_or_an_older_runs_command_line():
+    assert recorded_threads({"threads": 3, "command": "pac-train --threads 1"}) == 3
+    assert recorded_threads({"command": "pac-train --dataset d --threads 2 --out r"}) == 2
+    assert recorded_threads({"command": "pac-train --dataset d --out r"}) is None
 
 
 def test_resume_refuses_a_changed_dataset_and_a_fresh_run_refuses_an_existing_directory(datasets, tmp_path, capsys):

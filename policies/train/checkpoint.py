@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,18 @@ def read_run(run: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not JSON: {exc}") from exc
+
+
+def recorded_threads(info: dict[str, Any]) -> int | None:
+    """The torch intra-op thread count a run was started with (run.json's "threads"; a run from before that key:
+    the --threads of its command line), None when it did not say."""
+    if info.get("threads"):
+        return int(info["threads"])
+    words = shlex.split(info.get("command", ""))
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag == "--threads" and value.isdigit():
+            return int(value)
+    return None
 
 
 def save_checkpoint(run: Path, groups: dict[str, dict[str, torch.Tensor]], progress: Progress) -> Path:

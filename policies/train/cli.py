@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from policies.data.dataset import DatasetError
 from policies.model.config import SIZES
-from policies.train.checkpoint import CheckpointError, read_run
+from policies.train.checkpoint import CheckpointError, read_run, recorded_threads
 from policies.train.config import ALGORITHMS, OBSERVATIONS, TrainConfig
 from policies.train.trainer import build_trainer, summary, train
 
@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="torch intra-op threads per process (default: torch's; torchrun sets 1). Fewer than the free cores: "
-        "a thread that shares its core with another busy process makes every step wait for it",
+        help="torch intra-op threads per process (default: torch's; torchrun sets 1; --resume: the run's own). "
+        "Fewer than the free cores: a thread that shares its core with another busy process makes every step wait "
+        "for it",
     )
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<algo>_<size>_s<seed>)")
     p.add_argument("--resume", type=Path, default=None, help="continue the run in this directory")
@@ -77,16 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         if args.resume is not None:
-            recorded = TrainConfig.from_dict(read_run(args.resume)["train"])
+            info = read_run(args.resume)
+            # The run's own thread count unless told otherwise: a CPU matmul's sums depend on how many threads
+            # share it, so a resume on another count is no longer bit for bit the uninterrupted run.
+            threads = args.threads or recorded_threads(info)
+            if threads:
+                torch.set_num_threads(threads)
+            recorded = TrainConfig.from_dict(info["train"])
             config = recorded.with_(steps=args.steps or recorded.steps)
             run = args.resume
         else:
             if args.dataset is None:
                 raise ValueError("--dataset is required (or --resume RUN)")
+            if args.threads:
+                torch.set_num_threads(args.threads)
             config = TrainConfig(
                 dataset=str(args.dataset),
                 size=args.size,

@@ -31,6 +31,7 @@ from policies.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     read_run,
+    recorded_threads,
     save_checkpoint,
     write_run,
 )
@@ -115,6 +116,7 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "world_size": shard.world_size,
+        "threads": torch.get_num_threads(),  # torch's intra-op threads: a resume keeps them (bit for bit)
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if resume:
@@ -124,8 +126,10 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
         groups, progress = load_checkpoint(latest_checkpoint(run))
         learner.load_state_tensors(groups, progress.step)
         info["created_utc"] = recorded.get("created_utc", info["created_utc"])
-        info["resumed"] = recorded.get("resumed", []) + [{"step": progress.step, "command": info["command"]}]
+        resumed = {"step": progress.step, "command": info["command"], "threads": info["threads"]}
+        info["resumed"] = recorded.get("resumed", []) + [resumed]
         info["command"] = recorded["command"]
+        info["threads"] = recorded_threads(recorded) or info["threads"]
     return Trainer(config, run, shard, device, spec, model, learner, train_data, held_out, progress, info)
 
 
