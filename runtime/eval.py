@@ -207,7 +207,7 @@ class EpisodeRunner:
         self.config = with_own_sim(job.config, pub, cmd)
         self.client = DriverClient.for_link(self.config.link, source="pac-eval")
         try:
-            _, lockstep = check_driver(self.client, self.config, timeout_s=max(30.0, self.config.driver_wait_s))
+            _, lockstep = check_driver(self.client, self.config, timeout_s=self.config.driver_wait_s)
             if not lockstep:
                 raise PreflightFailed("the evaluation driver is not in lockstep")
             check_sensors(self.client, obs.cameras, lockstep, self.config.driver_wait_s, objects=obs.objects)

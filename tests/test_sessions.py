@@ -118,6 +118,20 @@ def test_a_second_session_can_neither_move_the_arm_nor_lock_the_holder_out(clien
     assert status.not_owner >= 20 and status.holder_label == "pac-run"
 
 
+def test_a_client_that_only_listened_closes_without_a_refused_release(clients):
+    """A client that only watched the driver (a monitor, a pre-flight that gave up before claiming): closing it
+    must not count at the driver as a stranger trying to give back an arm it never held."""
+    listener, watcher = clients("listener"), clients("watcher")
+    before = watcher.poll(100).status
+    listener.close()
+    time.sleep(0.3)  # what it would have sent has reached the driver by now
+    end = time.monotonic() + 10
+    while watcher.poll(100).status.seq <= before.seq and time.monotonic() < end:
+        pass  # the driver's next heartbeat
+    after = watcher.latest.status
+    assert after.seq > before.seq and after.not_owner == before.not_owner
+
+
 def test_an_extreme_seq_does_not_wedge_the_driver_and_a_lapsed_lease_frees_the_arm(clients):
     first, second = clients("first"), clients("second")
     first.claim(lease_ms=MIN_LEASE_MS)

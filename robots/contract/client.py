@@ -240,9 +240,10 @@ class DriverClient:
         return self._send_and_wait(frames, seq, timeout_s, 0.25)
 
     def close(self) -> None:
-        """Give the arm back and close both sockets."""
+        """Give the arm back (if this client ever sent anything: else it never held it) and close both sockets."""
         try:
-            self.release()
+            if self.seq:
+                self.release()
             self._cmd.close(100)  # long enough for the release to leave
         finally:
             self._sub.close(0)
