@@ -10,7 +10,15 @@ from robots.contract.messages import StatusMsg
 from robots.servo import ServoConfig
 from robots.sim.driver import DriverConfig
 from robots.spec import ARMS
-from runtime.config import CONFIG_DIR, ConfigError, RunConfig, load_config, with_endpoints
+from runtime.config import (
+    CONFIG_DIR,
+    OWN_SIM_START_S,
+    ConfigError,
+    RunConfig,
+    load_config,
+    with_endpoints,
+    with_own_sim,
+)
 from runtime.safety.watchdogs import WatchdogConfig
 
 
@@ -18,6 +26,13 @@ from runtime.safety.watchdogs import WatchdogConfig
 def test_shipped_configs_name_the_robot_and_take_every_default(robot):
     assert yaml.safe_load((CONFIG_DIR / f"{robot}.yaml").read_text()) == {"robot": robot}
     assert load_config(robot=robot) == RunConfig(robot)
+
+
+@pytest.mark.parametrize(("configured_s", "waited_s"), [(5.0, OWN_SIM_START_S), (0.5, OWN_SIM_START_S), (90.0, 90.0)])
+def test_a_sim_of_our_own_gets_its_start_up_before_the_pre_flight_gives_up(configured_s, waited_s):
+    """A running driver answers in the config's 5 s; a sim this process has just started is still importing."""
+    config = with_own_sim(RunConfig(robot="sawyer", driver_wait_s=configured_s), "ipc:///tmp/p", "ipc:///tmp/c")
+    assert config.driver_wait_s == waited_s and config.link.pub_endpoint == "ipc:///tmp/p"
 
 
 def test_link_values_are_shared_by_driver_runtime_servo_and_messages():
