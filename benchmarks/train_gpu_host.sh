@@ -14,9 +14,9 @@
 # in fp32 (amp=none: no bf16, as on the CPU), side by side on the one card: BC and filtered BC, seeds 1 and 2, 12k
 # steps x 64, took 381 s together on an H100 (session 29). Each finished run is exported there and comes back as
 # $OUT/<run>.tgz (run.json, metrics.csv, summary.json, the final checkpoint's model, the exported actor): unpack it
-# into the study's runs/ and
-# `learning_study` evaluates and reports it with the rest. A run not finished by the deadline (END seconds after the
-# start) is killed and left out: train it here. Locally: LOCAL=1 PY=.venv/bin/python DATA=dir.
+# into the study's runs/ and `learning_study` evaluates and reports it with the rest. A run not finished by the
+# deadline (END seconds after the start) is killed and left out: train it here. Locally: LOCAL=1
+# PY=.venv/bin/python DATA=dir.
 DEFAULT_END=540; source "$(dirname "$0")/device_host.sh"
 DATA=${DATA:-/tmp/carry} RUNS=${RUNS:-"bc:1 bc:2 filtered_bc:1 filtered_bc:2"} STEPS=${STEPS:-12000} BATCH=${BATCH:-64}
 G=${G:-/tmp/g}

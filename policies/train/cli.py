@@ -79,21 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        if args.resume is not None:
-            info = read_run(args.resume)
-            # The run's own thread count unless told otherwise: a CPU matmul's sums depend on how many threads
-            # share it, so a resume on another count is no longer bit for bit the uninterrupted run.
-            threads = args.threads or recorded_threads(info)
-            if threads:
-                torch.set_num_threads(threads)
-            recorded = TrainConfig.from_dict(info["train"])
+        resumed = read_run(args.resume) if args.resume is not None else None
+        # A resume keeps the run's own thread count unless told otherwise: a CPU matmul's sums depend on how many
+        # threads share it, so a resume on another count is no longer bit for bit the uninterrupted run.
+        threads = args.threads or (recorded_threads(resumed) if resumed is not None else None)
+        if threads:
+            torch.set_num_threads(threads)
+        if resumed is not None:
+            recorded = TrainConfig.from_dict(resumed["train"])
             config = recorded.with_(steps=args.steps or recorded.steps)
             run = args.resume
         else:
             if args.dataset is None:
                 raise ValueError("--dataset is required (or --resume RUN)")
-            if args.threads:
-                torch.set_num_threads(args.threads)
             config = TrainConfig(
                 dataset=str(args.dataset),
                 size=args.size,
