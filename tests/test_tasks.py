@@ -17,7 +17,15 @@ from robots.contract.link import Mode
 from robots.sim.layout import MIN_SEPARATION, object_layout
 from robots.spec import load_spec
 from robots.tasks.env import PacTaskEnv
-from robots.tasks.experts import MIXED_TARGET, RL_LIKE_RANGE, ExpertQuality, expert_rollout, make_expert
+from robots.tasks.experts import (
+    CLOSE_STEPS,
+    EARLY_CLOSE_HEIGHT,
+    MIXED_TARGET,
+    RL_LIKE_RANGE,
+    ExpertQuality,
+    expert_rollout,
+    make_expert,
+)
 from robots.tasks.tasks import Scene, shaped_reward, success
 
 
@@ -208,6 +216,33 @@ def test_rl_like_mistakes_are_recovered_inside_episodes(rl_like_episodes):
     failures = [e for e in rl_like_episodes if not e.success]
     assert sum(e.near_goal for e in failures) >= len(failures) // 2
     assert all(e.near_goal for e in rl_like_episodes if e.success)
+
+
+def test_early_closes_shut_above_the_grasp_and_a_miss_is_recovered():
+    """In "rl_like_early_close", at an early close the TCP is inside EARLY_CLOSE_HEIGHT above red's centre (where
+    "rl_like" never closes: it closes within 1 cm). Low in that range the fingers still catch red (a high grasp);
+    higher they shut on nothing, and the expert notices the miss and grasps red again."""
+    env = PacTaskEnv("sawyer", "stack", cameras=(), render_images=False)
+    on_air = 0
+    try:
+        for seed in range(6):
+            steps = list(expert_rollout(env, "rl_like_early_close", seed))
+            for i, step in enumerate(steps):
+                if "early_close" not in step.events:
+                    continue
+                seen = steps[i - 1].info  # the scene the expert acted on
+                height = seen["tcp"][2] - seen["objects"]["red"][2]
+                assert EARLY_CLOSE_HEIGHT[0] - 0.005 <= height <= EARLY_CLOSE_HEIGHT[1] + 0.005
+                closing = steps[i + 1 : i + 1 + CLOSE_STEPS]  # the close starts on the step after the decision
+                assert all(s.action[-1] == 1.0 for s in closing)
+                if any(s.info["grasped"] for s in closing):
+                    continue
+                on_air += 1
+                after = [e for s in steps[i + 1 :] for e in s.events]
+                assert "notice_miss" in after and "regrasp" in after[after.index("notice_miss") :]
+    finally:
+        env.close()
+    assert on_air >= 2
 
 
 def test_expert_knobs_draw_from_its_own_seeded_generator():

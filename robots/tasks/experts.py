@@ -32,6 +32,7 @@ CLOSE_STEPS = 8  # periods with the gripper closing before lifting
 OPEN_STEPS = 6
 MISPLACE_OFFSET = (0.022, 0.04)  # m off blue's centre: beyond STACK_XY (2 cm), up to 80% of a cube's width
 MISPLACE_LIFT = 0.015  # m above the stacking height: a misplaced cube must not wedge on blue's edge
+EARLY_CLOSE_HEIGHT = (0.015, 0.08)  # m of TCP above the grasp point (red's centre) where an early close happens
 HOLDING = ("lift", "carry", "place", "hold")  # phases in which the gripper should hold red
 
 
@@ -57,6 +58,11 @@ class ExpertQuality:
     # persist (a policy that is wrong somewhere is wrong there for a while); white noise (0) averages out over a
     # few steps, so a critic never sees the arm held in a wrong direction (issue 11's coverage probe)
     noise_correlation: float = 0.0
+    # per-attempt chance of closing on air during the descent to red, at a height drawn in EARLY_CLOSE_HEIGHT: the
+    # hand comes up empty, a miss noticed like any other. Issue 11's coverage probe: in "rl_like" the gripper never
+    # closes more than 1 cm above red's centre, so a critic's value of closing higher is pure extrapolation (the
+    # failing PAC seeds closed on air; benchmarks/critic_probe.py grasp coverage)
+    early_close: float = 0.0
 
 
 MIXED_TARGET = 0.28  # stacking success of the "mixed" setting: CHEF's sub-optimal data succeeds 28%
@@ -76,6 +82,19 @@ QUALITIES = {
         drop=0.8,
         misplace=0.6,
         notice=0.08,
+    ),
+    # "rl_like" with early closes: the grasp's timing, too, varies in the data (EARLY_CLOSE_HEIGHT)
+    "rl_like_early_close": ExpertQuality(
+        "rl_like_early_close",
+        noise=0.02,
+        noise_high=0.4,
+        noise_switch=0.03,
+        hesitate=0.01,
+        wrong_object=0.5,
+        drop=0.6,
+        misplace=0.6,
+        notice=0.08,
+        early_close=0.3,
     ),
 }
 
@@ -104,6 +123,8 @@ class ScriptedExpert:
         self.attempt = 0  # grasps of red started after the first
         self.held = False  # whether the last close ended with an object between the fingers
         self.place_offset = self._misplacement()
+        self.early_close_at = self._early_close_height()
+        self.on_air = False  # this attempt's close started above red, on nothing
         if self.target == "green":
             self.events.append((0, "target_distractor"))
 
@@ -124,6 +145,14 @@ class ScriptedExpert:
             return np.zeros(3)
         angle, radius = rng.uniform(0, 2 * np.pi), rng.uniform(*MISPLACE_OFFSET)
         return np.array([radius * np.cos(angle), radius * np.sin(angle), MISPLACE_LIFT])
+
+    def _early_close_height(self) -> float | None:
+        """This attempt's height above the grasp point at which the gripper closes on air, or None (the knob at 0
+        draws nothing, so presets without it keep their random streams)."""
+        q, rng = self.quality, self.rng
+        if not (q.early_close and rng.random() < self._chance(q.early_close)):
+            return None
+        return float(rng.uniform(*EARLY_CLOSE_HEIGHT))
 
     def _event(self, what: str) -> None:
         self.events.append((self.steps, what))
@@ -161,12 +190,15 @@ class ScriptedExpert:
                 self.phase = "descend"
         elif self.phase == "descend":
             goal = obj.copy()
-            if np.linalg.norm(goal - s.tcp) < 0.006:
+            if self.early_close_at is not None and s.tcp[2] - obj[2] < self.early_close_at:
+                self.phase, self.count, self.on_air, self.early_close_at = "close", 0, True, None
+                self._event("early_close")
+            elif np.linalg.norm(goal - s.tcp) < 0.006:
                 self.phase, self.count = "close", 0
                 if self.attempt:
                     self._event("regrasp")
-        elif self.phase == "close":
-            goal, self.grip = obj.copy(), 1.0
+        elif self.phase == "close":  # on the object; or, closing early, where the hand is
+            goal, self.grip = (s.tcp.copy() if self.on_air else obj.copy()), 1.0
             self.count += 1
             if self.count >= CLOSE_STEPS:
                 self.phase, self.held = "lift", s.grasped is not None
@@ -204,6 +236,7 @@ class ScriptedExpert:
                 self.phase, self.attempt = "approach", self.attempt + 1
                 self.drops = self.rng.random() < self._chance(self.quality.drop)
                 self.place_offset = self._misplacement()
+                self.early_close_at, self.on_air = self._early_close_height(), False
         else:  # hold (lift done) or gave up
             goal = s.tcp.copy()
         action = self._move(s.tcp, goal)

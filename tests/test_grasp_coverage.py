@@ -1,0 +1,44 @@
+"""benchmarks/grasp_coverage.py: which steps count as the gripper open over red, and in which height band."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.grasp_coverage import BANDS_CM, band_counts
+
+RED = (0.5, 0.2, 0.025)
+
+
+def _episode(rows: list[tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gripper command, TCP offset from red in the table plane (m), TCP height above red's centre (m)) per step."""
+    grip = np.array([g for g, _, _ in rows])
+    tcp = np.array([[RED[0] + dx, RED[1], RED[2] + dz] for _, dx, dz in rows])
+    return grip, tcp, np.tile(RED, (len(rows), 1))
+
+
+@pytest.mark.parametrize(
+    ("rows", "band", "opens", "closes"),
+    [
+        ([(0.0, 0.0, 0.060), (0.0, 0.0, 0.055)], 5, 1, 0),  # open over red at 5.5 cm: counted, no close
+        ([(0.0, 0.0, 0.030), (1.0, 0.0, 0.025)], 2, 1, 1),  # closes at 2.5 cm
+        ([(0.0, 0.0, 0.010), (1.0, 0.0, 0.004)], 0, 1, 1),  # the data's grasp height
+        ([(0.0, 0.0, 0.200), (0.0, 0.0, 0.150)], BANDS_CM - 1, 1, 0),  # far above: the top band
+        ([(0.0, 0.05, 0.030), (1.0, 0.05, 0.030)], None, 0, 0),  # 5 cm to the side: not over red
+        ([(1.0, 0.0, 0.030), (1.0, 0.0, 0.030)], None, 0, 0),  # already closed: not a decision to close
+        ([(0.0, 0.0, 0.000), (1.0, 0.0, -0.005)], None, 0, 0),  # below red's centre
+    ],
+)
+def test_band_counts(rows, band, opens, closes):
+    grip, tcp, red = _episode(rows)
+    o, c = band_counts(grip, tcp, red)
+    assert (o.sum(), c.sum()) == (opens, closes)
+    if band is not None:
+        assert o[band] == opens and c[band] == closes
+
+
+def test_the_final_observation_row_is_ignored():
+    grip, tcp, red = _episode([(0.0, 0.0, 0.03), (1.0, 0.0, 0.03)])
+    extra = np.vstack([tcp, tcp[-1:]])  # an episode stores one observation more than actions
+    o, c = band_counts(grip, extra, np.vstack([red, red[-1:]]))
+    assert (o.sum(), c.sum()) == (1, 1)
