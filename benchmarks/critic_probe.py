@@ -57,7 +57,7 @@ from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.nstep import GRIPPER_CLOSED_AT, held_actions, n_step_targets, per_step_rewards
 from policies.model.perceiver import PerceiverActorCritic
-from policies.spec import DECODINGS
+from policies.spec import DECODINGS, ObservationSpec
 from policies.train.checkpoint import checkpoint_at, load_checkpoint, load_trained_model
 from policies.train.config import TrainConfig
 from policies.train.data import split_episodes
@@ -89,13 +89,12 @@ class Moment:
     step: int  # the step whose data action switches the gripper
 
 
-def _proprio_offset(model: PerceiverActorCritic, name: str) -> int:
-    offset = 0
-    for f in model.obs_spec.proprio:
-        if f.name == name:
-            return offset
-        offset += f.size
-    raise ValueError(f"the run's proprio has no field {name!r}")
+def proprio_offset(spec: ObservationSpec, name: str) -> int:
+    """Where proprio field `name` starts; a probe needs it, so a spec without it is an error."""
+    offset = spec.proprio_offset(name)
+    if offset is None:
+        raise ValueError(f"the observation's proprio has no field {name!r}")
+    return offset
 
 
 def _on_blue(r: np.ndarray, b: np.ndarray, half: float) -> bool:
@@ -563,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [int(e) for e in split.train if successes[e]][: args.episodes]
     arm = load_spec(info["dataset"]["robot"])
     half = float(arm.scene["objects"][0]["size"])
-    tcp_at = _proprio_offset(model, "tcp_pos")
+    tcp_at = proprio_offset(model.obs_spec, "tcp_pos")
     cache: dict[int, tuple] = {}
 
     def arrays_of(episode: int):
@@ -603,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, r in result["data"].items():
         print()
         print(format_table(f"{kind} ({r['moments']} moments)", r["offsets"]))
-    grasp_at = _proprio_offset(model, "gripper_grasp")
+    grasp_at = proprio_offset(model.obs_spec, "gripper_grasp")
     carry = [
         (e, t, d) for e in chosen for t, d in carry_states(arrays_of(e)[0], model.obs_spec.objects, grasp_at, half)
     ]

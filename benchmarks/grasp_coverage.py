@@ -18,23 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.critic_probe import GRASP_RADIUS, OPEN_BELOW
+from benchmarks.critic_probe import GRASP_RADIUS, OPEN_BELOW, proprio_offset
 from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
-from policies.spec import scene_objects
+from policies.spec import observation_spec, scene_objects
 from robots.spec import load_spec
 
 BANDS_CM = 8  # 1 cm bands above red's centre; the last holds everything higher
-
-
-def tcp_offset(proprio) -> int:
-    """Where `tcp_pos` starts in a proprio vector of these fields."""
-    offset = 0
-    for f in proprio:
-        if f.name == "tcp_pos":
-            return offset
-        offset += f.size
-    raise ValueError("the arm's proprio has no tcp_pos")
 
 
 def band_counts(grip: np.ndarray, tcp: np.ndarray, red: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +47,8 @@ def coverage(dataset: Path, robot: str) -> dict:
     root, did = locate_dataset(dataset)
     reader = EpisodeReader(root, did)
     arm = load_spec(robot)
-    at, red_at = tcp_offset(arm.proprio), scene_objects(arm).index("red")
+    objects = scene_objects(arm)
+    at, red_at = proprio_offset(observation_spec(arm, cameras=(), objects=objects), "tcp_pos"), objects.index("red")
     open_steps, closes = np.zeros(BANDS_CM, np.int64), np.zeros(BANDS_CM, np.int64)
     for episode in range(len(reader)):
         arrays = reader.arrays(episode)

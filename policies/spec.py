@@ -40,6 +40,15 @@ class ObservationSpec:
     def proprio_size(self) -> int:
         return sum(f.size for f in self.proprio)
 
+    def proprio_offset(self, name: str) -> int | None:
+        """Where proprio field `name` starts in the proprio vector, or None when the spec has no such field."""
+        offset = 0
+        for f in self.proprio:
+            if f.name == name:
+                return offset
+            offset += f.size
+        return None
+
     @property
     def modalities(self) -> tuple[str, ...]:
         """The model's inputs, in graph order: proprio, images (if cameras), objects (if any), instruction."""

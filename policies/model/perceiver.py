@@ -30,19 +30,9 @@ Inputs = Mapping[str, torch.Tensor]
 RELATIVE_SCALE_M = 0.1  # object-to-TCP offsets are fed in units of 10 cm
 
 
-def _field_offset(obs: ObservationSpec, name: str) -> int | None:
-    """Where proprio field `name` starts in the proprio vector, or None when the spec has no such field."""
-    offset = 0
-    for f in obs.proprio:
-        if f.name == name:
-            return offset
-        offset += f.size
-    return None
-
-
 def object_features(obs: ObservationSpec) -> int:
     """Features per object token: its pose, plus its offset from the TCP when proprio carries the TCP."""
-    return POSE_SIZE + (3 if _field_offset(obs, "tcp_pos") is not None else 0)
+    return POSE_SIZE + (3 if obs.proprio_offset("tcp_pos") is not None else 0)
 
 
 class PerceiverActorCritic(nn.Module):
@@ -58,7 +48,7 @@ class PerceiverActorCritic(nn.Module):
         )
         # Each object token also sees its position relative to the TCP: the relation every reaching and placing
         # decision turns on, given linearly instead of left for attention to discover from two tokens.
-        self.tcp_index = _field_offset(obs, "tcp_pos")
+        self.tcp_index = obs.proprio_offset("tcp_pos")
         self.object_encoder = ObjectEncoder(len(obs.objects), object_features(obs), d) if obs.objects else None
         self.instruction_encoder = InstructionEncoder(config.vocab_size, obs.instruction_length, d)
         self.latents = nn.Parameter(torch.randn(config.latents, d) * 0.02)
