@@ -16,11 +16,12 @@
 # $OUT/<run>.tgz (run.json, metrics.csv, summary.json, the final checkpoint's model, the exported actor): unpack it
 # into the study's runs/ and `learning_study` evaluates and reports it with the rest. A run not finished by the
 # deadline (END seconds after the start) is killed and left out: train it here. Locally: LOCAL=1
-# PY=.venv/bin/python DATA=dir.
+# PY=.venv/bin/python DATA=dir. DATASET names the carried data's Minari name (default the study's rl_like data;
+# session 31's is sawyer-stack-rl_like_early_close-v0, carried the same way).
 DEFAULT_END=540; source "$(dirname "$0")/device_host.sh"
 DATA=${DATA:-/tmp/carry} RUNS=${RUNS:-"bc:1 bc:2 filtered_bc:1 filtered_bc:2"} STEPS=${STEPS:-12000} BATCH=${BATCH:-64}
 G=${G:-/tmp/g}
-D=$G/data/pac/sawyer-stack-rl_like-v0 S=$G/study
+D=$G/data/pac/${DATASET:-sawyer-stack-rl_like-v0} S=$G/study
 mkdir -p $D/data $S/runs $S/logs
 cat $DATA/main_data.hdf5.zst.* | $PY -c "import sys, zstandard
 zstandard.ZstdDecompressor(max_window_size=2**27).copy_stream(sys.stdin.buffer, sys.stdout.buffer)" \
