@@ -58,10 +58,11 @@ class ExpertQuality:
     # persist (a policy that is wrong somewhere is wrong there for a while); white noise (0) averages out over a
     # few steps, so a critic never sees the arm held in a wrong direction (issue 11's coverage probe)
     noise_correlation: float = 0.0
-    # per-attempt chance of closing on air during the descent to red, at a height drawn in EARLY_CLOSE_HEIGHT: the
-    # hand comes up empty, a miss noticed like any other. Issue 11's coverage probe: in "rl_like" the gripper never
-    # closes more than 1 cm above red's centre, so a critic's value of closing higher is pure extrapolation (the
-    # failing PAC seeds closed on air; benchmarks/critic_probe.py grasp coverage)
+    # per-attempt chance of closing early during the descent, at a TCP height drawn in EARLY_CLOSE_HEIGHT above the
+    # grasp point: low in that range the fingers catch the cube high, higher they shut on air and the hand comes
+    # up empty, a miss noticed like any other. Issue 11: in "rl_like" the gripper never closes more than 1 cm above
+    # red's centre (benchmarks/grasp_coverage.py), so a critic's value of closing higher is pure extrapolation
+    # (the failing PAC seeds closed on air)
     early_close: float = 0.0
 
 
@@ -124,7 +125,7 @@ class ScriptedExpert:
         self.held = False  # whether the last close ended with an object between the fingers
         self.place_offset = self._misplacement()
         self.early_close_at = self._early_close_height()
-        self.on_air = False  # this attempt's close started above red, on nothing
+        self.on_air = False  # this attempt closes early: where the hand is, not on the object
         if self.target == "green":
             self.events.append((0, "target_distractor"))
 
@@ -147,7 +148,7 @@ class ScriptedExpert:
         return np.array([radius * np.cos(angle), radius * np.sin(angle), MISPLACE_LIFT])
 
     def _early_close_height(self) -> float | None:
-        """This attempt's height above the grasp point at which the gripper closes on air, or None (the knob at 0
+        """This attempt's TCP height above the grasp point at which the gripper closes early, or None (the knob at 0
         draws nothing, so presets without it keep their random streams)."""
         q, rng = self.quality, self.rng
         if not (q.early_close and rng.random() < self._chance(q.early_close)):
