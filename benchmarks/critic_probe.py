@@ -66,6 +66,7 @@ from policies.train.objective import (
     bin_values,
     expected_value,
     improvement_weights,
+    lower_tail_mean,
     sample_bins,
     support,
 )
@@ -179,7 +180,7 @@ def probe_states(
         out[f"q_{name}"], out[f"zstd_{name}"] = mean[:, j], std[:, j]
     out["dq_open_minus_closed"] = mean[:, 2] - mean[:, 1]
     # The improvement term as training computes it (targets() in objective.py), on the target network.
-    q = expected_value(net.q_logits(z_t, bin_values(sampled, low, high, bins)), values)  # (B, N)
+    q = lower_tail_mean(net.q_logits(z_t, bin_values(sampled, low, high, bins)), values, config.improvement_cvar)
     w, spread = improvement_weights(q, config.eta, per_state)
     out["v_samples"], out["q_spread"] = q.mean(-1), spread
     out["w_on_open"] = (w * is_open).sum(-1)
@@ -193,7 +194,7 @@ def probe_states(
     opened, shut = sampled.clone(), sampled.clone()
     opened[..., g], shut[..., g] = 0, bins - 1
     pair = torch.cat([opened, shut], dim=1)
-    q2 = expected_value(net.q_logits(z_t, bin_values(pair, low, high, bins)), values)
+    q2 = lower_tail_mean(net.q_logits(z_t, bin_values(pair, low, high, bins)), values, config.improvement_cvar)
     w2, _ = improvement_weights(q2, config.eta, per_state)
     out["cf_w_open"] = w2[:, :samples].sum(-1)
     out["cf_dq_open_minus_closed"] = (q2[:, :samples] - q2[:, samples:]).mean(-1)
@@ -297,7 +298,7 @@ def probe_carry(
         sampled = bin_values(
             sample_bins(target.policy_logits(z_t), samples, torch.Generator().manual_seed(seed)), low, high, spec.bins
         )
-        q = expected_value(target.q_logits(z_t, sampled), support(target))
+        q = lower_tail_mean(target.q_logits(z_t, sampled), support(target), config.improvement_cvar)
         w, spread = improvement_weights(q, config.eta, config.eta_mode == "per_state")
         v = sampled.numpy()
         cos = (v[..., :2] * towards[:, None]).sum(-1) / np.maximum(np.linalg.norm(v[..., :2], axis=-1), 1e-9)

@@ -28,6 +28,7 @@ from policies.train.objective import (
     bin_values,
     improvement_weights,
     log_likelihood,
+    lower_tail_mean,
     project_distribution,
     sample_bins,
 )
@@ -93,6 +94,36 @@ def test_per_state_temperature_reweights_however_small_the_spread_of_q():
     assert scaled[0, 3] > 3 * scaled[0, 0] and torch.isclose(spread[0], tiny.std())
     flat, _ = improvement_weights(torch.full((1, 4), 0.5), 1.0, per_state=True)  # no spread: uniform, finite
     torch.testing.assert_close(flat, torch.full((1, 4), 0.25))
+
+
+@pytest.mark.parametrize(
+    ("probs", "fraction", "expected"),
+    [
+        ([0.0, 0.0, 1.0], 0.3, 1.0),  # all the mass at one value: every tail is that value
+        ([0.5, 0.0, 0.5], 1.0, 0.5),  # fraction 1: the mean
+        ([0.5, 0.0, 0.5], 0.5, 0.0),  # the lower half is all at 0
+        ([0.5, 0.0, 0.5], 0.75, 1 / 3),  # 0.5 at 0 and 0.25 at 1, over 0.75
+        ([0.2, 0.6, 0.2], 0.5, (0.2 * 0.0 + 0.3 * 0.5) / 0.5),  # the tail cuts a bin in part
+    ],
+)
+def test_lower_tail_mean_is_the_mean_of_the_distributions_lowest_fraction(probs, fraction, expected):
+    values = torch.tensor([0.0, 0.5, 1.0])
+    logits = torch.tensor(probs).clamp_min(1e-12).log()
+    assert lower_tail_mean(logits, values, fraction).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_lower_tail_mean_ranks_a_spread_action_below_a_sure_one_of_the_same_mean():
+    values = torch.linspace(0.0, 1.0, 11)
+    sure = torch.full((11,), -30.0)
+    sure[6] = 0.0  # always 0.6
+    spread = torch.full((11,), -30.0)
+    spread[2], spread[10] = 0.0, 0.0  # 0.2 or 1.0: mean 0.6
+    logits = torch.stack([sure, spread])
+    mean, tail = lower_tail_mean(logits, values, 1.0), lower_tail_mean(logits, values, 0.25)
+    assert mean[0].item() == pytest.approx(mean[1].item(), abs=1e-4)  # the paper's score cannot tell them apart
+    assert tail[0] > tail[1] + 0.3
+    with pytest.raises(ValueError, match="fraction"):
+        lower_tail_mean(logits, values, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -323,6 +354,43 @@ def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_
         improve_grip = -(t.improve_weights * log_likelihood_per_dim(logits, t.improve_bins)[..., -1]).sum(1).mean()
     expected = scalar + (0.25 - 0.75) * float(bc_grip) + (0.75 - 0.25) * float(improve_grip)
     assert policy_loss((0.75, 0.75, 0.75, 0.75, 0.25)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_improvement_scores_sampled_actions_by_the_configured_tail_of_the_critic(datasets):
+    """`--set improvement_cvar=0.25` (issue 11): the same sampled actions, weighted by the mean of the lowest
+    quarter of each one's return distribution rather than by its mean."""
+    from policies.data.dataset import locate_dataset
+    from policies.data.episodes import EpisodeReader
+    from policies.data.transitions import TransitionDataset
+    from policies.model.config import size_config
+    from policies.model.perceiver import build_model
+    from policies.spec import action_spec
+    from policies.train.config import TrainConfig
+    from policies.train.data import observation_for
+    from policies.train.learner import Learner
+    from policies.train.objective import support
+    from robots.spec import load_spec
+
+    root, did = locate_dataset(datasets["state"])
+    spec = observation_for("state", "sawyer", EpisodeReader(root, did))
+    act = action_spec(load_spec("sawyer"))
+    model = build_model(size_config("XS"), spec, act, seed=0).eval()
+    batch = TransitionDataset(root, did)[np.arange(16)]
+
+    def targets_with(cvar: float):
+        config = TrainConfig(dataset=str(datasets["state"]), improvement_cvar=cvar)
+        return Learner(config, model, torch.device("cpu"))._targets(batch)
+
+    mean, tail = targets_with(1.0), targets_with(0.25)
+    assert torch.equal(mean.improve_bins, tail.improve_bins)  # the same samples, scored otherwise
+    with torch.no_grad():
+        z = model.encode(batch.observation)
+        q_logits = model.q_logits(z, bin_values(tail.improve_bins, model.action_low, model.action_high, act.bins))
+    expected, _ = improvement_weights(lower_tail_mean(q_logits, support(model), 0.25), 1.0, per_state=True)
+    torch.testing.assert_close(tail.improve_weights, expected)
+    assert not torch.allclose(tail.improve_weights, mean.improve_weights)
+    with pytest.raises(ValueError, match="improvement_cvar"):
+        TrainConfig(dataset="x", improvement_cvar=0.0)
 
 
 def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):

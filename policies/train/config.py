@@ -74,6 +74,11 @@ class TrainConfig:
     # that the weights stayed uniform (effective sample size 16.0 of 16) and PAC was BC plus self-distillation.
     eta_mode: str = "per_state"
     eta: float = 1.0
+    # the improvement's score of a sampled action: the mean of the lowest fraction of its return distribution
+    # (CVaR). 1: E[Z], the paper. Issue 11's probes: on data with rare early closes (1.5 % of open steps above red)
+    # the critic's mean rated them above the data's own return and the per-state η picked them; an early close
+    # in that data sometimes catches red and sometimes misses, so its distribution has a low tail the mean hides.
+    improvement_cvar: float = 1.0
     improvement_samples: int = 16  # N actions sampled from the target policy per state for the improvement
     target_samples: int = 8  # actions sampled from the target policy at the next state for the TD target
     target_period: int = 100  # steps between copies of the online network into the target network
@@ -134,6 +139,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 1 <= value <= self.n_step:
                 raise ValueError(f"{name} must lie in 1..n_step, got {value} (n_step {self.n_step})")
+        if not 0.0 < self.improvement_cvar <= 1.0:
+            raise ValueError(f"improvement_cvar must be in (0, 1], got {self.improvement_cvar}")
         if self.eta <= 0 or self.improvement_samples < 1 or self.target_samples < 1 or self.target_period < 1:
             raise ValueError("eta must be > 0 and the sample counts and target period ≥ 1")
 

@@ -73,6 +73,7 @@ class Learner:
             improve=min((algo.alpha, *self.alpha_per_dim)) < 1.0,
             eta=c.eta,
             eta_per_state=c.eta_mode == "per_state",
+            improvement_cvar=c.improvement_cvar,
             improvement_samples=c.improvement_samples,
             target_samples=c.target_samples,
             generator=self.generator,

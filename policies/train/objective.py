@@ -2,8 +2,9 @@
 
     policy loss  = α · BC + (1 − α) · improvement
     BC           = −log π(a_data | s)                     (the factorised categorical: a sum over dimensions)
-    improvement  = −Σ_i w_i log π(a_i | s),  a_i ~ π_target(· | s),  w = softmax(E[Z_target(s, a_i)] / η)
-                   (η fixed, or per state: a multiple of the spread of E[Z_target(s, ·)] over the samples)
+    improvement  = −Σ_i w_i log π(a_i | s),  a_i ~ π_target(· | s),  w = softmax(Q_target(s, a_i) / η)
+                   (Q = E[Z], or the mean of Z's lowest fraction (CVaR) when improvement_cvar < 1;
+                    η fixed, or per state: a multiple of the spread of Q_target(s, ·) over the samples)
     TD           = cross-entropy(Φ(R + D·Z_target(s', a')), Z(s, ā_data)),  a' ~ π_target(· | s')
     total        = policy loss + β · TD
 
@@ -91,6 +92,22 @@ def expected_value(q_logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor
     return (F.softmax(q_logits.float(), dim=-1) * values).sum(dim=-1)
 
 
+def lower_tail_mean(q_logits: torch.Tensor, values: torch.Tensor, fraction: float) -> torch.Tensor:
+    """CVaR of categorical critics: the mean of the lowest `fraction` of each return distribution's mass,
+    logits (..., N) over ascending `values` → (...). fraction 1 is E[Z]. A risk-averse score: an action whose
+    outcomes the data shows spread (an early close that sometimes catches, sometimes misses) scores below one
+    with the same mean and a narrow distribution."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    probs = F.softmax(q_logits.float(), dim=-1)
+    if fraction == 1.0:
+        return (probs * values).sum(dim=-1)
+    above = torch.cumsum(probs, dim=-1)
+    below = above - probs
+    mass = (above.clamp(max=fraction) - below.clamp(max=fraction)).clamp_min(0.0)  # each bin's share of the tail
+    return (mass * values).sum(dim=-1) / fraction
+
+
 def improvement_weights(q: torch.Tensor, eta: float, per_state: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(softmax(Q/η) over the N samples (B, N), the spread of Q per state (B,)) for Q (B, N); per state,
     η(s) = eta · std_i Q(s, a_i), so the reweighting has the same strength whatever Q's scale at s."""
@@ -106,8 +123,8 @@ class Targets:
 
     td_target: torch.Tensor | None  # (B, N_q) projected bin probabilities, None without a critic
     improve_bins: torch.Tensor | None  # (B, N, A) actions sampled from the target policy at s
-    improve_weights: torch.Tensor | None  # (B, N) softmax(E[Z_target(s, a_i)] / η)
-    q_spread: torch.Tensor | None = None  # (B,) std over the N sampled actions of E[Z_target(s, a_i)]
+    improve_weights: torch.Tensor | None  # (B, N) softmax(CVaR_target(s, a_i) / η); E[Z] at cvar 1
+    q_spread: torch.Tensor | None = None  # (B,) std over the N sampled actions of the score above
 
 
 @torch.no_grad()
@@ -123,6 +140,7 @@ def targets(
     eta: float,
     improvement_samples: int,
     eta_per_state: bool = False,
+    improvement_cvar: float = 1.0,
     target_samples: int,
     generator: torch.Generator | None,
 ) -> Targets:
@@ -139,7 +157,8 @@ def targets(
         return Targets(td_target, None, None)
     z = target.encode(observation)
     sampled = sample_bins(target.policy_logits(z), improvement_samples, generator)
-    q = expected_value(target.q_logits(z, bin_values(sampled, low, high, bins)), values)  # (B, N)
+    q_logits = target.q_logits(z, bin_values(sampled, low, high, bins))
+    q = lower_tail_mean(q_logits, values, improvement_cvar)  # (B, N)
     weights, spread = improvement_weights(q, eta, eta_per_state)
     return Targets(td_target, sampled, weights, spread)
 
