@@ -46,7 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -536,6 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=40, help="successful training episodes to search")
     p.add_argument("--before", type=int, default=5, help="steps before each moment to probe as well")
     p.add_argument("--samples", type=int, default=None, help="actions sampled per state (default: the run's N)")
+    p.add_argument(
+        "--cvar",
+        type=float,
+        default=None,
+        help="score the improvement's samples by this lower-tail fraction of Z (default: the run's improvement_cvar)",
+    )
     p.add_argument("--policy-runs", default="", help="comma-separated runs probed for the policy side only")
     p.add_argument(
         "--rollouts",
@@ -551,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model, info, path = load_trained_model(args.run, args.step)
     config = TrainConfig.from_dict(info["train"])
+    if args.cvar is not None:  # what the run's critic would have made of another score (issue 11's CVaR probe)
+        config = replace(config, improvement_cvar=args.cvar)
     target = None
     if config.algorithm.critic:
         target = load_trained_model(args.run, args.step)[0]
@@ -578,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = {k: sum(m.kind == k for m in moments) for k in KINDS}
     offsets = list(range(-args.before, 1))
     print(
-        f"{args.run} ({path.name}, {config.algo}, eta {config.eta} {config.eta_mode}, N {samples}): "
+        f"{args.run} ({path.name}, {config.algo}, eta {config.eta} {config.eta_mode}, cvar {config.improvement_cvar}, "
+        f"N {samples}): "
         f"{len(chosen)} successful training episodes, moments {counts}"
     )
     result = {
@@ -587,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         "algo": config.algo,
         "eta": config.eta,
         "eta_mode": config.eta_mode,
+        "improvement_cvar": config.improvement_cvar,
         "reward": config.reward,
         "samples": samples,
         "episodes": chosen,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.grasp_coverage import BANDS_CM, band_counts
+from benchmarks.grasp_coverage import BANDS_CM, band_counts, band_sums
 
 RED = (0.5, 0.2, 0.025)
 
@@ -42,3 +42,13 @@ def test_the_final_observation_row_is_ignored():
     extra = np.vstack([tcp, tcp[-1:]])  # an episode stores one observation more than actions
     o, c = band_counts(grip, extra, np.vstack([red, red[-1:]]))
     assert (o.sum(), c.sum()) == (1, 1)
+
+
+def test_band_sums_split_the_counted_steps_into_those_that_stay_open_and_the_closes():
+    grip, tcp, red = _episode([(0.0, 0.0, 0.06), (0.0, 0.0, 0.035), (0.0, 0.0, 0.031), (1.0, 0.0, 0.025)])
+    value = np.array([9.0, 0.5, 0.25, 0.75])  # one number per action; step 0 is never a decision
+    stay, close = band_sums(grip, tcp, red, value)
+    assert stay[3] == 0.5 + 0.25 and close[2] == 0.75
+    assert stay.sum() == 0.75 and close.sum() == 0.75
+    opens, closes = band_counts(grip, tcp, red)
+    assert opens.sum() == 3 and closes.sum() == 1  # the sums cover exactly the counted steps
