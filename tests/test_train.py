@@ -393,6 +393,52 @@ def test_the_improvement_scores_sampled_actions_by_the_configured_tail_of_the_cr
         TrainConfig(dataset="x", improvement_cvar=0.0)
 
 
+def test_a_conservative_critic_adds_the_gap_between_sampled_and_data_actions_values(datasets):
+    """`--set conservative=W` (issue 11): total = policy + β·TD + W·(mean E[Z(s, a_i ~ π_target)] − E[Z(s, a_data)]),
+    also for BC+Q, whose targets then sample actions though its policy loss stays pure BC."""
+    from policies.data.dataset import locate_dataset
+    from policies.data.episodes import EpisodeReader
+    from policies.data.transitions import TransitionDataset
+    from policies.model.config import size_config
+    from policies.model.perceiver import build_model
+    from policies.spec import action_spec
+    from policies.train.config import TrainConfig
+    from policies.train.data import observation_for
+    from policies.train.learner import Learner
+    from policies.train.objective import expected_value, support
+    from robots.spec import load_spec
+
+    root, did = locate_dataset(datasets["state"])
+    spec = observation_for("state", "sawyer", EpisodeReader(root, did))
+    act = action_spec(load_spec("sawyer"))
+    model = build_model(size_config("XS"), spec, act, seed=0).eval()
+    batch = TransitionDataset(root, did)[np.arange(16)]
+
+    def losses(algo: str, conservative: float):
+        config = TrainConfig(dataset=str(datasets["state"]), algo=algo, conservative=conservative)
+        learner = Learner(config, model, torch.device("cpu"))
+        t = learner._targets(batch)
+        with torch.no_grad():
+            return t, learner.loss(batch.observation, batch.action, t, None, batch.critic_action)
+
+    t, plain = losses("bc_q", 0.0)
+    assert t.improve_bins is None and "conservative_gap" not in plain
+    t, cql = losses("bc_q", 2.0)
+    assert t.improve_bins is not None and "improve" not in cql  # samples for the gap, no improvement term
+    with torch.no_grad():
+        z = model.encode(batch.observation)
+        low, high, bins = model.action_low, model.action_high, act.bins
+        first = t.improve_bins[:, :4]  # TrainConfig.conservative_samples
+        sampled = expected_value(model.q_logits(z, bin_values(first, low, high, bins)), support(model))
+    gap = float(sampled.mean(-1).mean()) - float(cql["q"])
+    assert float(cql["conservative_gap"]) == pytest.approx(gap, abs=1e-5)
+    assert float(cql["total"]) == pytest.approx(float(plain["total"]) + 2.0 * gap, abs=1e-4)
+    with pytest.raises(ValueError, match="conservative"):
+        TrainConfig(dataset="x", conservative=-1.0)
+    with pytest.raises(ValueError, match="conservative_samples"):
+        TrainConfig(dataset="x", conservative=1.0, conservative_samples=17)
+
+
 def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):
     """`--set critic_gradient=head` (issue 11): the TD loss is the same number, but its gradient reaches only the
     critic's own parameters; with "trunk" (the paper) it shapes the shared encoder too. The BC loss is also logged

@@ -110,6 +110,13 @@ class TrainConfig:
     # the features the policy reads) or "head" (the critic head alone, on the encoder's features taken as given).
     # Issue 11's probe: with the critic on the shared trunk the actor's held-out BC loss rose 5.3 → 6.4 nats.
     critic_gradient: str = "trunk"
+    # a conservative critic (CQL, Kumar et al. 2020): adds conservative · (mean_i E[Z(s, a_i)] − E[Z(s, a_data)])
+    # to the loss, a_i the improvement's N samples from the target policy. 0: the paper's critic. Issue 11's
+    # probes: the critic rated closing 2-7 cm above red above staying open by 0.05-0.10, where the data's own
+    # returns say closing there is worse by 0.1-0.24 (benchmarks/grasp_coverage.py); 1.5 % of the data's steps
+    # there close, too few for the TD loss alone to pull the rare action's value down.
+    conservative: float = 0.0
+    conservative_samples: int = 4  # the first K of the N samples score the gap: its backward pass costs per sample
     # bookkeeping
     log_every: int = 50
     eval_every: int = 500  # held-out losses
@@ -139,6 +146,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 1 <= value <= self.n_step:
                 raise ValueError(f"{name} must lie in 1..n_step, got {value} (n_step {self.n_step})")
+        if self.conservative < 0.0 or not 1 <= self.conservative_samples <= self.improvement_samples:
+            raise ValueError(
+                f"conservative must be ≥ 0 and conservative_samples in [1, improvement_samples], got "
+                f"{self.conservative} and {self.conservative_samples}"
+            )
         if not 0.0 < self.improvement_cvar <= 1.0:
             raise ValueError(f"improvement_cvar must be in (0, 1], got {self.improvement_cvar}")
         if self.eta <= 0 or self.improvement_samples < 1 or self.target_samples < 1 or self.target_period < 1:

@@ -40,7 +40,14 @@ class Learner:
         self.alpha_per_dim = config.alpha_per_dim(model.action_spec.dims)
         dims = model.action_spec.dims
         self.loss = PolicyCriticLoss(
-            self.model, algo.alpha, algo.beta, self.alpha_per_dim, config.critic_gradient, dims
+            self.model,
+            algo.alpha,
+            algo.beta,
+            self.alpha_per_dim,
+            config.critic_gradient,
+            dims,
+            config.conservative,
+            config.conservative_samples,
         )
         self.distributed = dist.is_available() and dist.is_initialized()
         self.world_size = dist.get_world_size() if self.distributed else 1
@@ -70,7 +77,7 @@ class Learner:
             batch.reward,
             batch.discount,
             critic=algo.critic,
-            improve=min((algo.alpha, *self.alpha_per_dim)) < 1.0,
+            improve=min((algo.alpha, *self.alpha_per_dim)) < 1.0 or c.conservative > 0.0,
             eta=c.eta,
             eta_per_state=c.eta_mode == "per_state",
             improvement_cvar=c.improvement_cvar,

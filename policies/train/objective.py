@@ -175,12 +175,16 @@ class PolicyCriticLoss(nn.Module):
         alpha_per_dim: tuple[float, ...] = (),
         critic_gradient: str = "trunk",
         dims: tuple[str, ...] = (),
+        conservative: float = 0.0,
+        conservative_samples: int = 4,
     ):
         """`alpha_per_dim`: one α per action dimension (TrainConfig.alpha_gripper), else `alpha` for all.
         `critic_gradient` "head": the TD loss trains the critic head only (TrainConfig.critic_gradient).
         `dims`: the action dimensions' names; each gets its own BC loss in the output (`bc_<dim>`, logged, not
-        trained on separately), so a change that moves one dimension on purpose does not hide the others."""
+        trained on separately), so a change that moves one dimension on purpose does not hide the others.
+        `conservative`, `conservative_samples`: the conservative critic term (TrainConfig.conservative)."""
         super().__init__()
+        self.conservative, self.conservative_samples = conservative, conservative_samples
         self.model, self.alpha, self.beta = model, alpha, beta
         self.alpha_per_dim = alpha_per_dim
         self.critic_gradient = critic_gradient
@@ -221,7 +225,16 @@ class PolicyCriticLoss(nn.Module):
             q = m.q_logits(features, bin_values(scored, low, high, bins)[:, None])[:, 0]
             td = -(t.td_target * F.log_softmax(q.float(), dim=-1)).sum(dim=-1).mean()
             losses["td"] = td
-            losses["q"] = expected_value(q.detach(), support(m).to(q.device)).mean()
+            values = support(m).to(q.device)
+            losses["q"] = expected_value(q.detach(), values).mean()
             total = policy + self.beta * td
+            if self.conservative > 0.0 and t.improve_bins is not None:
+                # CQL's gap (Kumar et al. 2020, sampled-policy form): E[Z] of the target policy's actions at s
+                # pushed down, of the data's action pushed up; where the policy matches the data the two cancel.
+                candidates = t.improve_bins[:, : self.conservative_samples]
+                sampled = m.q_logits(features, bin_values(candidates, low, high, bins))  # (B, K, N_q)
+                gap = (expected_value(sampled, values).mean(dim=-1) - expected_value(q, values)).mean()
+                losses["conservative_gap"] = gap.detach()
+                total = total + self.conservative * gap
         losses["total"] = total
         return losses
