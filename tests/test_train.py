@@ -433,8 +433,24 @@ def test_a_conservative_critic_adds_the_gap_between_sampled_and_data_actions_val
     gap = float(sampled.mean(-1).mean()) - float(cql["q"])
     assert float(cql["conservative_gap"]) == pytest.approx(gap, abs=1e-5)
     assert float(cql["total"]) == pytest.approx(float(plain["total"]) + 2.0 * gap, abs=1e-4)
+    # "improved": with α 1 on the arm, the sampled actions keep the data's arm values and differ in the gripper only
+    config = TrainConfig(
+        dataset=str(datasets["state"]), alpha=1.0, alpha_gripper=0.5, conservative=2.0, conservative_dims="improved"
+    )
+    learner = Learner(config, model, torch.device("cpu"))
+    t = learner._targets(batch)
+    with torch.no_grad():
+        gripper_only = learner.loss(batch.observation, batch.action, t, None, batch.critic_action)
+        data = action_bins(batch.critic_action, low, high, bins)
+        mixed = data[:, None].repeat(1, 4, 1)
+        mixed[..., -1] = t.improve_bins[:, :4, -1]
+        sampled = expected_value(model.q_logits(z, bin_values(mixed, low, high, bins)), support(model))
+    gap = float(sampled.mean(-1).mean()) - float(gripper_only["q"])
+    assert float(gripper_only["conservative_gap"]) == pytest.approx(gap, abs=1e-5)
     with pytest.raises(ValueError, match="conservative"):
         TrainConfig(dataset="x", conservative=-1.0)
+    with pytest.raises(ValueError, match="conservative_dims"):
+        TrainConfig(dataset="x", conservative_dims="arm")
     with pytest.raises(ValueError, match="conservative_samples"):
         TrainConfig(dataset="x", conservative=1.0, conservative_samples=17)
 

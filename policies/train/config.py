@@ -117,6 +117,11 @@ class TrainConfig:
     # there close, too few for the TD loss alone to pull the rare action's value down.
     conservative: float = 0.0
     conservative_samples: int = 4  # the first K of the N samples score the gap: its backward pass costs per sample
+    # "all": the sampled actions differ from the data's in every dimension; "improved": only in those the
+    # improvement trains (α_d < 1), the rest take the data's values. Issue 11's first run (all, weight 10,
+    # α arm 1): the gap rated the policy's single-step arm velocities below the data's held ones, and through
+    # the TD backups every value fell (Q 0.13 at the grasp against a data return of 0.71 by 4k steps).
+    conservative_dims: str = "all"
     # bookkeeping
     log_every: int = 50
     eval_every: int = 500  # held-out losses
@@ -146,6 +151,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 1 <= value <= self.n_step:
                 raise ValueError(f"{name} must lie in 1..n_step, got {value} (n_step {self.n_step})")
+        if self.conservative_dims not in ("all", "improved"):
+            raise ValueError(f"conservative_dims must be all or improved, got {self.conservative_dims!r}")
         if self.conservative < 0.0 or not 1 <= self.conservative_samples <= self.improvement_samples:
             raise ValueError(
                 f"conservative must be ≥ 0 and conservative_samples in [1, improvement_samples], got "

@@ -19,7 +19,7 @@ from torch import nn
 
 from policies.model.perceiver import PerceiverActorCritic
 from policies.train.config import TrainConfig
-from policies.train.objective import PolicyCriticLoss, Targets, targets
+from policies.train.objective import ConservativeTerm, PolicyCriticLoss, Targets, targets
 from policies.train.schedule import learning_rate
 
 
@@ -46,8 +46,7 @@ class Learner:
             self.alpha_per_dim,
             config.critic_gradient,
             dims,
-            config.conservative,
-            config.conservative_samples,
+            self._conservative_term(config, dims),
         )
         self.distributed = dist.is_available() and dist.is_initialized()
         self.world_size = dist.get_world_size() if self.distributed else 1
@@ -85,6 +84,15 @@ class Learner:
             target_samples=c.target_samples,
             generator=self.generator,
         )
+
+    def _conservative_term(self, config: TrainConfig, dims: tuple[str, ...]) -> ConservativeTerm | None:
+        if config.conservative <= 0.0:
+            return None
+        keep = ()
+        if config.conservative_dims == "improved":  # the dimensions the improvement leaves alone (α_d = 1) kept
+            alphas = self.alpha_per_dim or (config.algorithm.alpha,) * len(dims)
+            keep = tuple(a >= 1.0 for a in alphas)
+        return ConservativeTerm(config.conservative, config.conservative_samples, keep)
 
     def _bc_mask(self, batch) -> torch.Tensor | None:
         """The transitions the BC term clones (TrainConfig.bc_data); None: all of them."""

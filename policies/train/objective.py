@@ -164,6 +164,17 @@ def targets(
 
 
 # ------------------------------------------------------------------ the online network's part
+@dataclass(frozen=True)
+class ConservativeTerm:
+    """CQL's gap in the critic's loss (TrainConfig.conservative): weight · (mean E[Z(s, a_k)] − E[Z(s, a_data)])
+    over the first `samples` of the improvement's actions a_k. `keep_data`: per action dimension, True where a_k
+    takes the data's value, so the gap compares only the choices the improvement makes (() : none kept)."""
+
+    weight: float
+    samples: int = 4
+    keep_data: tuple[bool, ...] = ()
+
+
 class PolicyCriticLoss(nn.Module):
     """The online network's losses for one batch; `model` is the one set of trained weights."""
 
@@ -175,16 +186,15 @@ class PolicyCriticLoss(nn.Module):
         alpha_per_dim: tuple[float, ...] = (),
         critic_gradient: str = "trunk",
         dims: tuple[str, ...] = (),
-        conservative: float = 0.0,
-        conservative_samples: int = 4,
+        conservative: ConservativeTerm | None = None,
     ):
         """`alpha_per_dim`: one α per action dimension (TrainConfig.alpha_gripper), else `alpha` for all.
         `critic_gradient` "head": the TD loss trains the critic head only (TrainConfig.critic_gradient).
         `dims`: the action dimensions' names; each gets its own BC loss in the output (`bc_<dim>`, logged, not
         trained on separately), so a change that moves one dimension on purpose does not hide the others.
-        `conservative`, `conservative_samples`: the conservative critic term (TrainConfig.conservative)."""
+        `conservative`: the conservative critic term, None for none (TrainConfig.conservative)."""
         super().__init__()
-        self.conservative, self.conservative_samples = conservative, conservative_samples
+        self.conservative = conservative
         self.model, self.alpha, self.beta = model, alpha, beta
         self.alpha_per_dim = alpha_per_dim
         self.critic_gradient = critic_gradient
@@ -228,13 +238,17 @@ class PolicyCriticLoss(nn.Module):
             values = support(m).to(q.device)
             losses["q"] = expected_value(q.detach(), values).mean()
             total = policy + self.beta * td
-            if self.conservative > 0.0 and t.improve_bins is not None:
+            c = self.conservative
+            if c is not None and c.weight > 0.0 and t.improve_bins is not None:
                 # CQL's gap (Kumar et al. 2020, sampled-policy form): E[Z] of the target policy's actions at s
                 # pushed down, of the data's action pushed up; where the policy matches the data the two cancel.
-                candidates = t.improve_bins[:, : self.conservative_samples]
+                candidates = t.improve_bins[:, : c.samples]
+                if c.keep_data:
+                    keep = torch.tensor(c.keep_data, device=candidates.device)
+                    candidates = torch.where(keep, scored[:, None], candidates)
                 sampled = m.q_logits(features, bin_values(candidates, low, high, bins))  # (B, K, N_q)
                 gap = (expected_value(sampled, values).mean(dim=-1) - expected_value(q, values)).mean()
                 losses["conservative_gap"] = gap.detach()
-                total = total + self.conservative * gap
+                total = total + c.weight * gap
         losses["total"] = total
         return losses
