@@ -75,9 +75,9 @@ class TrainConfig:
     eta_mode: str = "per_state"
     eta: float = 1.0
     # the improvement's score of a sampled action: the mean of the lowest fraction of its return distribution
-    # (CVaR). 1: E[Z], the paper. Issue 11's probes: on data with rare early closes (1.5 % of open steps above red)
-    # the critic's mean rated them above the data's own return and the per-state η picked them; an early close
-    # in that data sometimes catches red and sometimes misses, so its distribution has a low tail the mean hides.
+    # (CVaR). 1: E[Z], the paper. Tried in issue 11 against a critic that overrates rare early closes, on the
+    # reading that their outcomes are spread: `critic_probe --cvar 0.25` found the trained critic's tail ranking
+    # them as its mean did (it is confidently wrong), so the study does not use it.
     improvement_cvar: float = 1.0
     improvement_samples: int = 16  # N actions sampled from the target policy per state for the improvement
     target_samples: int = 8  # actions sampled from the target policy at the next state for the TD target
@@ -111,10 +111,10 @@ class TrainConfig:
     # Issue 11's probe: with the critic on the shared trunk the actor's held-out BC loss rose 5.3 → 6.4 nats.
     critic_gradient: str = "trunk"
     # a conservative critic (CQL, Kumar et al. 2020): adds conservative · (mean_i E[Z(s, a_i)] − E[Z(s, a_data)])
-    # to the loss, a_i the improvement's N samples from the target policy. 0: the paper's critic. Issue 11's
-    # probes: the critic rated closing 2-7 cm above red above staying open by 0.05-0.10, where the data's own
-    # returns say closing there is worse by 0.1-0.24 (benchmarks/grasp_coverage.py); 1.5 % of the data's steps
-    # there close, too few for the TD loss alone to pull the rare action's value down.
+    # to the loss, a_i the first conservative_samples of the improvement's samples from the target policy.
+    # 0: the paper's critic. Issue 11's probes: the critic rated closing 2-7 cm above red above staying open by
+    # 0.05-0.10, where the data's own returns say closing there is worse by 0.1-0.24 (grasp_coverage.py);
+    # 1.5 % of the data's steps there close, too few for the TD loss alone to pull the rare action's value down.
     conservative: float = 0.0
     conservative_samples: int = 4  # the first K of the N samples score the gap: its backward pass costs per sample
     # "all": the sampled actions differ from the data's in every dimension; "improved": only in those the

@@ -6,7 +6,7 @@
                    (Q = E[Z], or the mean of Z's lowest fraction (CVaR) when improvement_cvar < 1;
                     η fixed, or per state: a multiple of the spread of Q_target(s, ·) over the samples)
     TD           = cross-entropy(Φ(R + D·Z_target(s', a')), Z(s, ā_data)),  a' ~ π_target(· | s')
-    total        = policy loss + β · TD
+    total        = policy loss + β · TD  (+ w · (mean_k E[Z(s, a_k)] − E[Z(s, ā_data)]) with a conservative critic)
 
 Z is the categorical critic over `q_bins` returns on [q_low, q_high]; Φ projects the n-step distributional
 Bellman target back onto that support (C51's projection). The target network, an older copy of the online
