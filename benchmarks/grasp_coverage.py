@@ -93,10 +93,11 @@ def coverage(dataset: Path, robot: str) -> dict:
             stay, close = band_sums(grip, tcp, red, value)
             sums[f"{kind}_open"] += stay
             sums[f"{kind}_close"] += close
-    stays = np.maximum(open_steps - closes, 1)
-    means = {k: (v / (stays if k.endswith("open") else np.maximum(closes, 1))).round(4) for k, v in sums.items()}
-    for k in means:
-        means[k][(closes if k.endswith("close") else open_steps - closes) == 0] = np.nan
+    counts = {"open": open_steps - closes, "close": closes}  # the steps each sum ran over, per band
+    means = {}
+    for key, total in sums.items():
+        n = counts[key.rsplit("_", 1)[1]]
+        means[key] = np.where(n > 0, total / np.maximum(n, 1), np.nan).round(4)  # nan: no such step in the band
     return {
         "dataset": did,
         "episodes": len(reader),

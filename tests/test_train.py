@@ -356,26 +356,32 @@ def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_
     assert policy_loss((0.75, 0.75, 0.75, 0.75, 0.25)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_the_improvement_scores_sampled_actions_by_the_configured_tail_of_the_critic(datasets):
-    """`--set improvement_cvar=0.25` (issue 11): the same sampled actions, weighted by the mean of the lowest
-    quarter of each one's return distribution rather than by its mean."""
+def _untrained_xs(datasets: dict[str, Path]):
+    """(an untrained XS model for the state dataset, the Sawyer's action spec, a batch of its first 16 transitions)."""
     from policies.data.dataset import locate_dataset
     from policies.data.episodes import EpisodeReader
     from policies.data.transitions import TransitionDataset
     from policies.model.config import size_config
     from policies.model.perceiver import build_model
     from policies.spec import action_spec
-    from policies.train.config import TrainConfig
     from policies.train.data import observation_for
-    from policies.train.learner import Learner
-    from policies.train.objective import support
     from robots.spec import load_spec
 
     root, did = locate_dataset(datasets["state"])
     spec = observation_for("state", "sawyer", EpisodeReader(root, did))
     act = action_spec(load_spec("sawyer"))
     model = build_model(size_config("XS"), spec, act, seed=0).eval()
-    batch = TransitionDataset(root, did)[np.arange(16)]
+    return model, act, TransitionDataset(root, did)[np.arange(16)]
+
+
+def test_the_improvement_scores_sampled_actions_by_the_configured_tail_of_the_critic(datasets):
+    """`--set improvement_cvar=0.25` (issue 11): the same sampled actions, weighted by the mean of the lowest
+    quarter of each one's return distribution rather than by its mean."""
+    from policies.train.config import TrainConfig
+    from policies.train.learner import Learner
+    from policies.train.objective import support
+
+    model, act, batch = _untrained_xs(datasets)
 
     def targets_with(cvar: float):
         config = TrainConfig(dataset=str(datasets["state"]), improvement_cvar=cvar)
@@ -396,23 +402,11 @@ def test_the_improvement_scores_sampled_actions_by_the_configured_tail_of_the_cr
 def test_a_conservative_critic_adds_the_gap_between_sampled_and_data_actions_values(datasets):
     """`--set conservative=W` (issue 11): total = policy + β·TD + W·(mean E[Z(s, a_i ~ π_target)] − E[Z(s, a_data)]),
     also for BC+Q, whose targets then sample actions though its policy loss stays pure BC."""
-    from policies.data.dataset import locate_dataset
-    from policies.data.episodes import EpisodeReader
-    from policies.data.transitions import TransitionDataset
-    from policies.model.config import size_config
-    from policies.model.perceiver import build_model
-    from policies.spec import action_spec
     from policies.train.config import TrainConfig
-    from policies.train.data import observation_for
     from policies.train.learner import Learner
     from policies.train.objective import expected_value, support
-    from robots.spec import load_spec
 
-    root, did = locate_dataset(datasets["state"])
-    spec = observation_for("state", "sawyer", EpisodeReader(root, did))
-    act = action_spec(load_spec("sawyer"))
-    model = build_model(size_config("XS"), spec, act, seed=0).eval()
-    batch = TransitionDataset(root, did)[np.arange(16)]
+    model, act, batch = _untrained_xs(datasets)
 
     def losses(algo: str, conservative: float):
         config = TrainConfig(dataset=str(datasets["state"]), algo=algo, conservative=conservative)

@@ -99,9 +99,9 @@ def lower_tail_mean(q_logits: torch.Tensor, values: torch.Tensor, fraction: floa
     with the same mean and a narrow distribution."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    probs = F.softmax(q_logits.float(), dim=-1)
     if fraction == 1.0:
-        return (probs * values).sum(dim=-1)
+        return expected_value(q_logits, values)
+    probs = F.softmax(q_logits.float(), dim=-1)
     above = torch.cumsum(probs, dim=-1)
     below = above - probs
     mass = (above.clamp(max=fraction) - below.clamp(max=fraction)).clamp_min(0.0)  # each bin's share of the tail
