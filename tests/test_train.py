@@ -306,56 +306,6 @@ def test_bc_can_clone_the_successful_episodes_only_while_the_critic_sees_all(dat
     assert json.loads((run / "run.json").read_text())["train"]["bc_data"] == "successes"
 
 
-def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_loss(datasets):
-    """`--set alpha_gripper=A` (issue 11): Σ_d α_d·BC_d + (1 − α_d)·improvement_d. With every α_d equal it is the
-    scalar-α loss; lowering the gripper's α moves exactly that dimension's BC weight onto its improvement."""
-    from policies.data.dataset import locate_dataset
-    from policies.data.episodes import EpisodeReader
-    from policies.data.transitions import TransitionDataset
-    from policies.model.config import size_config
-    from policies.model.perceiver import build_model
-    from policies.spec import action_spec
-    from policies.train.config import TrainConfig
-    from policies.train.data import observation_for
-    from policies.train.learner import Learner
-    from policies.train.objective import PolicyCriticLoss, log_likelihood_per_dim
-    from robots.spec import load_spec
-
-    root, did = locate_dataset(datasets["state"])
-    spec = observation_for("state", "sawyer", EpisodeReader(root, did))
-    act = action_spec(load_spec("sawyer"))
-    model = build_model(size_config("XS"), spec, act, seed=0).eval()
-    config = TrainConfig(dataset=str(datasets["state"]), alpha_gripper=0.25)
-    assert config.alpha_per_dim(act.dims) == (0.75, 0.75, 0.75, 0.75, 0.25)
-    assert TrainConfig(dataset="x").alpha_per_dim(act.dims) == ()
-    assert TrainConfig(dataset="x", alpha=0.5).algorithm.alpha == 0.5
-    from policies.train.cli import _parse_set
-
-    assert _parse_set(["alpha_gripper=0.25", "alpha=none"]) == {"alpha_gripper": 0.25, "alpha": None}
-    with pytest.raises(ValueError, match="alpha_gripper"):
-        TrainConfig(dataset="x", alpha_gripper=1.5)
-
-    learner = Learner(config, model, torch.device("cpu"))
-    assert learner.alpha_per_dim == (0.75, 0.75, 0.75, 0.75, 0.25)
-    batch = TransitionDataset(root, did)[np.arange(16)]
-    t = learner._targets(batch)
-
-    def policy_loss(alpha_per_dim=()) -> float:
-        loss = PolicyCriticLoss(model, 0.75, 0.0, alpha_per_dim)
-        with torch.no_grad():
-            return float(loss(batch.observation, batch.action, t)["total"])
-
-    scalar = policy_loss()
-    assert policy_loss((0.75,) * 5) == pytest.approx(scalar, rel=1e-5)
-    with torch.no_grad():
-        logits = model.policy_logits(model.encode(batch.observation))
-        data_bins = action_bins(batch.action, model.action_low, model.action_high, act.bins)
-        bc_grip = -log_likelihood_per_dim(logits, data_bins[:, None])[:, 0, -1].mean()
-        improve_grip = -(t.improve_weights * log_likelihood_per_dim(logits, t.improve_bins)[..., -1]).sum(1).mean()
-    expected = scalar + (0.25 - 0.75) * float(bc_grip) + (0.75 - 0.25) * float(improve_grip)
-    assert policy_loss((0.75, 0.75, 0.75, 0.75, 0.25)) == pytest.approx(expected, rel=1e-5)
-
-
 def _untrained_xs(datasets: dict[str, Path]):
     """(an untrained XS model for the state dataset, the Sawyer's action spec, a batch of its first 16 transitions)."""
     from policies.data.dataset import locate_dataset
@@ -449,27 +399,54 @@ def test_a_conservative_critic_adds_the_gap_between_sampled_and_data_actions_val
         TrainConfig(dataset="x", conservative=1.0, conservative_samples=17)
 
 
+def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_loss(datasets):
+    """`--set alpha_gripper=A` (issue 11): Σ_d α_d·BC_d + (1 − α_d)·improvement_d. With every α_d equal it is the
+    scalar-α loss; lowering the gripper's α moves exactly that dimension's BC weight onto its improvement."""
+    from policies.train.config import TrainConfig
+    from policies.train.learner import Learner
+    from policies.train.objective import PolicyCriticLoss, log_likelihood_per_dim
+
+    model, act, batch = _untrained_xs(datasets)
+    config = TrainConfig(dataset=str(datasets["state"]), alpha_gripper=0.25)
+    assert config.alpha_per_dim(act.dims) == (0.75, 0.75, 0.75, 0.75, 0.25)
+    assert TrainConfig(dataset="x").alpha_per_dim(act.dims) == ()
+    assert TrainConfig(dataset="x", alpha=0.5).algorithm.alpha == 0.5
+    from policies.train.cli import _parse_set
+
+    assert _parse_set(["alpha_gripper=0.25", "alpha=none"]) == {"alpha_gripper": 0.25, "alpha": None}
+    with pytest.raises(ValueError, match="alpha_gripper"):
+        TrainConfig(dataset="x", alpha_gripper=1.5)
+
+    learner = Learner(config, model, torch.device("cpu"))
+    assert learner.alpha_per_dim == (0.75, 0.75, 0.75, 0.75, 0.25)
+    t = learner._targets(batch)
+
+    def policy_loss(alpha_per_dim=()) -> float:
+        loss = PolicyCriticLoss(model, 0.75, 0.0, alpha_per_dim)
+        with torch.no_grad():
+            return float(loss(batch.observation, batch.action, t)["total"])
+
+    scalar = policy_loss()
+    assert policy_loss((0.75,) * 5) == pytest.approx(scalar, rel=1e-5)
+    with torch.no_grad():
+        logits = model.policy_logits(model.encode(batch.observation))
+        data_bins = action_bins(batch.action, model.action_low, model.action_high, act.bins)
+        bc_grip = -log_likelihood_per_dim(logits, data_bins[:, None])[:, 0, -1].mean()
+        improve_grip = -(t.improve_weights * log_likelihood_per_dim(logits, t.improve_bins)[..., -1]).sum(1).mean()
+    expected = scalar + (0.25 - 0.75) * float(bc_grip) + (0.75 - 0.25) * float(improve_grip)
+    assert policy_loss((0.75, 0.75, 0.75, 0.75, 0.25)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):
     """`--set critic_gradient=head` (issue 11): the TD loss is the same number, but its gradient reaches only the
     critic's own parameters; with "trunk" (the paper) it shapes the shared encoder too. The BC loss is also logged
     per action dimension, so a variant that moves the gripper on purpose does not hide what happened to the arm."""
-    from policies.data.dataset import locate_dataset
-    from policies.data.episodes import EpisodeReader
-    from policies.data.transitions import TransitionDataset
-    from policies.model.config import size_config
-    from policies.model.perceiver import build_model
-    from policies.spec import action_spec
     from policies.train.config import TrainConfig
-    from policies.train.data import observation_for
     from policies.train.learner import Learner
     from policies.train.objective import PolicyCriticLoss
-    from robots.spec import load_spec
 
-    root, did = locate_dataset(datasets["state"])
-    spec = observation_for("state", "sawyer", EpisodeReader(root, did))
-    model = build_model(size_config("XS"), spec, action_spec(load_spec("sawyer")), seed=0)
+    model, _, batch = _untrained_xs(datasets)
     learner = Learner(TrainConfig(dataset=str(datasets["state"]), algo="bc_q"), model, torch.device("cpu"))
-    batch = TransitionDataset(root, did)[np.arange(16)]
     t = learner._targets(batch)
     critic = ("q_decoder", "q_mixer", "q_norm", "q_head", "action_scale", "action_offset", "readout")
 
