@@ -14,6 +14,8 @@ its own --algos/--seeds). `--report` (alone or at the end) prints the table, wri
 plots `success.png` (final success with 95 % intervals, the data's own rate as a line) and `curves.png`
 (held-out losses and success against steps), and, where the runs hold more than one model size (`--size XS,S`,
 the same step budget each), `scaling.png` (final held-out BC loss and success against the size's parameters).
+`--report` also reads runs as benchmarks/results keeps them (`runs/<algo>_<size>_s<seed>/` holding run.json,
+metrics.csv and eval_<step>_summary.json), so a committed study's table and plots are remade from the repository.
 """
 
 from __future__ import annotations
@@ -104,11 +106,7 @@ def report(args: argparse.Namespace) -> dict:
         info = json.loads((run / "run.json").read_text())
         data_rate = info["dataset"]["success_rate"]
         algo, seed, size = info["train"]["algo"], info["train"]["seed"], info["train"]["size"]
-        evals = sorted(
-            (int(p.name.removeprefix("step_")), json.loads((p / "summary.json").read_text()))
-            for p in (run / "eval").glob("step_*")
-            if (p / "summary.json").is_file()
-        )
+        evals = _evaluations(run)
         if not evals:
             continue
         step, final = evals[-1]
@@ -187,6 +185,15 @@ def report(args: argparse.Namespace) -> dict:
     )
     _plots(args.out, summary, curves, data_rate)
     return summary
+
+
+def _evaluations(run: Path) -> list[tuple[int, dict]]:
+    """(step, pac-eval summary) of each evaluated checkpoint of a run, by step: the study's own layout
+    (`eval/step_N/summary.json`) or the one kept in benchmarks/results (`eval_N_summary.json` beside the run's
+    run.json and metrics.csv), so a committed study's table and plots are remade from the repository alone."""
+    found = {int(p.name.removeprefix("step_")): p / "summary.json" for p in (run / "eval").glob("step_*")}
+    found |= {int(p.name.split("_")[1]): p for p in run.glob("eval_*_summary.json")}
+    return sorted((step, json.loads(path.read_text())) for step, path in found.items() if path.is_file())
 
 
 def _settings(command: str) -> list[str]:

@@ -91,3 +91,19 @@ def test_set_for_groups_settings_by_algorithm_and_refuses_a_malformed_item():
 
 def _raise(message):
     raise ValueError(message)
+
+
+def test_runs_kept_in_the_repository_layout_report_like_the_studys_own(tmp_path, capsys):
+    """benchmarks/results keeps a run's evaluations as eval_<step>_summary.json beside run.json: the same table."""
+    _run(tmp_path, "pac", "XS", 0, 30, 100, 5.0)
+    kept = tmp_path / "runs" / "bc_XS_s0"
+    _run(tmp_path, "bc", "XS", 0, 10, 100, 5.5)
+    (kept / "eval" / "step_100" / "summary.json").rename(kept / "eval_100_summary.json")
+    (kept / "eval" / "step_100").rmdir()
+    early = {"episodes": 20, "successes": 1, "success_rate": 0.05}
+    (kept / "eval_50_summary.json").write_text(json.dumps(early))
+    summary = report(argparse.Namespace(out=tmp_path))
+    assert summary["bc"]["successes"] == 10 and summary["bc"]["episodes"] == 100  # the last step is the final one
+    assert "| BC | XS | 1 | 100 | 0.100 |" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert {r["algo"]: r["steps"] for r in rows} == {"pac": 100, "bc": 100}
