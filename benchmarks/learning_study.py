@@ -236,7 +236,7 @@ def _plots(out: Path, summary: dict, curves: dict, data_rate: float | None) -> N
     if curves:
         fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.5))
         for i, (name, c) in enumerate(sorted(curves.items())):
-            color = f"C{i % 10}"  # one colour per run in every panel
+            color = plt.cm.tab20(i % 20) if len(curves) > 10 else f"C{i}"  # one colour per run in every panel
             if c["eval"]:
                 a1.plot(*zip(*c["eval"], strict=True), marker="o", label=name, color=color)
             if c["held_out_bc"]:
