@@ -32,7 +32,9 @@ push the policy to open if the policy ever sampled it). Grasps are the contrast:
 does get right closed loop. Carry states (every 5th step holding red high above blue, > 3 cm away in xy) add
 the critic's Q of full speed towards blue, standing still and away, where the policy's xy velocity points, and
 what the data covers there: how often its xy velocity points away from blue, per step and held over the run's
-critic_horizon (a critic values only directions the data takes).
+critic_horizon (a critic values only directions the data takes), and what the critic's readout token reads in
+q_mixer at those states: its attention per head over itself and the action dimensions (a dimension every head
+gives ~0 cannot move a "readout" critic's Q; PACConfig.q_readout).
 
 `--policy-runs` adds the policy-side numbers of runs without a critic (BC, filtered BC) at the same states.
 `--rollouts N` also runs every policy closed loop (`--decode`, argmax by default; the task env stepped directly,
@@ -305,7 +307,23 @@ def probe_carry(
         out["q_spread"], out["ess"] = spread.numpy(), (1.0 / (w**2).sum(-1)).numpy()
         out["w_corr_cos_to_blue"] = _row_corr(w.numpy(), cos)
         out["w_corr_gripper"] = _row_corr(w.numpy(), v[..., -1])
+        summary = {k: _summ(v) for k, v in out.items()}
+        summary["readout_attention"] = readout_attention(model, z, torch.from_numpy(acts[:, :1]))
+        return summary
     return {k: _summ(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def readout_attention(model: PerceiverActorCritic, latents: torch.Tensor, actions: torch.Tensor) -> dict:
+    """What the critic's readout token reads in q_mixer, per head: its attention weights over the A+1 tokens
+    (itself, then one per action dimension), averaged over the states, for one candidate action (B, 1, A).
+    A dimension a head gives ~0 reaches a "readout" head only through the other heads (issue 11: the arm's)."""
+    w = model.q_mixer.attention_weights(model.q_fused(latents, actions))[:, :, 0, :]  # (B, heads, A+1)
+    return {
+        "tokens": ["readout", *model.action_spec.dims],
+        "per_head": w.mean(0).tolist(),
+        "q_readout": model.config.q_readout,
+    }
 
 
 def carry_coverage(carry, arrays_of, horizon: int) -> dict:
@@ -637,6 +655,14 @@ def main(argv: list[str] | None = None) -> int:
     result["carry"] = {"states": len(carry), **carries[args.run.name], "data": coverage}
     print()
     print(format_table(f"carry ({len(carry)} states)", carries, CARRY_ROWS))
+    attention = carries[args.run.name].get("readout_attention")
+    if attention is not None:
+        print(
+            f"  critic readout attention in q_mixer (head: {', '.join(attention['tokens'])}); head reads "
+            f"{attention['q_readout']}"
+        )
+        for h, row in enumerate(attention["per_head"]):
+            print(f"    head {h}: " + "  ".join(f"{x:.2f}" for x in row))
     for name, label in (("step", "one step's action"), ("held", f"held over {config.critic_horizon} steps")):
         print(
             f"  data, {label}: cos to blue median {coverage[f'{name}_cos_to_blue_median']:+.2f}, "

@@ -1,4 +1,5 @@
-"""benchmarks/critic_probe.py's coverage count: how often the data's xy velocity points away from blue."""
+"""benchmarks/critic_probe.py: the coverage count (how often the data's xy velocity points away from blue), the
+moments it finds, and the critic readout's attention it reports."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
-from benchmarks.critic_probe import carry_coverage, find_moments, release_coverage
+from benchmarks.critic_probe import carry_coverage, find_moments, readout_attention, release_coverage
+from policies.model.config import size_config
+from policies.model.perceiver import build_model
+from policies.spec import action_spec, observation_spec
+from robots.spec import load_spec
 
 
 def test_white_noise_that_points_away_one_step_averages_out_over_a_hold():
@@ -64,3 +70,20 @@ def test_approach_moments_are_the_start_steps_before_the_first_close():
     never = _resting_episode([0.0] * 60, [False] * 60)
     never.observations["proprio"] = np.zeros((61, 3), np.float32)
     assert [m.step for m in find_moments(never, ("red", "green", "blue"), 0, 0.025, 0)] == [5, 20, 40]
+
+
+def test_readout_attention_names_every_token_and_each_head_s_weights_sum_to_one():
+    arm = load_spec("sawyer")
+    obs, act = observation_spec(arm, cameras=(), objects=("red", "green", "blue")), action_spec(arm)
+    model = build_model(size_config("XS"), obs, act).eval()
+    inputs = {
+        "proprio": torch.zeros(3, obs.proprio_size),
+        "objects": torch.zeros(3, 3, 7),
+        "instruction": torch.full((3, obs.instruction_length), 2, dtype=torch.int64),
+    }
+    with torch.no_grad():
+        out = readout_attention(model, model.encode(inputs), torch.zeros(3, 1, act.size))
+    assert out["tokens"] == ["readout", *act.dims] and out["q_readout"] == "readout"
+    weights = np.asarray(out["per_head"])
+    assert weights.shape == (model.config.heads, act.size + 1)
+    np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-5)

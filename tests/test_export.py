@@ -308,3 +308,22 @@ def test_a_state_policy_exports_with_object_poses_instead_of_images(tmp_path):
     # a robot whose model would read cameras is not this model's robot
     with pytest.raises(PolicyRefused, match="cameras"):
         load_policy(actor.path, OBS, ACT, CPU_ONLY)
+
+
+def test_an_all_tokens_critic_exports_and_scores_as_torch_does(tmp_path):
+    obs = observation_spec(SAWYER, cameras=(), objects=("red", "green", "blue"))
+    model = build_model(size_config("XS", q_readout="all_tokens"), obs, ACT, seed=3).eval()
+    (critic,) = export_policy(model, tmp_path / "critic.onnx", TOKENIZER, graph="critic", candidates=4)
+    scorer = load_policy(critic.path, obs, ACT, CPU_ONLY, graph="critic")
+    assert scorer.metadata.model["config"]["q_readout"] == "all_tokens"
+    rng = np.random.default_rng(1)
+    feeds = {
+        "proprio": rng.normal(0, 1, (1, obs.proprio_size)).astype(np.float32),
+        "objects": rng.normal(0, 0.3, (1, 3, 7)).astype(np.float32),
+        "instruction": TOKENIZER.encode("stack the red object on the blue object", obs.instruction_length)[None, :],
+        "actions": rng.uniform(ACT.low, ACT.high, (1, 4, ACT.size)).astype(np.float32),
+    }
+    with torch.no_grad():
+        t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        expected = model.q_logits(model.encode(t), t["actions"])[0].numpy()
+    np.testing.assert_allclose(scorer.run(feeds), expected, atol=1e-4, rtol=0)

@@ -317,3 +317,57 @@ def test_an_object_outside_the_cell_or_no_observation_at_all_is_refused():
         observation_spec(ARM, cameras=(), objects=("purple",))
     with pytest.raises(ValueError, match="at least one camera or one tracked object"):
         observation_spec(ARM, cameras=())
+
+
+def _silence_mixer(model: PerceiverActorCritic) -> None:
+    """q_mixer adds nothing: each token leaves it as it came (residual only), so the readout token carries no
+    action at all and only a head that reads the action tokens themselves can see one."""
+    with torch.no_grad():
+        for layer in (model.q_mixer.attn.out, model.q_mixer.mlp[2]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+
+
+@pytest.mark.parametrize(("q_readout", "sees_the_action"), [("readout", False), ("all_tokens", True)])
+def test_an_all_tokens_critic_sees_every_action_dimension_whatever_its_mixer_attends_to(q_readout, sees_the_action):
+    model = build_model(size_config("XS", q_readout=q_readout), STATE_OBS, ACT).eval()
+    _silence_mixer(model)
+    with torch.no_grad():
+        z = model.encode(_state_inputs(batch=2))
+        for dim in range(ACT.size):  # each dimension alone, from its low to its high end
+            actions = torch.zeros(2, 2, ACT.size)
+            actions[:, 0, dim], actions[:, 1, dim] = ACT.low[dim], ACT.high[dim]
+            q = model.q_logits(z, actions)
+            assert torch.allclose(q[:, 0], q[:, 1], atol=1e-6) != sees_the_action, ACT.dims[dim]
+
+
+def test_readout_attention_weights_are_the_mixer_s_and_sum_to_one():
+    model = build_model(size_config("XS"), STATE_OBS, ACT).eval()
+    with torch.no_grad():
+        fused = model.q_fused(model.encode(_state_inputs(batch=3)), torch.zeros(3, 2, ACT.size))
+        w = model.q_mixer.attention_weights(fused)
+        # the weights reproduce the block's attention output
+        attn = model.q_mixer.attn
+        values = attn.kv(model.q_mixer.norm_q(fused))[..., attn.out.in_features :]
+        b, n, d = fused.shape
+        values = values.reshape(b, n, attn.heads, d // attn.heads).transpose(1, 2)
+        expected = attn.out((w @ values).transpose(1, 2).reshape(b, n, d))
+        torch.testing.assert_close(expected, attn(model.q_mixer.norm_q(fused), model.q_mixer.norm_q(fused)))
+    assert w.shape == (3 * 2, model.config.heads, ACT.size + 1, ACT.size + 1)
+    torch.testing.assert_close(w.sum(-1), torch.ones(6, model.config.heads, ACT.size + 1))
+
+
+def test_an_unknown_critic_readout_is_refused():
+    with pytest.raises(ValueError, match="q_readout"):
+        size_config("XS", q_readout="mean")
+
+
+@pytest.mark.parametrize("size", ["XS", "S"])
+def test_analytic_flops_of_an_all_tokens_critic_equal_torch_flop_counter(size):
+    config = size_config(size, q_readout="all_tokens")
+    with torch.device("meta"):
+        model = PerceiverActorCritic(config, STATE_OBS, ACT)
+        inputs = {k: v.to("meta") for k, v in _state_inputs().items()}
+        with FlopCounterMode(display=False) as critic:
+            CriticGraph(model)(*(inputs[k] for k in STATE_OBS.modalities), torch.zeros(1, 16, ACT.size))
+    assert critic.get_total_flops() == critic_flops(config, STATE_OBS, ACT, 16)

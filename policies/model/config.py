@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+Q_READOUTS = ("readout", "all_tokens")
+
 
 @dataclass(frozen=True)
 class PACConfig:
@@ -26,6 +28,15 @@ class PACConfig:
     q_low: float = 0.0  # return support, in the training objective's units
     q_high: float = 1.0
     target_parameters: float = 0.0
+    # what the critic's head reads after the late-fusion mixer: "readout" (the readout token alone, which reaches
+    # the action tokens only through attention) or "all_tokens" (every token, concatenated, so no action dimension
+    # can be dropped by an attention that learned to ignore it). Issue 11's probe: in trained XS critics the
+    # readout token's attention went 1.00 to the gripper in 3 of 4 heads, and Q stopped moving with the arm.
+    q_readout: str = "readout"
+
+    def __post_init__(self) -> None:
+        if self.q_readout not in Q_READOUTS:
+            raise ValueError(f"q_readout must be one of {Q_READOUTS}, got {self.q_readout!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -61,7 +61,7 @@ def critic_flops(c: PACConfig, obs: ObservationSpec, act: ActionSpec, candidates
     d, r, n = c.width, c.mlp_ratio, act.size + 1
     cross = _block_flops(d, r, candidates * n, c.latents, cross=True)
     mixer = candidates * _block_flops(d, r, n, n, cross=False)
-    head = 2 * candidates * d * c.q_bins
+    head = 2 * candidates * d * c.q_bins * (1 if c.q_readout == "readout" else n)
     return encoder_flops(c, obs) + cross + mixer + head
 
 

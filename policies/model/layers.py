@@ -26,6 +26,17 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, nq, d = x.shape
+        weights, v = self._weights_values(x, context, key_mask)
+        return self.out((weights @ v).transpose(1, 2).reshape(b, nq, d))
+
+    def weights(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention weights (B, heads, Nq, Nk) the forward pass uses: for probes of what a query reads."""
+        return self._weights_values(x, context, key_mask)[0]
+
+    def _weights_values(
+        self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, nq, d = x.shape
         nk = context.shape[1]
         h = self.heads
         q = self.q(x).reshape(b, nq, h, d // h).transpose(1, 2)  # (B, h, Nq, d/h)
@@ -33,8 +44,7 @@ class Attention(nn.Module):
         scores = (q * self.scale) @ k.transpose(-1, -2)
         if key_mask is not None:  # (B, Nk), True where a key may be attended to
             scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-        out = scores.softmax(dim=-1) @ v
-        return self.out(out.transpose(1, 2).reshape(b, nq, d))
+        return scores.softmax(dim=-1), v
 
 
 class Block(nn.Module):
@@ -47,6 +57,13 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads)
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def attention_weights(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, heads, Nq, Nk): what each query of this block's attention reads, for probes."""
+        q = self.norm_q(x)
+        return self.attn.weights(q, q if self.norm_context is None else self.norm_context(context), key_mask)
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, key_mask: torch.Tensor | None = None

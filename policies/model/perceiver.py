@@ -67,7 +67,7 @@ class PerceiverActorCritic(nn.Module):
         self.q_decoder = Block(d, config.heads, config.mlp_ratio, cross=True)
         self.q_mixer = Block(d, config.heads, config.mlp_ratio, cross=False)
         self.q_norm = nn.LayerNorm(d)
-        self.q_head = nn.Linear(d, config.q_bins)
+        self.q_head = nn.Linear(d if config.q_readout == "readout" else (a + 1) * d, config.q_bins)
         # Normalisation, part of the graph; training sets the proprio statistics from its dataset.
         self.register_buffer("proprio_mean", torch.zeros(p))
         self.register_buffer("proprio_std", torch.ones(p))
@@ -124,8 +124,18 @@ class PerceiverActorCritic(nn.Module):
         """(B, N_lat, D), physical actions (B, S, A) → (B, S, N_q) return-bin logits.
 
         All S·(A+1) query tokens attend to the latents in one cross-attention (each query independently),
-        then each candidate's A+1 tokens mix among themselves; the readout token gives the logits.
+        then each candidate's A+1 tokens mix among themselves; the head reads the readout token, or all A+1
+        tokens concatenated (config.q_readout).
         """
+        b, s, a = actions.shape
+        d = self.config.width
+        tokens = self.q_norm(self.q_mixer(self.q_fused(latents, actions)))
+        read = tokens[:, 0] if self.config.q_readout == "readout" else tokens.reshape(b * s, (a + 1) * d)
+        return self.q_head(read).reshape(b, s, -1)
+
+    def q_fused(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(B, N_lat, D), physical actions (B, S, A) → the (B·S, A+1, D) tokens that enter q_mixer: per candidate,
+        the readout token then one per action dimension, each after its cross-attention to the latents."""
         b, s, a = actions.shape
         d = self.config.width
         unit = (
@@ -133,9 +143,7 @@ class PerceiverActorCritic(nn.Module):
         )  # [-1, 1]
         tokens = unit[..., None] * self.action_scale + self.action_offset  # (B, S, A, D)
         tokens = torch.cat([self.readout.expand(b, s, 1, d), tokens], dim=2).reshape(b, s * (a + 1), d)
-        tokens = self.q_decoder(tokens, latents)
-        tokens = self.q_mixer(tokens.reshape(b * s, a + 1, d))
-        return self.q_head(self.q_norm(tokens[:, 0])).reshape(b, s, -1)
+        return self.q_decoder(tokens, latents).reshape(b * s, a + 1, d)
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
         """The actor: raw observation → (B, A, K) action-bin logits."""

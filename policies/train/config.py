@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from policies.model.config import Q_READOUTS
+
 
 @dataclass(frozen=True)
 class Algorithm:
@@ -122,6 +124,8 @@ class TrainConfig:
     # α arm 1): the gap rated the policy's single-step arm velocities below the data's held ones, and through
     # the TD backups every value fell (Q 0.13 at the grasp against a data return of 0.71 by 4k steps).
     conservative_dims: str = "all"
+    # the critic head's input (PACConfig.q_readout): "readout" (the readout token, the default) or "all_tokens"
+    q_readout: str = "readout"
     # bookkeeping
     log_every: int = 50
     eval_every: int = 500  # held-out losses
@@ -151,6 +155,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 1 <= value <= self.n_step:
                 raise ValueError(f"{name} must lie in 1..n_step, got {value} (n_step {self.n_step})")
+        if self.q_readout not in Q_READOUTS:
+            raise ValueError(f"q_readout must be one of {Q_READOUTS}, got {self.q_readout!r}")
         if self.conservative_dims not in ("all", "improved"):
             raise ValueError(f"conservative_dims must be all or improved, got {self.conservative_dims!r}")
         if self.conservative < 0.0 or not 1 <= self.conservative_samples <= self.improvement_samples:
