@@ -391,6 +391,18 @@ def test_a_conservative_critic_adds_the_gap_between_sampled_and_data_actions_val
         sampled = expected_value(model.q_logits(z, bin_values(mixed, low, high, bins)), support(model))
     gap = float(sampled.mean(-1).mean()) - float(gripper_only["q"])
     assert float(gripper_only["conservative_gap"]) == pytest.approx(gap, abs=1e-5)
+    # "gripper": the same gap with the improvement training the arm too (the paper's α 0.75 everywhere)
+    config = TrainConfig(dataset=str(datasets["state"]), conservative=2.0, conservative_dims="gripper")
+    learner = Learner(config, model, torch.device("cpu"))
+    t = learner._targets(batch)
+    with torch.no_grad():
+        arm_kept = learner.loss(batch.observation, batch.action, t, None, batch.critic_action)
+        mixed = data[:, None].repeat(1, 4, 1)
+        mixed[..., -1] = t.improve_bins[:, :4, -1]
+        sampled = expected_value(model.q_logits(z, bin_values(mixed, low, high, bins)), support(model))
+    assert float(arm_kept["conservative_gap"]) == pytest.approx(
+        float(sampled.mean(-1).mean()) - float(arm_kept["q"]), abs=1e-5
+    )
     with pytest.raises(ValueError, match="conservative"):
         TrainConfig(dataset="x", conservative=-1.0)
     with pytest.raises(ValueError, match="conservative_dims"):

@@ -123,6 +123,8 @@ class TrainConfig:
     # improvement trains (α_d < 1), the rest take the data's values. Issue 11's first run (all, weight 10,
     # α arm 1): the gap rated the policy's single-step arm velocities below the data's held ones, and through
     # the TD backups every value fell (Q 0.13 at the grasp against a data return of 0.71 by 4k steps).
+    # "gripper": only the gripper differs, also where the improvement trains the arm (α_arm < 1): issue 11's arm
+    # samples are single steps and its data actions held means, a gap the term would read as the arm's value.
     conservative_dims: str = "all"
     # the critic head's input (PACConfig.q_readout): "readout" (the readout token, the default) or "all_tokens"
     q_readout: str = "readout"
@@ -157,8 +159,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must lie in 1..n_step, got {value} (n_step {self.n_step})")
         if self.q_readout not in Q_READOUTS:
             raise ValueError(f"q_readout must be one of {Q_READOUTS}, got {self.q_readout!r}")
-        if self.conservative_dims not in ("all", "improved"):
-            raise ValueError(f"conservative_dims must be all or improved, got {self.conservative_dims!r}")
+        if self.conservative_dims not in ("all", "improved", "gripper"):
+            raise ValueError(f"conservative_dims must be all, improved or gripper, got {self.conservative_dims!r}")
         if self.conservative < 0.0 or not 1 <= self.conservative_samples <= self.improvement_samples:
             raise ValueError(
                 f"conservative must be ≥ 0 and conservative_samples in [1, improvement_samples], got "

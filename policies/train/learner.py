@@ -92,6 +92,8 @@ class Learner:
         if config.conservative_dims == "improved":  # the dimensions the improvement leaves alone (α_d = 1) kept
             alphas = self.alpha_per_dim or (config.algorithm.alpha,) * len(dims)
             keep = tuple(a >= 1.0 for a in alphas)
+        elif config.conservative_dims == "gripper":  # the arm's velocities kept, whatever the improvement trains
+            keep = tuple(d != "gripper" for d in dims)
         return ConservativeTerm(config.conservative, config.conservative_samples, keep)
 
     def _bc_mask(self, batch) -> torch.Tensor | None:
