@@ -72,11 +72,13 @@ from policies.train.objective import (
     sample_bins,
     support,
 )
+from robots.contract.link import DEFAULT_LINK as LINK
 from robots.spec import load_spec
 from robots.tasks.tasks import STACK_XY, STACK_Z
 
 OPEN_BELOW = GRIPPER_CLOSED_AT  # a gripper command under this opens (a held cube sits at ~0.45 of the travel)
 MISPLACE_XY = 0.05  # m: an off-centre release still counts as "above blue" up to here
+PLACING_XY = 0.05  # m: red held this close to blue's centre (xy) is being placed (carry_states(placing=True))
 LIFTED = 0.02  # m: red this far above where it rested is lifted (rollouts' stage counts)
 MISPLACE_Z = 0.03  # m: ... and this far from the stacked height (the expert lifts a misplaced cube 1.5 cm)
 GRASP_RADIUS = 0.02  # m between TCP and red's centre for a close to count as a grasp of red
@@ -246,18 +248,38 @@ def probe_data(
     return out
 
 
-def carry_states(arrays, objects: tuple[str, ...], grasp_at: int, half: float) -> list[tuple[int, np.ndarray]]:
+def carry_states(
+    arrays, objects: tuple[str, ...], grasp_at: int, half: float, placing: bool = False
+) -> list[tuple[int, np.ndarray]]:
     """(step, unit xy vector red → blue) of every 5th step carrying red: held (gripper_grasp), red at least a
-    cube above the stacked height and more than 3 cm (xy) from blue."""
+    cube above the stacked height and more than 3 cm (xy) from blue. `placing`: instead every step holding red
+    within PLACING_XY of blue's centre (but not on it, > 0.5 cm) and above the stacked height, where the data's
+    experts either centre red or go for an off-centre release (MISPLACE_OFFSET, the rl_like preset's misplace)."""
     obj, proprio = arrays.observations["objects"], arrays.observations["proprio"]
     red, blue = objects.index("red"), objects.index("blue")
     out = []
-    for t in range(0, arrays.steps, 5):
+    for t in range(0, arrays.steps, 1 if placing else 5):
         r, b = obj[t, red, :3], obj[t, blue, :3]
         d = b[:2] - r[:2]
-        if proprio[t, grasp_at] > 0.5 and np.linalg.norm(d) > 0.03 and r[2] - b[2] > 4 * half:
-            out.append((t, d / np.linalg.norm(d)))
+        xy = np.linalg.norm(d)
+        if placing:
+            keep = 0.005 < xy < PLACING_XY and r[2] - b[2] > 2 * half + 0.005
+        else:
+            keep = xy > 0.03 and r[2] - b[2] > 4 * half
+        if proprio[t, grasp_at] > 0.5 and keep:
+            out.append((t, d / xy))
     return out
+
+
+def landing_speed(arrays_of, states, horizon: int, objects: tuple[str, ...]) -> np.ndarray:
+    """Per placing state, the xy speed that held over the critic's `horizon` steps brings red onto blue's centre
+    (and, reversed, as far off it again): full speed would overshoot the centre by centimetres."""
+    red, blue = objects.index("red"), objects.index("blue")
+    distance = []
+    for episode, t, _ in states:
+        obj = arrays_of(episode)[0].observations["objects"][t]
+        distance.append(float(np.linalg.norm(obj[blue, :2] - obj[red, :2])))
+    return np.asarray(distance) / (horizon * LINK.period_s)
 
 
 @torch.no_grad()
@@ -269,9 +291,11 @@ def probe_carry(
     towards: np.ndarray,
     samples: int,
     seed: int,
+    speed: np.ndarray | None = None,
 ) -> dict:
     """At carry states: where the policy's argmax (and mean) xy velocity points, as the cosine with the
-    direction to blue; with a critic, Q of full speed towards blue, standing still and away (gripper closed),
+    direction to blue; with a critic, Q of full speed (or `speed`, m/s per state) towards blue, standing still
+    and away (gripper closed),
     and what the improvement weights of N target-policy samples follow: their correlation, per state, with
     each sample's xy direction to blue and with its gripper command."""
     spec = model.action_spec
@@ -289,8 +313,9 @@ def probe_carry(
     if target is not None:
         b = len(towards)
         acts = np.zeros((b, 3, spec.size), np.float32)
+        v = np.full(b, spec.high[0]) if speed is None else np.minimum(speed, spec.high[0])
         for j, sign in enumerate((1.0, 0.0, -1.0)):
-            acts[:, j, :2] = sign * spec.high[0] * towards
+            acts[:, j, :2] = sign * v[:, None] * towards
         acts[:, :, -1] = spec.high[-1]
         q = expected_value(model.q_logits(z, torch.from_numpy(acts)), support(model)).numpy()
         out["q_towards"], out["q_still"], out["q_away"] = q[:, 0], q[:, 1], q[:, 2]
@@ -383,9 +408,9 @@ def _row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 CARRY_ROWS = (
-    ("q_towards", "Q(full speed towards blue)", "{:.4f}"),
+    ("q_towards", "Q(towards blue)", "{:.4f}"),
     ("q_still", "Q(standing still)", "{:.4f}"),
-    ("q_away", "Q(full speed away)", "{:.4f}"),
+    ("q_away", "Q(away from blue)", "{:.4f}"),
     ("dq_towards_minus_away", "Q towards - Q away", "{:+.4f}"),
     ("q_spread", "std of Q over samples", "{:.4f}"),
     ("ess", "ESS of the weights", "{:.1f}"),
@@ -654,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     coverage = carry_coverage(carry, arrays_of, config.critic_horizon)
     result["carry"] = {"states": len(carry), **carries[args.run.name], "data": coverage}
     print()
-    print(format_table(f"carry ({len(carry)} states)", carries, CARRY_ROWS))
+    print(format_table(f"carry ({len(carry)} states; at full speed)", carries, CARRY_ROWS))
     attention = carries[args.run.name].get("readout_attention")
     if attention is not None:
         print(
@@ -667,6 +692,35 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  data, {label}: cos to blue median {coverage[f'{name}_cos_to_blue_median']:+.2f}, "
             f"p5 {coverage[f'{name}_cos_to_blue_p5']:+.2f}, pointing away {coverage[f'{name}_share_away']:.1%}"
+        )
+    placing = [
+        (e, t, d)
+        for e in chosen
+        for t, d in carry_states(arrays_of(e)[0], model.obs_spec.objects, grasp_at, half, placing=True)
+    ]
+    if placing:
+        place_obs = {
+            k: torch.from_numpy(np.stack([arrays_of(e)[0].observations[k][t] for e, t, _ in placing])) for k in names
+        }
+        towards_centre = np.stack([d for *_, d in placing])
+        speed = landing_speed(arrays_of, placing, config.critic_horizon, model.obs_spec.objects)
+        placed = probe_carry(model, target, config, place_obs, towards_centre, samples, args.seed, speed)
+        result["placing"] = {
+            "states": len(placing),
+            **placed,
+            "data": carry_coverage(placing, arrays_of, config.critic_horizon),
+        }
+        print(
+            format_table(
+                f"placing ({len(placing)} states; towards/away: the speed that lands on / as far off blue's centre)",
+                {args.run.name: placed},
+                CARRY_ROWS,
+            )
+        )
+        place_cov = result["placing"]["data"]
+        print(
+            f"  data while placing, held over {config.critic_horizon} steps: cos to blue's centre median "
+            f"{place_cov['held_cos_to_blue_median']:+.2f}, pointing away {place_cov['held_share_away']:.1%}"
         )
     release = release_coverage([arrays_of(e)[0] for e in chosen], model.obs_spec.objects, half)
     result["release_coverage"] = release

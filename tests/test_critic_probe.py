@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.critic_probe import carry_coverage, find_moments, readout_attention, release_coverage
+from benchmarks.critic_probe import (
+    carry_coverage,
+    carry_states,
+    find_moments,
+    landing_speed,
+    readout_attention,
+    release_coverage,
+)
 from policies.model.config import size_config
 from policies.model.perceiver import build_model
 from policies.spec import action_spec, observation_spec
@@ -87,3 +94,24 @@ def test_readout_attention_names_every_token_and_each_head_s_weights_sum_to_one(
     weights = np.asarray(out["per_head"])
     assert weights.shape == (model.config.heads, act.size + 1)
     np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-5)
+
+
+def test_placing_states_are_the_held_steps_near_blue_s_centre_and_their_landing_speed_reaches_it():
+    """Red held 6 cm above the stacked height, sliding from 8 cm to 0 cm off blue's centre along x: the placing
+    states are the steps with red within 5 cm (and more than 0.5 cm) of the centre; the carry states those
+    more than 3 cm away (every 5th step, and only while red is more than a cube above the stacked height)."""
+    steps, half = 17, 0.025
+    obj = np.zeros((steps, 3, 7), np.float32)
+    obj[:, 2, :3] = (0.5, 0.1, half)
+    obj[:, 0, 0] = 0.5 + np.linspace(0.08, 0.0, steps)
+    obj[:, 0, 1], obj[:, 0, 2] = 0.1, 3 * half + 0.06
+    proprio = np.ones((steps, 1), np.float32)  # gripper_grasp: held throughout
+    arrays = SimpleNamespace(observations={"objects": obj, "proprio": proprio}, steps=steps)
+    objects = ("red", "green", "blue")
+    placing = carry_states(arrays, objects, 0, half, placing=True)
+    distance = obj[:, 0, 0] - 0.5
+    assert [t for t, _ in placing] == [t for t in range(steps) if 0.005 < distance[t] < 0.05]
+    assert all(np.allclose(d, [-1.0, 0.0]) for _, d in placing)  # towards blue: −x
+    assert [t for t, _ in carry_states(arrays, objects, 0, half)] == [0, 5]  # 8 and 5.5 cm away
+    speed = landing_speed({0: (arrays, None)}.__getitem__, [(0, t, d) for t, d in placing], 20, objects)
+    np.testing.assert_allclose(speed * 20 * 0.05, [distance[t] for t, _ in placing], rtol=1e-5)

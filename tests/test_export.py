@@ -310,12 +310,14 @@ def test_a_state_policy_exports_with_object_poses_instead_of_images(tmp_path):
         load_policy(actor.path, OBS, ACT, CPU_ONLY)
 
 
-def test_an_all_tokens_critic_exports_and_scores_as_torch_does(tmp_path):
+@pytest.mark.parametrize("overrides", [{"q_readout": "all_tokens"}, {"position_inputs": "relative"}])
+def test_model_variants_export_and_score_as_torch_does(tmp_path, overrides):
     obs = observation_spec(SAWYER, cameras=(), objects=("red", "green", "blue"))
-    model = build_model(size_config("XS", q_readout="all_tokens"), obs, ACT, seed=3).eval()
+    model = build_model(size_config("XS", **overrides), obs, ACT, seed=3).eval()
+    (actor,) = export_policy(model, tmp_path / "actor.onnx", TOKENIZER)
     (critic,) = export_policy(model, tmp_path / "critic.onnx", TOKENIZER, graph="critic", candidates=4)
     scorer = load_policy(critic.path, obs, ACT, CPU_ONLY, graph="critic")
-    assert scorer.metadata.model["config"]["q_readout"] == "all_tokens"
+    assert all(scorer.metadata.model["config"][k] == v for k, v in overrides.items())
     rng = np.random.default_rng(1)
     feeds = {
         "proprio": rng.normal(0, 1, (1, obs.proprio_size)).astype(np.float32),
@@ -327,3 +329,6 @@ def test_an_all_tokens_critic_exports_and_scores_as_torch_does(tmp_path):
         t = {k: torch.from_numpy(v) for k, v in feeds.items()}
         expected = model.q_logits(model.encode(t), t["actions"])[0].numpy()
     np.testing.assert_allclose(scorer.run(feeds), expected, atol=1e-4, rtol=0)
+    observation = {k: v for k, v in feeds.items() if k != "actions"}
+    policy = load_policy(actor.path, obs, ACT, CPU_ONLY)
+    np.testing.assert_allclose(policy.run(observation), _torch_logits(model, observation), atol=1e-4, rtol=0)

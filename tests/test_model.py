@@ -363,11 +363,55 @@ def test_an_unknown_critic_readout_is_refused():
 
 
 @pytest.mark.parametrize("size", ["XS", "S"])
-def test_analytic_flops_of_an_all_tokens_critic_equal_torch_flop_counter(size):
-    config = size_config(size, q_readout="all_tokens")
+@pytest.mark.parametrize("overrides", [{"q_readout": "all_tokens"}, {"position_inputs": "relative"}])
+def test_analytic_flops_of_critic_variants_equal_torch_flop_counter(size, overrides):
+    config = size_config(size, **overrides)
     with torch.device("meta"):
         model = PerceiverActorCritic(config, STATE_OBS, ACT)
         inputs = {k: v.to("meta") for k, v in _state_inputs().items()}
         with FlopCounterMode(display=False) as critic:
             CriticGraph(model)(*(inputs[k] for k in STATE_OBS.modalities), torch.zeros(1, 16, ACT.size))
     assert critic.get_total_flops() == critic_flops(config, STATE_OBS, ACT, 16)
+
+
+def _shifted(inputs: dict[str, torch.Tensor], joints: torch.Tensor, shift: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same scene somewhere else: other joint angles, the TCP and every object moved by `shift` (xyz), every
+    object turned (its quaternion replaced), so each object's offset from the TCP is unchanged."""
+    proprio, objects = inputs["proprio"].clone(), inputs["objects"].clone()
+    jp, tcp = STATE_OBS.proprio_offset("joint_pos"), STATE_OBS.proprio_offset("tcp_pos")
+    proprio[:, jp : jp + 7] = joints
+    proprio[:, tcp : tcp + 3] += shift
+    objects[..., :3] += shift
+    objects[..., 3:] = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    return {**inputs, "proprio": proprio, "objects": objects}
+
+
+@pytest.mark.parametrize(("position_inputs", "invariant"), [("absolute", False), ("relative", True)])
+def test_relative_position_inputs_see_only_where_objects_are_from_the_tcp(position_inputs, invariant):
+    model = build_model(size_config("XS", position_inputs=position_inputs), STATE_OBS, ACT).eval()
+    inputs = _state_inputs(batch=2)
+    moved = _shifted(inputs, torch.randn(2, 7), torch.tensor([0.1, -0.05, 0.02]))
+    actions = torch.zeros(2, 3, ACT.size)
+    with torch.no_grad():
+        same_actor = torch.allclose(model(inputs), model(moved), atol=1e-5)
+        q, q_moved = (model.q_logits(model.encode(x), actions) for x in (inputs, moved))
+        assert same_actor == invariant and torch.allclose(q, q_moved, atol=1e-5) == invariant
+        # an object's offset from the TCP is read either way
+        closer = {**inputs, "objects": inputs["objects"].clone()}
+        closer["objects"][:, 0, 0] += 0.05
+        assert not torch.allclose(model(inputs), model(closer), atol=1e-5)
+
+
+def test_relative_position_inputs_need_tracked_objects_and_no_camera():
+    with pytest.raises(ValueError, match="relative position inputs"):
+        build_model(size_config("XS", position_inputs="relative"), OBS, ACT)
+    with pytest.raises(ValueError, match="position_inputs"):
+        size_config("XS", position_inputs="polar")
+
+
+def test_relative_position_inputs_keep_the_state_dict_of_an_absolute_model():
+    """Checkpoints and exported weights carry the same tensors whatever a model reads (the mask is not saved)."""
+    relative = build_model(size_config("XS", position_inputs="relative"), STATE_OBS, ACT)
+    absolute = build_model(size_config("XS"), STATE_OBS, ACT)
+    changed = {k for k, v in relative.state_dict().items() if v.shape != absolute.state_dict()[k].shape}
+    assert set(relative.state_dict()) == set(absolute.state_dict()) and changed == {"object_encoder.mlp.0.weight"}

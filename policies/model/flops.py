@@ -42,7 +42,7 @@ def encoder_flops(c: PACConfig, obs: ObservationSpec) -> int:
     tokens_per_cam = (h // 8 // c.patch) * (w // 8 // c.patch)
     patch = _conv_flops(c3, d, c.patch, h // 8 // c.patch, w // 8 // c.patch)
     n_obj = len(obs.objects)
-    objects = n_obj * (2 * object_features(obs) * d + 2 * d * d)  # the per-object MLP
+    objects = n_obj * (2 * object_features(obs, c.position_inputs) * d + 2 * d * d)  # the per-object MLP
     n_in = obs.proprio_size + n_cam * tokens_per_cam + n_obj + obs.instruction_length
     cross = _block_flops(d, r, c.latents, n_in, cross=True)
     trunk = c.depth * _block_flops(d, r, c.latents, c.latents, cross=False)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from policies.model.config import PACConfig
+from policies.model.config import ABSOLUTE_PROPRIO, PACConfig
 from policies.model.encoders import ImageEncoder, InstructionEncoder, ObjectEncoder, ProprioEncoder
 from policies.model.layers import Block
 from policies.spec import POSE_SIZE, ActionSpec, ObservationSpec
@@ -30,9 +30,11 @@ Inputs = Mapping[str, torch.Tensor]
 RELATIVE_SCALE_M = 0.1  # object-to-TCP offsets are fed in units of 10 cm
 
 
-def object_features(obs: ObservationSpec) -> int:
-    """Features per object token: its pose, plus its offset from the TCP when proprio carries the TCP."""
-    return POSE_SIZE + (3 if obs.proprio_offset("tcp_pos") is not None else 0)
+def object_features(obs: ObservationSpec, position_inputs: str = "absolute") -> int:
+    """Features per object token: its pose, plus its offset from the TCP when proprio carries the TCP; with
+    relative position inputs (PACConfig.position_inputs), the offset alone."""
+    offset = 3 if obs.proprio_offset("tcp_pos") is not None else 0
+    return offset if position_inputs == "relative" else POSE_SIZE + offset
 
 
 class PerceiverActorCritic(nn.Module):
@@ -49,7 +51,21 @@ class PerceiverActorCritic(nn.Module):
         # Each object token also sees its position relative to the TCP: the relation every reaching and placing
         # decision turns on, given linearly instead of left for attention to discover from two tokens.
         self.tcp_index = obs.proprio_offset("tcp_pos")
-        self.object_encoder = ObjectEncoder(len(obs.objects), object_features(obs), d) if obs.objects else None
+        self.relative = config.position_inputs == "relative"
+        if self.relative and (self.tcp_index is None or not obs.objects or obs.cameras):
+            raise ValueError("relative position inputs need tracked objects and the TCP in proprio, and no camera")
+        self.object_encoder = (
+            ObjectEncoder(len(obs.objects), object_features(obs, config.position_inputs), d) if obs.objects else None
+        )
+        # 1 for each proprio input the model reads, 0 for the absolute positions it does not (relative inputs);
+        # not saved: it follows from the config and the spec
+        keep = torch.ones(p)
+        if self.relative:
+            for name in ABSOLUTE_PROPRIO:
+                at, size = obs.proprio_offset(name), next((f.size for f in obs.proprio if f.name == name), 0)
+                if at is not None:
+                    keep[at : at + size] = 0.0
+        self.register_buffer("proprio_keep", keep, persistent=False)
         self.instruction_encoder = InstructionEncoder(config.vocab_size, obs.instruction_length, d)
         self.latents = nn.Parameter(torch.randn(config.latents, d) * 0.02)
         self.encoder = Block(d, config.heads, config.mlp_ratio, cross=True)
@@ -89,7 +105,8 @@ class PerceiverActorCritic(nn.Module):
         proprio, instruction = inputs["proprio"], inputs["instruction"]
         b, dtype = proprio.shape[0], self.latents.dtype  # float32, or float16 for the GPU export
         ones = torch.ones(b, 1, dtype=torch.bool, device=proprio.device)
-        tokens = [self.proprio_encoder((proprio.to(dtype) - self.proprio_mean) / self.proprio_std)]
+        normalised = (proprio.to(dtype) - self.proprio_mean) / self.proprio_std
+        tokens = [self.proprio_encoder(normalised * self.proprio_keep if self.relative else normalised)]
         masks = [ones.expand(b, tokens[0].shape[1])]
         if present is not None and "proprio" in present and not bool(present["proprio"].all()):
             raise ValueError("proprioception must be present for every sample")
@@ -98,7 +115,7 @@ class PerceiverActorCritic(nn.Module):
             masks.append(ones.expand(b, tokens[-1].shape[1]))
         if self.object_encoder is not None:
             objects = inputs["objects"].to(dtype)
-            features = [(objects - self.objects_mean) / self.objects_std]
+            features = [] if self.relative else [(objects - self.objects_mean) / self.objects_std]
             if self.tcp_index is not None:
                 tcp = proprio.to(dtype)[:, self.tcp_index : self.tcp_index + 3]
                 features.append((objects[..., :3] - tcp[:, None, :]) / RELATIVE_SCALE_M)

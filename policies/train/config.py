@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from policies.model.config import Q_READOUTS
+from policies.model.config import POSITION_INPUTS, Q_READOUTS
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,8 @@ class TrainConfig:
     conservative_dims: str = "all"
     # the critic head's input (PACConfig.q_readout): "readout" (the readout token, the default) or "all_tokens"
     q_readout: str = "readout"
+    # where the model reads positions from (PACConfig.position_inputs): "absolute" (the default) or "relative"
+    position_inputs: str = "absolute"
     # bookkeeping
     log_every: int = 50
     eval_every: int = 500  # held-out losses
@@ -159,6 +161,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must lie in 1..n_step, got {value} (n_step {self.n_step})")
         if self.q_readout not in Q_READOUTS:
             raise ValueError(f"q_readout must be one of {Q_READOUTS}, got {self.q_readout!r}")
+        if self.position_inputs not in POSITION_INPUTS:
+            raise ValueError(f"position_inputs must be one of {POSITION_INPUTS}, got {self.position_inputs!r}")
         if self.conservative_dims not in ("all", "improved", "gripper"):
             raise ValueError(f"conservative_dims must be all, improved or gripper, got {self.conservative_dims!r}")
         if self.conservative < 0.0 or not 1 <= self.conservative_samples <= self.improvement_samples:

@@ -76,7 +76,12 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
     if len(split.train) == 0:
         raise DatasetError(f"{did}: no training episodes left (holdout {config.holdout}, algo {config.algo})")
     act = action_spec(load_spec(robot))
-    model = build_model(size_config(config.size, q_readout=config.q_readout), spec, act, seed=config.seed)
+    model = build_model(
+        size_config(config.size, q_readout=config.q_readout, position_inputs=config.position_inputs),
+        spec,
+        act,
+        seed=config.seed,
+    )
     for name, value in normalisation(probe, split.train, spec).items():
         getattr(model, name).copy_(value)
     data = TransitionConfig(
