@@ -1,0 +1,153 @@
+"""Can a critic learn, from the study's data, what the arm's action is worth while placing? (issue 11)
+
+Every trained critic of the learning study scores moving red towards blue's centre, standing still and moving
+away alike (benchmarks/critic_probe.py, "placing"), though the data's placing steps differ sharply in return by
+the direction of their action. This asks the data directly, without TD or the PAC model: a small MLP regresses
+each placing state's discounted return (the shaped reward, the full episode) on
+
+  absolute state           proprio (joint and TCP positions, ...) and the objects' poses, as the policy reads them
+  absolute state + action  the same and the critic's action (the mean of the next `horizon` actions, xyz)
+  relative state           red's offset from blue, the TCP's from red, the gripper and the joint velocities
+  relative state + action
+  action                   the held action alone
+
+with every fifth episode held out (whole episodes: a held-out state's layout was never seen), and reports the
+held-out R² of each. If the action adds nothing to the absolute state but much to the relative one, the
+absolute inputs let a learner name the episode (each has its own layout and one outcome) and fit its return
+without looking at the action: what the critic does.
+
+    PYTHONPATH=. python -m benchmarks.return_regression --dataset DATA/pac/sawyer-stack-rl_like-v0 \
+        [--episodes 1500] [--epochs 150] [--out benchmarks/results/return_regression.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmarks.critic_probe import carry_states
+from policies.data.collect import parse_dataset_id
+from policies.data.dataset import locate_dataset
+from policies.data.episodes import EpisodeReader
+from policies.data.nstep import held_actions, n_step_targets, per_step_rewards
+from policies.spec import observation_spec, scene_objects
+from robots.spec import load_spec
+
+HELD_OUT_EVERY = 5  # episodes whose index is a multiple of this are held out
+FEATURES = ("absolute state", "absolute state + action", "relative state", "relative state + action", "action")
+
+
+def placing_table(
+    reader: EpisodeReader, robot: str, episodes: int, horizon: int, gamma: float
+) -> dict[str, np.ndarray]:
+    """Per placing state of the first `episodes` episodes: both state encodings, the held action, the return."""
+    arm = load_spec(robot)
+    obs = observation_spec(arm, cameras=(), objects=scene_objects(arm))
+    half = float(arm.scene["objects"][0]["size"])
+    grasp, tcp = obs.proprio_offset("gripper_grasp"), obs.proprio_offset("tcp_pos")
+    joint_vel = obs.proprio_offset("joint_vel")
+    red, blue = obs.objects.index("red"), obs.objects.index("blue")
+    rows: dict[str, list] = {"absolute": [], "relative": [], "action": [], "return": [], "episode": []}
+    for e in tqdm(range(min(episodes, len(reader))), desc="placing states", unit="ep"):
+        arrays = reader.arrays(e, "shaped")
+        per_step = per_step_rewards(arrays.rewards, arrays.terminations, gamma)
+        full = n_step_targets(per_step, arrays.terminations, len(per_step), gamma).reward
+        p, o = arrays.observations["proprio"], arrays.observations["objects"]
+        for t, _ in carry_states(arrays, obs.objects, grasp, half, placing=True):
+            rows["absolute"].append(np.r_[p[t], o[t].ravel()])
+            rows["relative"].append(
+                np.r_[o[t, red, :3] - o[t, blue, :3], p[t, tcp : tcp + 3] - o[t, red, :3], p[t, grasp : grasp + 3],
+                      p[t, joint_vel : joint_vel + 7]]
+            )  # fmt: skip
+            rows["action"].append(held_actions(arrays.actions[t : t + horizon], horizon)[0, :3])
+            rows["return"].append(full[t])
+            rows["episode"].append(e)
+    return {k: np.asarray(v, np.float32 if k != "episode" else np.int64) for k, v in rows.items()}
+
+
+def _standardised(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean(0)) / (x.std(0) + 1e-6)
+
+
+def held_out_r2(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int, seed: int) -> float:
+    """The best held-out R² over `epochs` of a 2×256 MLP fitted to the training rows (the same net, optimiser
+    and seed for every feature set, so only the inputs differ)."""
+    torch.manual_seed(seed)
+    x_t, y_t = torch.from_numpy(_standardised(x)), torch.from_numpy(y)[:, None]
+    train, test = torch.from_numpy(~held_out), torch.from_numpy(held_out)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 1),
+    )  # fmt: skip
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+    x_train, y_train = x_t[train], y_t[train]
+    g = torch.Generator().manual_seed(seed)
+    best = float("inf")
+    for _ in range(epochs):
+        order = torch.randperm(len(x_train), generator=g)
+        for i in range(0, len(order), 256):
+            j = order[i : i + 256]
+            loss = ((net(x_train[j]) - y_train[j]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            best = min(best, float(((net(x_t[test]) - y_t[test]) ** 2).mean()))
+    return 1.0 - best / float(y_t[test].var())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--episodes", type=int, default=1500)
+    p.add_argument("--horizon", type=int, default=20, help="the critic's hold (the study's critic_horizon)")
+    p.add_argument("--gamma", type=float, default=0.99)
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "return_regression.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    root, did = locate_dataset(args.dataset)
+    robot = parse_dataset_id(did)[0]
+    table = placing_table(EpisodeReader(root, did), robot, args.episodes, args.horizon, args.gamma)
+    held_out = table["episode"] % HELD_OUT_EVERY == 0
+    inputs = {
+        "absolute state": table["absolute"],
+        "absolute state + action": np.c_[table["absolute"], table["action"]],
+        "relative state": table["relative"],
+        "relative state + action": np.c_[table["relative"], table["action"]],
+        "action": table["action"],
+    }
+    r2 = {}
+    for name in tqdm(FEATURES, desc="fits"):
+        r2[name] = held_out_r2(inputs[name], table["return"], held_out, args.epochs, args.seed)
+    result = {
+        "dataset": did,
+        "episodes": int(len(np.unique(table["episode"]))),
+        "states": int(len(table["return"])),
+        "held_out_states": int(held_out.sum()),
+        "horizon": args.horizon,
+        "epochs": args.epochs,
+        "held_out_r2": r2,
+    }
+    print(
+        f"{did}: {result['states']} placing states of {result['episodes']} episodes, "
+        f"{result['held_out_states']} held out"
+    )
+    print(f"{'inputs':<26}{'held-out R²':>12}")
+    for name in FEATURES:
+        print(f"{name:<26}{r2[name]:>12.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
