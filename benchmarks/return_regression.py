@@ -12,9 +12,11 @@ each placing state's discounted return (the shaped reward, the full episode) on
   action                   the held action alone
 
 with every fifth episode held out (whole episodes: a held-out state's layout was never seen), and reports the
-held-out R² of each. If the action adds nothing to the absolute state but much to the relative one, the
-absolute inputs let a learner name the episode (each has its own layout and one outcome) and fit its return
-without looking at the action: what the critic does.
+held-out R² of each, and for the two with the action what the fitted return says of the arm on the held-out
+states: the return of the xy velocity that lands red on blue's centre over the hold minus that of the reverse
+(the critic_probe "placing" contrast, asked of a plain regressor). If the action adds nothing to the absolute
+state but much to the relative one, the absolute inputs let a learner name the episode (each has its own layout
+and one outcome) and fit its return without looking at the action: what the critic does.
 
     PYTHONPATH=. python -m benchmarks.return_regression --dataset DATA/pac/sawyer-stack-rl_like-v0 \
         [--episodes 1500] [--epochs 150] [--out benchmarks/results/return_regression.json]
@@ -36,7 +38,8 @@ from policies.data.collect import parse_dataset_id
 from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.nstep import held_actions, n_step_targets, per_step_rewards
-from policies.spec import observation_spec, scene_objects
+from policies.spec import action_spec, observation_spec, scene_objects
+from robots.contract.link import DEFAULT_LINK as LINK
 from robots.spec import load_spec
 
 HELD_OUT_EVERY = 5  # episodes whose index is a multiple of this are held out
@@ -48,18 +51,18 @@ def placing_table(
 ) -> dict[str, np.ndarray]:
     """Per placing state of the first `episodes` episodes: both state encodings, the held action, the return."""
     arm = load_spec(robot)
-    obs = observation_spec(arm, cameras=(), objects=scene_objects(arm))
+    obs, act = observation_spec(arm, cameras=(), objects=scene_objects(arm)), action_spec(arm)
     half = float(arm.scene["objects"][0]["size"])
     grasp, tcp = obs.proprio_offset("gripper_grasp"), obs.proprio_offset("tcp_pos")
     joint_vel = obs.proprio_offset("joint_vel")
     red, blue = obs.objects.index("red"), obs.objects.index("blue")
-    rows: dict[str, list] = {"absolute": [], "relative": [], "action": [], "return": [], "episode": []}
+    rows: dict[str, list] = {k: [] for k in ("absolute", "relative", "action", "return", "episode", "towards")}
     for e in tqdm(range(min(episodes, len(reader))), desc="placing states", unit="ep"):
         arrays = reader.arrays(e, "shaped")
         per_step = per_step_rewards(arrays.rewards, arrays.terminations, gamma)
         full = n_step_targets(per_step, arrays.terminations, len(per_step), gamma).reward
         p, o = arrays.observations["proprio"], arrays.observations["objects"]
-        for t, _ in carry_states(arrays, obs.objects, grasp, half, placing=True):
+        for t, towards in carry_states(arrays, obs.objects, grasp, half, placing=True):
             rows["absolute"].append(np.r_[p[t], o[t].ravel()])
             rows["relative"].append(
                 np.r_[o[t, red, :3] - o[t, blue, :3], p[t, tcp : tcp + 3] - o[t, red, :3], p[t, grasp : grasp + 3],
@@ -68,6 +71,10 @@ def placing_table(
             rows["action"].append(held_actions(arrays.actions[t : t + horizon], horizon)[0, :3])
             rows["return"].append(full[t])
             rows["episode"].append(e)
+            # the xy velocity that, held over the horizon, lands red on blue's centre (reversed: as far off it)
+            distance = float(np.linalg.norm(o[t, blue, :2] - o[t, red, :2]))
+            speed = min(distance / (horizon * LINK.period_s), float(act.high[0]))
+            rows["towards"].append(towards * speed)
     return {k: np.asarray(v, np.float32 if k != "episode" else np.int64) for k, v in rows.items()}
 
 
@@ -78,8 +85,14 @@ def _standardised(x: np.ndarray) -> np.ndarray:
 def held_out_r2(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int, seed: int) -> float:
     """The best held-out R² over `epochs` of a 2×256 MLP fitted to the training rows (the same net, optimiser
     and seed for every feature set, so only the inputs differ)."""
+    return fit(x, y, held_out, epochs, seed)[0]
+
+
+def fit(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int, seed: int):
+    """(held-out R², predict): predict maps raw rows like `x` to returns, with the weights of the best epoch."""
     torch.manual_seed(seed)
-    x_t, y_t = torch.from_numpy(_standardised(x)), torch.from_numpy(y)[:, None]
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x_t, y_t = torch.from_numpy((x - mean) / std), torch.from_numpy(y)[:, None]
     train, test = torch.from_numpy(~held_out), torch.from_numpy(held_out)
     net = torch.nn.Sequential(
         torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
@@ -88,7 +101,7 @@ def held_out_r2(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int,
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
     x_train, y_train = x_t[train], y_t[train]
     g = torch.Generator().manual_seed(seed)
-    best = float("inf")
+    best, best_state = float("inf"), None
     for _ in range(epochs):
         order = torch.randperm(len(x_train), generator=g)
         for i in range(0, len(order), 256):
@@ -98,8 +111,16 @@ def held_out_r2(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int,
             loss.backward()
             opt.step()
         with torch.no_grad():
-            best = min(best, float(((net(x_t[test]) - y_t[test]) ** 2).mean()))
-    return 1.0 - best / float(y_t[test].var())
+            mse = float(((net(x_t[test]) - y_t[test]) ** 2).mean())
+        if mse < best:
+            best, best_state = mse, {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+
+    @torch.no_grad()
+    def predict(rows: np.ndarray) -> np.ndarray:
+        return net(torch.from_numpy(((rows - mean) / std).astype(np.float32)))[:, 0].numpy()
+
+    return 1.0 - best / float(y_t[test].var()), predict
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,9 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         "relative state + action": np.c_[table["relative"], table["action"]],
         "action": table["action"],
     }
-    r2 = {}
+    r2, contrast = {}, {}
     for name in tqdm(FEATURES, desc="fits"):
-        r2[name] = held_out_r2(inputs[name], table["return"], held_out, args.epochs, args.seed)
+        r2[name], predict = fit(inputs[name], table["return"], held_out, args.epochs, args.seed)
+        if name.endswith("+ action"):  # the held-out states with the landing action, and with it reversed
+            state = inputs[name][held_out, :-3]
+            z = table["action"][held_out, 2:3]
+            towards, away = (np.c_[state, sign * table["towards"][held_out], z] for sign in (1.0, -1.0))
+            contrast[name] = float(np.mean(predict(towards) - predict(away)))
     result = {
         "dataset": did,
         "episodes": int(len(np.unique(table["episode"]))),
@@ -135,14 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         "horizon": args.horizon,
         "epochs": args.epochs,
         "held_out_r2": r2,
+        "towards_minus_away": contrast,
     }
     print(
         f"{did}: {result['states']} placing states of {result['episodes']} episodes, "
         f"{result['held_out_states']} held out"
     )
-    print(f"{'inputs':<26}{'held-out R²':>12}")
+    print(f"{'inputs':<26}{'held-out R²':>12}{'towards − away':>16}")
     for name in FEATURES:
-        print(f"{name:<26}{r2[name]:>12.3f}")
+        print(f"{name:<26}{r2[name]:>12.3f}" + (f"{contrast[name]:>+16.3f}" if name in contrast else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
