@@ -78,8 +78,18 @@ def placing_table(
     return {k: np.asarray(v, np.float32 if k != "episode" else np.int64) for k, v in rows.items()}
 
 
-def _standardised(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean(0)) / (x.std(0) + 1e-6)
+def describe(table: dict[str, np.ndarray]) -> dict[str, float]:
+    """What the data itself shows at the placing states: how often the held action's xy points away from blue's
+    centre, and the mean return where it points towards it (cosine > 0.5) and away (cosine < 0)."""
+    v, towards = table["action"][:, :2], table["towards"]
+    cos = (v * towards).sum(1) / np.maximum(np.linalg.norm(v, axis=1) * np.linalg.norm(towards, axis=1), 1e-9)
+    ret = table["return"]
+    return {
+        "share_away": float(np.mean(cos < 0)),
+        "return_towards": float(ret[cos > 0.5].mean()),
+        "return_away": float(ret[cos < 0].mean()),
+        "corr_cos_return": float(np.corrcoef(cos, ret)[0, 1]),
+    }
 
 
 def held_out_r2(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int, seed: int) -> float:
@@ -145,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "relative state + action": np.c_[table["relative"], table["action"]],
         "action": table["action"],
     }
+    data = describe(table)
     r2, contrast = {}, {}
     for name in tqdm(FEATURES, desc="fits"):
         r2[name], predict = fit(inputs[name], table["return"], held_out, args.epochs, args.seed)
@@ -160,12 +171,18 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_states": int(held_out.sum()),
         "horizon": args.horizon,
         "epochs": args.epochs,
+        "data": data,
         "held_out_r2": r2,
         "towards_minus_away": contrast,
     }
     print(
         f"{did}: {result['states']} placing states of {result['episodes']} episodes, "
         f"{result['held_out_states']} held out"
+    )
+    print(
+        f"the data's held actions point away from blue's centre at {data['share_away']:.1%} of the states; return "
+        f"{data['return_towards']:.3f} where they point towards it (cos > 0.5), {data['return_away']:.3f}"
+        " away (cos < 0)"
     )
     print(f"{'inputs':<26}{'held-out R²':>12}{'towards − away':>16}")
     for name in FEATURES:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from benchmarks.return_regression import held_out_r2
+from benchmarks.return_regression import describe, held_out_r2
 
 
 def test_held_out_r2_is_high_for_the_input_the_return_depends_on_and_near_zero_for_noise():
@@ -18,3 +19,12 @@ def test_held_out_r2_is_high_for_the_input_the_return_depends_on_and_near_zero_f
     state_only = held_out_r2(state, ret, held_out, epochs=40, seed=0)
     assert with_action > 0.8
     assert state_only < 0.1
+
+
+def test_describe_splits_the_returns_by_where_the_held_action_points():
+    towards = np.array([[1.0, 0.0]] * 4, np.float32)
+    action = np.array([[0.5, 0.0, 0.0], [0.4, 0.1, 0.0], [-0.5, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    table = {"action": action, "towards": towards, "return": np.array([0.8, 0.6, 0.2, 0.5], np.float32)}
+    data = describe(table)
+    assert data["share_away"] == 0.25
+    assert data["return_towards"] == pytest.approx(0.7) and data["return_away"] == pytest.approx(0.2)
