@@ -38,8 +38,9 @@ class PACConfig:
     # where the model reads positions from: "absolute" (joint and TCP positions, object poses in the base frame) or
     # "relative" (each object's offset from the TCP only; joint and TCP positions and object poses are not read).
     # Issue 11: every episode of the study's data has its own object layout and one outcome, so absolute positions
-    # name the episode; a return regressor on them held out 0.16 of the variance at placing states and gained
-    # nothing from the action (0.18), one on relative positions 0.43 and 0.71 with the action.
+    # name the episode; a return regressor on them held out 0.19 of the variance at placing states and gained
+    # nothing from the action (0.18), one on relative positions 0.43 and 0.72 with the action
+    # (benchmarks/return_regression.py).
     position_inputs: str = "absolute"
 
     def __post_init__(self) -> None:
