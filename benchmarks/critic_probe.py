@@ -271,15 +271,10 @@ def carry_states(
     return out
 
 
-def landing_speed(arrays_of, states, horizon: int, objects: tuple[str, ...]) -> np.ndarray:
-    """Per placing state, the xy speed that held over the critic's `horizon` steps brings red onto blue's centre
+def landing_speed(distance: np.ndarray | float, horizon: int) -> np.ndarray | float:
+    """The xy speed that, held over the critic's `horizon` steps, carries red `distance` metres onto blue's centre
     (and, reversed, as far off it again): full speed would overshoot the centre by centimetres."""
-    red, blue = objects.index("red"), objects.index("blue")
-    distance = []
-    for episode, t, _ in states:
-        obj = arrays_of(episode)[0].observations["objects"][t]
-        distance.append(float(np.linalg.norm(obj[blue, :2] - obj[red, :2])))
-    return np.asarray(distance) / (horizon * LINK.period_s)
+    return distance / (horizon * LINK.period_s)
 
 
 @torch.no_grad()
@@ -313,9 +308,9 @@ def probe_carry(
     if target is not None:
         b = len(towards)
         acts = np.zeros((b, 3, spec.size), np.float32)
-        v = np.full(b, spec.high[0]) if speed is None else np.minimum(speed, spec.high[0])
+        speeds = np.full(b, spec.high[0]) if speed is None else np.minimum(speed, spec.high[0])
         for j, sign in enumerate((1.0, 0.0, -1.0)):
-            acts[:, j, :2] = sign * v[:, None] * towards
+            acts[:, j, :2] = sign * speeds[:, None] * towards
         acts[:, :, -1] = spec.high[-1]
         q = expected_value(model.q_logits(z, torch.from_numpy(acts)), support(model)).numpy()
         out["q_towards"], out["q_still"], out["q_away"] = q[:, 0], q[:, 1], q[:, 2]
@@ -332,10 +327,10 @@ def probe_carry(
         out["q_spread"], out["ess"] = spread.numpy(), (1.0 / (w**2).sum(-1)).numpy()
         out["w_corr_cos_to_blue"] = _row_corr(w.numpy(), cos)
         out["w_corr_gripper"] = _row_corr(w.numpy(), v[..., -1])
-        summary = {k: _summ(v) for k, v in out.items()}
+    summary = {k: _summ(v) for k, v in out.items()}
+    if target is not None:
         summary["readout_attention"] = readout_attention(model, z, torch.from_numpy(acts[:, :1]))
-        return summary
-    return {k: _summ(v) for k, v in out.items()}
+    return summary
 
 
 @torch.no_grad()
@@ -703,7 +698,14 @@ def main(argv: list[str] | None = None) -> int:
             k: torch.from_numpy(np.stack([arrays_of(e)[0].observations[k][t] for e, t, _ in placing])) for k in names
         }
         towards_centre = np.stack([d for *_, d in placing])
-        speed = landing_speed(arrays_of, placing, config.critic_horizon, model.obs_spec.objects)
+        red, blue = model.obs_spec.objects.index("red"), model.obs_spec.objects.index("blue")
+        distance = np.asarray(
+            [
+                np.linalg.norm(np.diff(arrays_of(e)[0].observations["objects"][t, [red, blue], :2], axis=0))
+                for e, t, _ in placing
+            ]
+        )
+        speed = landing_speed(distance, config.critic_horizon)
         placed = probe_carry(model, target, config, place_obs, towards_centre, samples, args.seed, speed)
         result["placing"] = {
             "states": len(placing),

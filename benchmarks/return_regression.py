@@ -33,13 +33,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.critic_probe import carry_states
+from benchmarks.critic_probe import carry_states, landing_speed
 from policies.data.collect import parse_dataset_id
 from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.nstep import held_actions, n_step_targets, per_step_rewards
 from policies.spec import action_spec, observation_spec, scene_objects
-from robots.contract.link import DEFAULT_LINK as LINK
 from robots.spec import load_spec
 
 HELD_OUT_EVERY = 5  # episodes whose index is a multiple of this are held out
@@ -73,7 +72,7 @@ def placing_table(
             rows["episode"].append(e)
             # the xy velocity that, held over the horizon, lands red on blue's centre (reversed: as far off it)
             distance = float(np.linalg.norm(o[t, blue, :2] - o[t, red, :2]))
-            speed = min(distance / (horizon * LINK.period_s), float(act.high[0]))
+            speed = min(landing_speed(distance, horizon), float(act.high[0]))
             rows["towards"].append(towards * speed)
     return {k: np.asarray(v, np.float32 if k != "episode" else np.int64) for k, v in rows.items()}
 
@@ -92,14 +91,10 @@ def describe(table: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
-def held_out_r2(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int, seed: int) -> float:
-    """The best held-out R² over `epochs` of a 2×256 MLP fitted to the training rows (the same net, optimiser
-    and seed for every feature set, so only the inputs differ)."""
-    return fit(x, y, held_out, epochs, seed)[0]
-
-
 def fit(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int, seed: int):
-    """(held-out R², predict): predict maps raw rows like `x` to returns, with the weights of the best epoch."""
+    """(held-out R², predict) of a 2×256 MLP fitted to the training rows (the same net, optimiser and seed for every
+    feature set, so only the inputs differ): the best held-out R² over `epochs`, and predict mapping raw rows like
+    `x` to returns with that epoch's weights."""
     torch.manual_seed(seed)
     mean, std = x.mean(0), x.std(0) + 1e-6
     x_t, y_t = torch.from_numpy((x - mean) / std), torch.from_numpy(y)[:, None]

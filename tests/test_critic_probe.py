@@ -113,5 +113,5 @@ def test_placing_states_are_the_held_steps_near_blue_s_centre_and_their_landing_
     assert [t for t, _ in placing] == [t for t in range(steps) if 0.005 < distance[t] < 0.05]
     assert all(np.allclose(d, [-1.0, 0.0]) for _, d in placing)  # towards blue: −x
     assert [t for t, _ in carry_states(arrays, objects, 0, half)] == [0, 5]  # 8 and 5.5 cm away
-    speed = landing_speed({0: (arrays, None)}.__getitem__, [(0, t, d) for t, d in placing], 20, objects)
+    speed = landing_speed(np.array([distance[t] for t, _ in placing]), 20)
     np.testing.assert_allclose(speed * 20 * 0.05, [distance[t] for t, _ in placing], rtol=1e-5)
