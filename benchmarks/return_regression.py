@@ -14,12 +14,14 @@ each placing state's discounted return (the shaped reward, the full episode) on
 with every fifth episode held out (whole episodes: a held-out state's layout was never seen), and reports the
 held-out R² of each, and for the two with the action what the fitted return says of the arm on the held-out
 states: the return of the xy velocity that lands red on blue's centre over the hold minus that of the reverse
-(the critic_probe "placing" contrast, asked of a plain regressor). If the action adds nothing to the absolute
-state but much to the relative one, the absolute inputs let a learner name the episode (each has its own layout
-and one outcome) and fit its return without looking at the action: what the critic does.
+(the critic_probe "placing" contrast, asked of a plain regressor), and the same for the '+ action' inputs fitted
+with only a few passes over the placing states (`--budgets`): a training run sees each of them only so often.
+If the action adds nothing to the absolute state but much to the relative one, the absolute inputs let a learner
+name the episode (each has its own layout and one outcome) and fit its return without looking at the action:
+what the critic does.
 
     PYTHONPATH=. python -m benchmarks.return_regression --dataset DATA/pac/sawyer-stack-rl_like-v0 \
-        [--episodes 1500] [--epochs 150] [--out benchmarks/results/return_regression.json]
+        [--episodes 1500] [--epochs 150] [--budgets 1,2,5] [--out benchmarks/results/return_regression.json]
 """
 
 from __future__ import annotations
@@ -128,6 +130,14 @@ def fit(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, epochs: int, seed: i
     return 1.0 - best / float(y_t[test].var()), predict
 
 
+def landing_contrast(predict, x: np.ndarray, table: dict[str, np.ndarray], held_out: np.ndarray) -> float:
+    """Mean fitted return, over the held-out states, of the xy velocity that lands red on blue's centre minus that
+    of its reverse (`x`: state columns then the action's xyz, as the '+ action' inputs)."""
+    state, z = x[held_out, :-3], table["action"][held_out, 2:3]
+    towards, away = (np.c_[state, sign * table["towards"][held_out], z] for sign in (1.0, -1.0))
+    return float(np.mean(predict(towards) - predict(away)))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", type=Path, required=True)
@@ -135,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--horizon", type=int, default=20, help="the critic's hold (the study's critic_horizon)")
     p.add_argument("--gamma", type=float, default=0.99)
     p.add_argument("--epochs", type=int, default=150)
+    p.add_argument(
+        "--budgets",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[1, 2, 5],
+        help="also fit the two '+ action' inputs with only this many passes (comma-separated; '' none)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "return_regression.json")
     args = p.parse_args(argv)
@@ -154,11 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     r2, contrast = {}, {}
     for name in tqdm(FEATURES, desc="fits"):
         r2[name], predict = fit(inputs[name], table["return"], held_out, args.epochs, args.seed)
-        if name.endswith("+ action"):  # the held-out states with the landing action, and with it reversed
-            state = inputs[name][held_out, :-3]
-            z = table["action"][held_out, 2:3]
-            towards, away = (np.c_[state, sign * table["towards"][held_out], z] for sign in (1.0, -1.0))
-            contrast[name] = float(np.mean(predict(towards) - predict(away)))
+        if name.endswith("+ action"):
+            contrast[name] = landing_contrast(predict, inputs[name], table, held_out)
+    # the same fits at a few passes over the placing states: a pac-train run of S steps × B samples draws about
+    # S·B·(placing states ÷ the data's steps) of them, two passes for the study's 12k × 64
+    budgets = {}
+    for epochs in args.budgets:
+        for name in ("absolute state + action", "relative state + action"):
+            fitted, predict = fit(inputs[name], table["return"], held_out, epochs, args.seed)
+            budgets.setdefault(str(epochs), {})[name] = {
+                "r2": fitted,
+                "towards_minus_away": landing_contrast(predict, inputs[name], table, held_out),
+            }
     result = {
         "dataset": did,
         "episodes": int(len(np.unique(table["episode"]))),
@@ -169,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": data,
         "held_out_r2": r2,
         "towards_minus_away": contrast,
+        "budgets": budgets,
     }
     print(
         f"{did}: {result['states']} placing states of {result['episodes']} episodes, "
@@ -179,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{data['return_towards']:.3f} where they point towards it (cos > 0.5), {data['return_away']:.3f}"
         " away (cos < 0)"
     )
-    print(f"{'inputs':<26}{'held-out R²':>12}{'towards − away':>16}")
+    print(f"{'inputs':<34}{'held-out R²':>12}{'towards − away':>16}")
     for name in FEATURES:
-        print(f"{name:<26}{r2[name]:>12.3f}" + (f"{contrast[name]:>+16.3f}" if name in contrast else ""))
+        print(f"{name:<34}{r2[name]:>12.3f}" + (f"{contrast[name]:>+16.3f}" if name in contrast else ""))
+    for epochs, fits in budgets.items():
+        for name, row in fits.items():
+            print(f"{name + f', {epochs} passes':<34}{row['r2']:>12.3f}{row['towards_minus_away']:>+16.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
