@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-import zmq
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -44,7 +43,7 @@ from robots.contract.client import ArmHeld, DriverClient, DriverUnavailable  # n
 from robots.contract.faults import UP, FaultInjector, Verdict  # noqa: E402
 from robots.contract.link import DEFAULT_LINK, Mode  # noqa: E402
 from robots.contract.messages import STATUS  # noqa: E402
-from robots.sim.process import start_sim, stop_sim  # noqa: E402
+from robots.sim.process import start_sim, stop_sim, wait_heartbeat  # noqa: E402
 from robots.spec import load_spec  # noqa: E402
 from runtime.cli import main as pac_run  # noqa: E402
 from runtime.config import CONFIG_DIR  # noqa: E402
@@ -135,19 +134,6 @@ class Rig:
         argv += ["--pub", injector.pub_endpoint, "--cmd", injector.cmd_endpoint, "--ticks", str(ticks)]
         code = pac_run([*argv, "--record", str(record), *extra])
         return code, json.loads((record / "summary.json").read_text()), read_ticks(record)
-
-
-def wait_heartbeat(pub: str, timeout_s: float = 30.0) -> None:
-    """Until a driver's status comes on `pub` (it has bound its sockets), without opening a session on it."""
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SUBSCRIBE, STATUS.encode())
-    sock.connect(pub)
-    try:
-        if not sock.poll(round(timeout_s * 1000)):
-            raise TimeoutError(f"no driver heartbeat on {pub} within {timeout_s} s")
-    finally:
-        sock.close(0)
 
 
 def read_ticks(record: Path) -> list[dict]:

@@ -21,6 +21,7 @@ import yaml
 from policies.spec import DECODINGS
 from robots.contract.link import DEFAULT_LINK, MOTION_MODES, LinkConfig, Mode
 from robots.contract.security import NO_KEYS, local_endpoints
+from robots.sim.process import SIM_START_S
 from robots.tasks.tasks import TASKS
 from runtime.safety.watchdogs import WatchdogConfig
 
@@ -184,7 +185,7 @@ def with_endpoints(config: RunConfig, pub: str | None, cmd: str | None) -> RunCo
     return replace(config, link=link)
 
 
-OWN_SIM_START_S = 30.0  # a sim this process has just started: imports, model and renderers before its first heartbeat
+OWN_SIM_START_S = SIM_START_S  # a sim this process has just started: imports, model and renderers first
 
 
 def with_own_sim(config: RunConfig, pub: str, cmd: str) -> RunConfig:

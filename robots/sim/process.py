@@ -11,7 +11,12 @@ import socket
 import subprocess
 import sys
 
+import zmq
+
+from robots.contract.messages import STATUS
 from robots.contract.security import private_endpoint
+
+SIM_START_S = 30.0  # a sim just started: imports, model and renderers before its first heartbeat (a loaded 2-core host)
 
 
 def free_loopback_endpoint() -> str:
@@ -40,6 +45,20 @@ def start_sim(robot: str, *args: str, capture: bool = True, nice: int = 0) -> tu
 
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=lower_priority)
     return proc, pub, cmd
+
+
+def wait_heartbeat(pub: str, timeout_s: float = SIM_START_S) -> None:
+    """Until a driver's status comes on `pub` (it has bound its sockets), without opening a session on it;
+    TimeoutError naming the endpoint otherwise."""
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, STATUS.encode())
+    sock.connect(pub)
+    try:
+        if not sock.poll(round(timeout_s * 1000)):
+            raise TimeoutError(f"no driver heartbeat on {pub} within {timeout_s:g} s")
+    finally:
+        sock.close(0)
 
 
 def stop_sim(proc: subprocess.Popen) -> str:

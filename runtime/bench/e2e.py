@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from robots.sim.process import start_sim
+from robots.sim.process import start_sim, wait_heartbeat
 from runtime.bench.probes import jpeg_decode_baseline
 from runtime.bench.stats import LatencyStats
 from runtime.cli import sim_flags
@@ -109,6 +109,9 @@ def run_e2e(
     sim, pub, cmd = start_sim(robot, *sim_flags(obs, lockstep=False), capture=False, nice=10)
     started = time.monotonic()
     try:
+        # the sim's start-up is not what is measured: pac-run meets a running driver, as it would a real arm's
+        # (its pre-flight gives a running driver 5 s; a fresh sim at nice 10 on a loaded host took longer)
+        wait_heartbeat(pub)
         argv = [sys.executable, "-m", "runtime.cli", "--robot", robot, "--policy", str(policy), "--pub", pub]
         argv += ["--cmd", cmd, "--duration", str(duration_s), "--summary", str(summary_path)]
         argv += ["--cpu-spin", "on" if spinning else "off", "--threads", str(threads), "--device", device]
