@@ -18,7 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from robots.sim.process import start_sim, wait_heartbeat
+from robots.contract.client import DriverClient
+from robots.sim.process import SIM_START_S, start_sim
 from runtime.bench.probes import jpeg_decode_baseline
 from runtime.bench.stats import LatencyStats
 from runtime.cli import sim_flags
@@ -89,6 +90,25 @@ def _reap(proc: subprocess.Popen, started: float) -> ProcessUsage:
     return ProcessUsage(cpu, 100 * cpu / wall_s if wall_s > 0 else float("nan"), usage.ru_maxrss / 1024)
 
 
+def _await_settled_sim(pub: str, cmd: str, timeout_s: float = SIM_START_S) -> None:
+    """Until the fresh sim's status lists no fault. Its start-up is not what is measured: pac-run meets a running,
+    settled driver, as it would a real arm's. Measured on a loaded 2-core host: the sim's first heartbeat came
+    after the 5 s pac-run's pre-flight gives a running driver, and its first second of real time overran (a
+    sustained-overrun fault the pre-flight refuses). A sim that never settles is an error naming its faults."""
+    client = DriverClient(pub, cmd, source="pac-bench")
+    try:
+        end, faults = time.monotonic() + timeout_s, ["no heartbeat"]
+        while time.monotonic() < end:
+            status = client.poll(100).status
+            if status is not None:
+                faults = list(status.faults)
+                if not faults:
+                    return
+        raise RuntimeError(f"the sim on {pub} did not settle within {timeout_s:g} s: {faults} (is the host saturated?)")
+    finally:
+        client.close()
+
+
 def run_e2e(
     policy: Path,
     robot: str,
@@ -109,9 +129,7 @@ def run_e2e(
     sim, pub, cmd = start_sim(robot, *sim_flags(obs, lockstep=False), capture=False, nice=10)
     started = time.monotonic()
     try:
-        # the sim's start-up is not what is measured: pac-run meets a running driver, as it would a real arm's
-        # (its pre-flight gives a running driver 5 s; a fresh sim at nice 10 on a loaded host took longer)
-        wait_heartbeat(pub)
+        _await_settled_sim(pub, cmd)
         argv = [sys.executable, "-m", "runtime.cli", "--robot", robot, "--policy", str(policy), "--pub", pub]
         argv += ["--cmd", cmd, "--duration", str(duration_s), "--summary", str(summary_path)]
         argv += ["--cpu-spin", "on" if spinning else "off", "--threads", str(threads), "--device", device]
