@@ -97,14 +97,13 @@ def _await_settled_sim(pub: str, cmd: str, timeout_s: float = SIM_START_S) -> No
     sustained-overrun fault the pre-flight refuses). A sim that never settles is an error naming its faults."""
     client = DriverClient(pub, cmd, source="pac-bench")
     try:
-        end, faults = time.monotonic() + timeout_s, ["no heartbeat"]
-        while time.monotonic() < end:
+        end = time.monotonic() + timeout_s
+        status = client.wait_ready(timeout_s)  # DriverUnavailable naming the endpoint when it never answers
+        while status.faults and time.monotonic() < end:
             status = client.poll(100).status
-            if status is not None:
-                faults = list(status.faults)
-                if not faults:
-                    return
-        raise RuntimeError(f"the sim on {pub} did not settle within {timeout_s:g} s: {faults} (is the host saturated?)")
+        if status.faults:
+            raise RuntimeError(f"the sim on {pub} did not settle within {timeout_s:g} s: {list(status.faults)} "
+                               "(is the host saturated?)")  # fmt: skip
     finally:
         client.close()
 
