@@ -16,7 +16,7 @@ from calibration.io import HANDEYE, INTRINSICS, CalibrationFileError, read_resul
 from policies.spec import ObservationSpec, observation_spec, scene_objects
 from policies.tokenizer.language import PAD_ID, InstructionTooLong
 from robots.contract.client import DriverClient, DriverUnavailable, LatestMessages
-from robots.contract.link import DriverFault, DriverMode
+from robots.contract.link import SELF_CLEARING_FAULTS, DriverFault, DriverMode
 from robots.contract.messages import IMAGE_PREFIX, OBJECTS, STATE
 from robots.contract.receiver import Shapes, shape_drop_reason
 from robots.spec import ArmSpec
@@ -47,9 +47,12 @@ def message_shapes(arm: ArmSpec, observation: ObservationSpec) -> Shapes:
 
 
 def check_driver(client: DriverClient, config: RunConfig, timeout_s: float = 10.0) -> tuple[Check, bool]:
-    """Heartbeat from the right robot; returns the check and whether the driver runs in lockstep."""
+    """Heartbeat from the right robot, with no fault: one that clears by itself (a sustained overrun of a driver
+    starting up or of a busy host) is given `timeout_s` to clear, nothing is commanded meanwhile; one that
+    latches (an e-stop, a reflex, an arm error) is refused at once. Returns the check and whether the driver
+    runs in lockstep."""
     try:
-        status = client.wait_ready(timeout_s)
+        status = client.wait_settled(timeout_s)
     except DriverUnavailable as exc:
         raise PreflightFailed(
             f"{exc}. Start a driver for this arm (`pac-sim --robot {config.robot} --pub {config.link.pub_endpoint} "
@@ -60,8 +63,10 @@ def check_driver(client: DriverClient, config: RunConfig, timeout_s: float = 10.
     if status.period_s != config.link.period_s:
         raise PreflightFailed(f"driver period {status.period_s} s differs from the config's {config.link.period_s} s")
     lockstep = status.mode == DriverMode.LOCKSTEP
-    if not lockstep and set(status.faults) - {DriverFault.COMMAND_TIMEOUT}:
-        raise PreflightFailed(f"the driver reports faults {status.faults}; clear them before running")
+    faults = set(status.faults) - {DriverFault.COMMAND_TIMEOUT}
+    if not lockstep and faults:
+        waited = f" (still after {timeout_s:g} s)" if faults <= SELF_CLEARING_FAULTS else ""  # else: not waited for
+        raise PreflightFailed(f"the driver reports faults {status.faults}{waited}; clear them before running")
     where = f"{status.robot} {status.mode} on {config.link.pub_endpoint} (source {status.source})"
     return Check("driver", where), lockstep
 

@@ -21,7 +21,7 @@ import numpy as np
 import zmq
 
 from robots.contract import messages as msg
-from robots.contract.link import DEFAULT_LINK, LinkConfig, Mode
+from robots.contract.link import DEFAULT_LINK, SELF_CLEARING_FAULTS, DriverFault, LinkConfig, Mode
 from robots.contract.receiver import LatestReceiver
 from robots.contract.security import NO_KEYS, LinkSecurity, connect
 from robots.contract.session import fingerprint, new_session_token
@@ -129,6 +129,21 @@ class DriverClient:
             f"no driver heartbeat on {self.pub_endpoint} within {timeout_s:.0f} s; "
             f"start one with `pac-sim --robot sawyer` (or use --sim)"
         )
+
+    def wait_settled(self, timeout_s: float = 10.0) -> msg.StatusMsg:
+        """Block until the driver's heartbeat lists no fault that clears by itself (a sustained overrun: a host
+        busy for a moment, a driver still starting), or one that does not (an e-stop, a reflex, an arm error:
+        waiting cannot help), or `timeout_s` passed; return that status, whose faults the caller judges. Raise
+        DriverUnavailable when no heartbeat came at all. The dead-man's hold is no fault here: a driver no one
+        commands holds."""
+        end = time.monotonic() + timeout_s
+        status = self.wait_ready(timeout_s)
+        while time.monotonic() < end:
+            faults = set(status.faults) - {DriverFault.COMMAND_TIMEOUT}
+            if not faults or faults - SELF_CLEARING_FAULTS:
+                break
+            status = self.poll(100).status or status
+        return status
 
     def mine(self, state: msg.StateMsg | None) -> bool:
         """Whether `state` reports this session as the arm's holder (its seqs are then this session's)."""

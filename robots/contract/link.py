@@ -59,6 +59,11 @@ class DriverFault(str, enum.Enum):
         return self.value
 
 
+# Faults a driver clears by itself once their cause passes, so a pre-flight may wait for them; the others latch
+# until a person or a recovery acts. (The dead-man's hold clears with the first valid command.)
+SELF_CLEARING_FAULTS = frozenset({DriverFault.REALTIME_OVERRUN})
+
+
 @dataclass(frozen=True)
 class LinkConfig:
     """One driver link: where it is and the timing both ends assume."""

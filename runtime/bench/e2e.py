@@ -94,13 +94,10 @@ def _await_settled_sim(pub: str, cmd: str, timeout_s: float = SIM_START_S) -> No
     """Until the fresh sim's status lists no fault. Its start-up is not what is measured: pac-run meets a running,
     settled driver, as it would a real arm's. Measured on a loaded 2-core host: the sim's first heartbeat came
     after the 5 s pac-run's pre-flight gives a running driver, and its first second of real time overran (a
-    sustained-overrun fault the pre-flight refuses). A sim that never settles is an error naming its faults."""
+    sustained-overrun fault). A sim that never settles is an error naming its faults."""
     client = DriverClient(pub, cmd, source="pac-bench")
     try:
-        end = time.monotonic() + timeout_s
-        status = client.wait_ready(timeout_s)  # DriverUnavailable naming the endpoint when it never answers
-        while status.faults and time.monotonic() < end:
-            status = client.poll(100).status
+        status = client.wait_settled(timeout_s)  # DriverUnavailable naming the endpoint when it never answers
         if status.faults:
             raise RuntimeError(f"the sim on {pub} did not settle within {timeout_s:g} s: {list(status.faults)} "
                                "(is the host saturated?)")  # fmt: skip
