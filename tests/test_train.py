@@ -296,7 +296,8 @@ def test_bc_can_clone_the_successful_episodes_only_while_the_critic_sees_all(dat
         with torch.no_grad():
             return float(learner.loss(b.observation, b.action, learner._targets(b), mask)["bc"])
 
-    assert bc(batch, learner._bc_mask(batch)) == pytest.approx(bc(won, None), rel=1e-5)  # the successful 8 alone
+    mask = learner._bc_mask(batch, learner._targets(batch))
+    assert bc(batch, mask) == pytest.approx(bc(won, None), rel=1e-5)  # the successful 8 alone
     assert bc(batch, torch.zeros(16, dtype=torch.bool)) == 0.0  # none to clone: no BC term
     assert bc(batch, torch.ones(16, dtype=torch.bool)) == pytest.approx(bc(batch, None), rel=1e-6)
 
@@ -304,6 +305,43 @@ def test_bc_can_clone_the_successful_episodes_only_while_the_critic_sees_all(dat
     assert _train(datasets["state"], run, "--algo", "pac", "--steps", "20", "--batch-size", "16",
                   "--set", "bc_data=successes") == 0  # fmt: skip
     assert json.loads((run / "run.json").read_text())["train"]["bc_data"] == "successes"
+
+
+def test_bc_can_clone_the_transitions_with_a_positive_n_step_advantage(datasets, tmp_path):
+    """`--set bc_data=advantage`: the α·BC term clones the transitions whose TD target's mean exceeds the target
+    network's V(s) (the mean E[Z] of its sampled actions at s), computed here by hand; it needs a critic."""
+    from policies.train.config import TrainConfig
+    from policies.train.learner import Learner
+    from policies.train.objective import Targets, expected_value, support
+
+    model, act, batch = _untrained_xs(datasets)
+    learner = Learner(TrainConfig(dataset=str(datasets["state"]), bc_data="advantage"), model, torch.device("cpu"))
+    t = learner._targets(batch)
+    values = support(model)
+    with torch.no_grad():
+        z = learner.target.encode(batch.observation)
+        sampled = bin_values(t.improve_bins, model.action_low, model.action_high, act.bins)
+        v = expected_value(learner.target.q_logits(z, sampled), values).mean(dim=-1)
+    expected = (t.td_target * values).sum(dim=-1) - v
+    torch.testing.assert_close(t.advantage, expected)
+    mask = learner._bc_mask(batch, t)
+    assert torch.equal(mask, expected > 0)
+    kept = torch.nonzero(mask).flatten()
+    bc_only = Targets(None, None, None)  # the BC term alone, on any rows
+    with torch.no_grad():
+        masked = learner.loss(batch.observation, batch.action, bc_only, mask)["bc"]
+        alone = learner.loss({k: v[kept] for k, v in batch.observation.items()}, batch.action[kept], bc_only)["bc"]
+    if len(kept):
+        torch.testing.assert_close(masked, alone)
+    with pytest.raises(ValueError, match="needs a critic"):
+        TrainConfig(dataset="d", algo="bc", bc_data="advantage")
+
+    run = tmp_path / "pac_bc_advantage"
+    assert _train(datasets["state"], run, "--algo", "pac", "--steps", "20", "--batch-size", "16",
+                  "--set", "bc_data=advantage") == 0  # fmt: skip
+    with (run / "metrics.csv").open() as f:
+        kept_share = [float(r["train/bc_kept"]) for r in csv.DictReader(f) if r.get("train/bc_kept")]
+    assert kept_share and all(0.0 <= k <= 1.0 for k in kept_share)
 
 
 def _untrained_xs(datasets: dict[str, Path]):

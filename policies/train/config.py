@@ -42,7 +42,7 @@ ALGORITHMS = {
         Algorithm("filtered_bc", alpha=1.0, beta=0.0, successes_only=True),
     )
 }
-BC_DATA = ("all", "successes")  # what TrainConfig.bc_data may name
+BC_DATA = ("all", "successes", "advantage")  # what TrainConfig.bc_data may name
 CRITIC_GRADIENTS = ("trunk", "head")  # what TrainConfig.critic_gradient may name
 OBSERVATIONS = ("state", "vision")  # state: proprio + object poses; vision: proprio + cameras
 
@@ -101,7 +101,11 @@ class TrainConfig:
     # at releases (+0.001), where the held one saw opening on blue win by 0.04-0.17 (policies/data/nstep.py).
     critic_horizon_gripper_closed: int | None = None
     # the data the α·BC term clones: "all" (the paper), or "successes" (the transitions of successful episodes;
-    # the critic and the improvement still see all of them): issue 11's probe found PAC's carry to be BC-on-all's
+    # the critic and the improvement still see all of them): issue 11's probe found PAC's carry to be BC-on-all's;
+    # or "advantage": the transitions whose n-step advantage under the target network is positive, the TD
+    # target's mean (the data's next n rewards and the bootstrap) above V(s) (the mean E[Z] of the target policy's
+    # sampled actions): CRR's binary filter (Wang et al. 2020) with the data's own n-step outcome in place of
+    # Q(s, a_data), so it needs no critic that ranks actions, only one that values states. Task-free.
     bc_data: str = "all"
     # α of the policy loss: None keeps the algorithm's (0.75 for PAC, the paper's). alpha_gripper gives the gripper
     # dimension its own: issue 11's probe found the critic right about opening, but α = 0.75 of BC on all the data
@@ -145,6 +149,8 @@ class TrainConfig:
             raise ValueError(f"eta_mode must be per_state or fixed, got {self.eta_mode!r}")
         if self.bc_data not in BC_DATA:
             raise ValueError(f"bc_data must be one of {BC_DATA}, got {self.bc_data!r}")
+        if self.bc_data == "advantage" and not ALGORITHMS[self.algo].critic:
+            raise ValueError(f"bc_data='advantage' needs a critic; {self.algo} trains none (use pac or bc_q)")
         for name in ("alpha", "alpha_gripper"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:

@@ -83,6 +83,7 @@ class Learner:
             improvement_samples=c.improvement_samples,
             target_samples=c.target_samples,
             generator=self.generator,
+            advantage=c.bc_data == "advantage",
         )
 
     def _conservative_term(self, config: TrainConfig, dims: tuple[str, ...]) -> ConservativeTerm | None:
@@ -96,10 +97,12 @@ class Learner:
             keep = tuple(d != "gripper" for d in dims)
         return ConservativeTerm(config.conservative, config.conservative_samples, keep)
 
-    def _bc_mask(self, batch) -> torch.Tensor | None:
+    def _bc_mask(self, batch, t: Targets) -> torch.Tensor | None:
         """The transitions the BC term clones (TrainConfig.bc_data); None: all of them."""
         if self.config.bc_data == "all":
             return None
+        if self.config.bc_data == "advantage":
+            return t.advantage > 0.0
         if batch.success is None:
             raise ValueError("bc_data='successes' needs batches that say which episodes succeeded")
         return batch.success
@@ -114,7 +117,7 @@ class Learner:
         self.model.train()
         with self._autocast():
             t = self._targets(batch)
-            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch), batch.critic_action)
+            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch, t), batch.critic_action)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
         self.scaler.unscale_(self.optimizer)
@@ -126,6 +129,8 @@ class Learner:
             self.target.load_state_dict(self.model.state_dict())
         out = _floats(losses)
         out.update(grad_norm=float(grad_norm), lr=lr, step_s=time.perf_counter() - started)
+        if t.advantage is not None:  # the share of the batch the BC term clones
+            out["bc_kept"] = float((t.advantage > 0.0).float().mean())
         if t.improve_weights is not None:  # how many sampled actions the improvement really uses
             w = t.improve_weights
             out["ess"] = float((1.0 / (w**2).sum(dim=-1)).mean())
@@ -139,7 +144,7 @@ class Learner:
         saved = self.generator.get_state()
         with self._autocast():
             t = self._targets(batch)
-            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch), batch.critic_action)
+            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch, t), batch.critic_action)
         self.generator.set_state(saved)  # evaluating must not change what training samples next
         return _floats(losses)
 

@@ -125,6 +125,7 @@ class Targets:
     improve_bins: torch.Tensor | None  # (B, N, A) actions sampled from the target policy at s
     improve_weights: torch.Tensor | None  # (B, N) softmax(CVaR_target(s, a_i) / η); E[Z] at cvar 1
     q_spread: torch.Tensor | None = None  # (B,) std over the N sampled actions of the score above
+    advantage: torch.Tensor | None = None  # (B,) E[TD target] − V(s) (V: the mean E[Z] of the sampled actions)
 
 
 @torch.no_grad()
@@ -143,7 +144,10 @@ def targets(
     improvement_cvar: float = 1.0,
     target_samples: int,
     generator: torch.Generator | None,
+    advantage: bool = False,
 ) -> Targets:
+    """`advantage`: also the n-step advantage of the data's transitions (Targets.advantage), which needs the
+    target policy's samples at s even without an improvement."""
     if not critic:
         return Targets(None, None, None)
     values = support(target).to(reward.device)
@@ -153,14 +157,19 @@ def targets(
     next_q = target.q_logits(z_next, bin_values(next_bins, low, high, bins))  # (B, M, N_q)
     next_probs = F.softmax(next_q.float(), dim=-1).mean(dim=1)  # the next state's return under π_target
     td_target = project_distribution(next_probs, reward.float(), discount.float(), values)
-    if not improve:
+    if not improve and not advantage:
         return Targets(td_target, None, None)
     z = target.encode(observation)
     sampled = sample_bins(target.policy_logits(z), improvement_samples, generator)
     q_logits = target.q_logits(z, bin_values(sampled, low, high, bins))
+    gain = None
+    if advantage:
+        gain = (td_target * values).sum(dim=-1) - expected_value(q_logits, values).mean(dim=-1)
+    if not improve:
+        return Targets(td_target, None, None, advantage=gain)
     q = lower_tail_mean(q_logits, values, improvement_cvar)  # (B, N)
     weights, spread = improvement_weights(q, eta, eta_per_state)
-    return Targets(td_target, sampled, weights, spread)
+    return Targets(td_target, sampled, weights, spread, gain)
 
 
 # ------------------------------------------------------------------ the online network's part
