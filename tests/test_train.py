@@ -343,6 +343,13 @@ def test_bc_can_clone_the_transitions_with_a_positive_n_step_advantage(datasets,
         kept_share = [float(r["train/bc_kept"]) for r in csv.DictReader(f) if r.get("train/bc_kept")]
     assert kept_share and all(0.0 <= k <= 1.0 for k in kept_share)
 
+    from benchmarks.advantage_filter import advantage_shares  # what the filter keeps, by the episode's outcome
+
+    shares = advantage_shares(run, rows=64)
+    assert shares["rows"] == shares["rows_successful"] + shares["rows_failed"] == 64
+    by_outcome = sum(shares[f"kept_{o}"] * shares[f"rows_{o}"] for o in ("successful", "failed") if shares[f"rows_{o}"])
+    assert shares["kept"] * 64 == pytest.approx(by_outcome)
+
 
 def _untrained_xs(datasets: dict[str, Path]):
     """(an untrained XS model for the state dataset, the Sawyer's action spec, a batch of its first 16 transitions)."""
