@@ -343,12 +343,14 @@ def test_bc_can_clone_the_transitions_with_a_positive_n_step_advantage(datasets,
         kept_share = [float(r["train/bc_kept"]) for r in csv.DictReader(f) if r.get("train/bc_kept")]
     assert kept_share and all(0.0 <= k <= 1.0 for k in kept_share)
 
-    from benchmarks.advantage_filter import advantage_shares  # what the filter keeps, by the episode's outcome
+    from benchmarks.advantage_filter import Filter, advantage_shares, moment_shares  # what it keeps
 
-    shares = advantage_shares(run, rows=64)
-    assert shares["rows"] == shares["rows_successful"] + shares["rows_failed"] == 64
-    by_outcome = sum(shares[f"kept_{o}"] * shares[f"rows_{o}"] for o in ("successful", "failed") if shares[f"rows_{o}"])
-    assert shares["kept"] * 64 == pytest.approx(by_outcome)
+    shares = advantage_shares(Filter.load(run), rows=64)
+    assert shares["all"]["rows"] == shares["successful"]["rows"] + shares["failed"]["rows"] == 64
+    by_outcome = sum(shares[o]["kept"] * shares[o]["rows"] for o in ("successful", "failed") if shares[o]["rows"])
+    assert shares["all"]["kept"] * 64 == pytest.approx(by_outcome)
+    moments = moment_shares(Filter.load(run), episodes=4)  # the fixture's episodes grasp: they are found and read
+    assert moments["grasp"]["rows"] > 0 and 0.0 <= moments["grasp"]["kept"] <= 1.0
 
 
 def _untrained_xs(datasets: dict[str, Path]):
