@@ -25,7 +25,7 @@ from pathlib import Path
 from policies.spec import DECODINGS, ObservationSpec, action_spec
 from robots.contract.client import DriverClient, DriverUnavailable
 from robots.contract.security import LinkRefused
-from robots.sim.process import start_sim, stop_sim
+from robots.sim.process import SIM_NICE, start_sim, stop_sim
 from robots.spec import ARMS, load_spec
 from runtime.clock import MONOTONIC, Clock
 from runtime.config import ConfigError, RunConfig, load_config, with_endpoints, with_overrides, with_own_sim
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         obs = policy.metadata.observation
         try:
             if args.sim:  # a sim of our own (config.with_own_sim)
-                sim, pub, cmd = start_sim(config.robot, *sim_flags(obs, args.lockstep), capture=False, nice=10)
+                sim, pub, cmd = start_sim(config.robot, *sim_flags(obs, args.lockstep), capture=False, nice=SIM_NICE)
                 config = with_own_sim(config, pub, cmd)
             config = with_endpoints(config, args.pub, args.cmd)
             client = DriverClient.for_link(config.link, source="pac-run")

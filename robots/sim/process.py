@@ -17,6 +17,7 @@ from robots.contract.messages import STATUS
 from robots.contract.security import private_endpoint
 
 SIM_START_S = 30.0  # a sim just started: imports, model and renderers before its first heartbeat (a loaded 2-core host)
+SIM_NICE = 10  # an embedded sim's niceness (pac-run --sim, pac-bench --e2e): it yields the cores to the control loop
 
 
 def free_loopback_endpoint() -> str:
