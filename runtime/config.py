@@ -185,12 +185,9 @@ def with_endpoints(config: RunConfig, pub: str | None, cmd: str | None) -> RunCo
     return replace(config, link=link)
 
 
-OWN_SIM_START_S = SIM_START_S  # a sim this process has just started: imports, model and renderers first
-
-
 def with_own_sim(config: RunConfig, pub: str, cmd: str) -> RunConfig:
     """The config for a sim this process started itself on `pub`/`cmd`: private ipc sockets, no keys (the
-    config's keys are for its real driver), and the pre-flight waits out its start-up (OWN_SIM_START_S: on a
+    config's keys are for its real driver), and the pre-flight waits out its start-up (SIM_START_S: on a
     loaded 2-core machine it took more than the 5 s a running driver gets to answer)."""
-    config = replace(config, driver_wait_s=max(config.driver_wait_s, OWN_SIM_START_S))
+    config = replace(config, driver_wait_s=max(config.driver_wait_s, SIM_START_S))
     return with_endpoints(replace(config, link=replace(config.link, security=NO_KEYS)), pub, cmd)

@@ -9,10 +9,10 @@ from robots.contract.link import DEFAULT_LINK, Mode
 from robots.contract.messages import StatusMsg
 from robots.servo import ServoConfig
 from robots.sim.driver import DriverConfig
+from robots.sim.process import SIM_START_S
 from robots.spec import ARMS
 from runtime.config import (
     CONFIG_DIR,
-    OWN_SIM_START_S,
     ConfigError,
     RunConfig,
     load_config,
@@ -28,7 +28,7 @@ def test_shipped_configs_name_the_robot_and_take_every_default(robot):
     assert load_config(robot=robot) == RunConfig(robot)
 
 
-@pytest.mark.parametrize(("configured_s", "waited_s"), [(5.0, OWN_SIM_START_S), (0.5, OWN_SIM_START_S), (90.0, 90.0)])
+@pytest.mark.parametrize(("configured_s", "waited_s"), [(5.0, SIM_START_S), (0.5, SIM_START_S), (90.0, 90.0)])
 def test_a_sim_of_our_own_gets_its_start_up_before_the_pre_flight_gives_up(configured_s, waited_s):
     """A running driver answers in the config's 5 s; a sim this process has just started is still importing."""
     config = with_own_sim(RunConfig(robot="sawyer", driver_wait_s=configured_s), "ipc:///tmp/p", "ipc:///tmp/c")

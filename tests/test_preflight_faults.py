@@ -72,8 +72,8 @@ def _config(client: DriverClient) -> RunConfig:
 
 
 def test_an_overrun_that_clears_is_waited_out(heartbeat):
+    started = time.monotonic()  # before the heartbeat starts: no clean status can come before started + 0.6 s
     client = heartbeat(lambda t: [DriverFault.REALTIME_OVERRUN.value] if t < 0.6 else [])
-    started = time.monotonic()
     check, lockstep = check_driver(client, _config(client), timeout_s=10.0)
     assert not lockstep and "sawyer realtime" in check.detail
     assert client.latest.status.faults == []
