@@ -261,6 +261,32 @@ def test_ddp_on_two_processes_gives_one_process_gradient(tmp_path):
     np.testing.assert_equal(sorted(a), sorted(b))
 
 
+def test_pac_train_on_two_ddp_processes_resumes_bit_for_bit(datasets, tmp_path):
+    """pac-train itself under torchrun (gloo, 2 processes): the leader's held-out losses use no collective, and a
+    checkpoint holds every rank's random state and prioritised sampler, so a resumed run is the uninterrupted one."""
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    args = ["--dataset", str(datasets["state"]), "--algo", "pac", "--steps", "28", "--batch-size", "16"]
+    args += ["--threads", "1", "--set", "checkpoint_every=20", "--set", "eval_every=10", "--set", "warmup_steps=4"]
+    args += ["--set", "priority=0.6"]  # the priorities reach the draws from step 17 on: before and after the split
+
+    def torchrun(*extra: str) -> None:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        subprocess.run([*command, "-m", "policies.train.cli", *extra], check=True, env=env, timeout=300)
+
+    torchrun(*args, "--out", str(tmp_path / "straight"))
+    torchrun(*args, "--out", str(tmp_path / "split"), "--stop-at", "20")
+    torchrun("--resume", str(tmp_path / "split"))
+    for group in ("model", "optimizer", "rng", "sampler"):
+        a = load_file(str(tmp_path / "straight/checkpoints/step_0000028" / f"{group}.safetensors"))
+        b = load_file(str(tmp_path / "split/checkpoints/step_0000028" / f"{group}.safetensors"))
+        assert a.keys() == b.keys() and a
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True, msg=f"{group}.{k} differs")
+    assert {"r0.errors", "r1.errors"} <= a.keys()
+    held = [r for r in _rows(tmp_path / "split") if r.get("held_out/td")]
+    assert [r["step"] for r in held] == ["0", "10", "20", "28"]
+
+
 def test_bc_can_clone_the_successful_episodes_only_while_the_critic_sees_all(datasets, tmp_path):
     """`--set bc_data=successes` (issue 11's probe): each batch says which transitions come from a successful
     episode, the α·BC term averages over those only (0 in a batch with none), and a PAC run trains with it."""

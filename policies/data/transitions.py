@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from policies.data.episodes import IMAGES, REWARDS, EpisodeReader
 from policies.data.errors import DatasetError
 from policies.data.nstep import gripper_horizons, held_actions, n_step_targets, per_step_rewards, staged_success_rewards
+from policies.data.priority import Draw, check_prefetch
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.spec import ObservationSpec
 
@@ -70,6 +71,8 @@ class Batch:
     discount: torch.Tensor  # float32 (B,)
     next_observation: dict[str, torch.Tensor]  # as `observation`, k steps later
     success: torch.Tensor | None = None  # bool (B,): the transition's episode ended in success
+    index: torch.Tensor | None = None  # int64 (B,): the transitions' rows in their dataset (the sampler's draw)
+    weight: torch.Tensor | None = None  # float32 (B,): importance weights of a prioritised draw (priority.py)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return self._map(lambda x: x.to(device, non_blocking=non_blocking))
@@ -86,6 +89,8 @@ class Batch:
             discount=fn(self.discount),
             next_observation={k: fn(v) for k, v in self.next_observation.items()},
             success=fn(self.success) if self.success is not None else None,
+            index=fn(self.index) if self.index is not None else None,
+            weight=fn(self.weight) if self.weight is not None else None,
         )
 
 
@@ -163,7 +168,10 @@ class TransitionDataset(Dataset):
         """Transitions in this rank's shard."""
         return len(self._actions)
 
-    def __getitem__(self, indices: Sequence[int] | np.ndarray) -> Batch:
+    def __getitem__(self, indices: Sequence[int] | np.ndarray | Draw) -> Batch:
+        weight = None
+        if isinstance(indices, Draw):  # a prioritised draw: its importance weights travel with the batch
+            indices, weight = indices.indices, torch.from_numpy(indices.weights)
         i = np.asarray(indices, dtype=np.int64)
         observation = {k: torch.from_numpy(v[self._rows[i]]) for k, v in self._obs.items()}
         next_observation = {k: torch.from_numpy(v[self._next_rows[i]]) for k, v in self._obs.items()}
@@ -178,6 +186,8 @@ class TransitionDataset(Dataset):
             discount=torch.from_numpy(self._discounts[i]),
             next_observation=next_observation,
             success=torch.from_numpy(self._success[i]),
+            index=torch.from_numpy(i),
+            weight=weight,
         )
 
     def _frames(self, episodes: np.ndarray, steps: np.ndarray) -> torch.Tensor:
@@ -219,11 +229,18 @@ class TransitionSampler(Sampler[np.ndarray]):
             yield order[b * self.batch_size : (b + 1) * self.batch_size]
 
 
-def transition_loader(dataset: TransitionDataset, num_workers: int = 0, **kwargs) -> DataLoader:
-    """A DataLoader of Batches over `dataset` with its TransitionSampler (`loader.sampler.set_epoch(e)`).
+def transition_loader(
+    dataset: TransitionDataset, num_workers: int = 0, sampler: Sampler | None = None, **kwargs
+) -> DataLoader:
+    """A DataLoader of Batches over `dataset` with `sampler` (default: a TransitionSampler; a PrioritySampler
+    needs a loader that draws no further ahead than its delay), `loader.sampler.set_epoch(e)` before each epoch.
 
     Extra keyword arguments go to DataLoader (pin_memory, prefetch_factor, persistent_workers...). The loader
     draws its workers' base seed from its own generator, never from torch's global one, so iterating it
     leaves the training process's random state as it was (a resumed run must match an uninterrupted one)."""
     kwargs.setdefault("generator", torch.Generator().manual_seed(dataset.config.seed))
-    return DataLoader(dataset, sampler=TransitionSampler(dataset), batch_size=None, num_workers=num_workers, **kwargs)
+    if sampler is None:
+        sampler = TransitionSampler(dataset)
+    elif not isinstance(sampler, TransitionSampler):
+        check_prefetch(num_workers, kwargs.get("prefetch_factor"))
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, **kwargs)

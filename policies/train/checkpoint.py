@@ -4,7 +4,8 @@
                                      sha256, the command line, git commit, versions, world size
     RUN/checkpoints/step_0001000/    model.safetensors (what pac-export reads), target.safetensors,
                                      optimizer.safetensors, rng.safetensors, scaler.safetensors,
-                                     progress.json (step, epoch, batch within the epoch)
+                                     progress.json (step, epoch, batch within the epoch),
+                                     sampler.safetensors (a prioritised sampler's state, when the run has one)
     RUN/checkpoints/latest           the name of the newest complete checkpoint
 
 A checkpoint is written to a temporary directory and renamed into place, and `latest` is replaced after
@@ -26,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 GROUPS = ("model", "target", "optimizer", "rng", "scaler")
+OPTIONAL_GROUPS = ("sampler",)  # written when the run has one (a prioritised sampler's state); older runs lack it
 RUN_FILE = "run.json"
 
 
@@ -87,6 +89,9 @@ def save_checkpoint(run: Path, groups: dict[str, dict[str, torch.Tensor]], progr
     staging.mkdir(parents=True)
     for group in GROUPS:
         save_file(groups.get(group, {}), str(staging / f"{group}.safetensors"), metadata={"group": group})
+    for group in OPTIONAL_GROUPS:
+        if groups.get(group):
+            save_file(groups[group], str(staging / f"{group}.safetensors"), metadata={"group": group})
     (staging / "progress.json").write_text(json.dumps(progress.to_dict()) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)

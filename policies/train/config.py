@@ -130,6 +130,12 @@ class TrainConfig:
     # "gripper": only the gripper differs, also where the improvement trains the arm (α_arm < 1): issue 11's arm
     # samples are single steps and its data actions held means, a gap the term would read as the arm's value.
     conservative_dims: str = "all"
+    # prioritised sampling (policies/data/priority.py, Schaul et al. 2016): 0 draws every transition alike (the
+    # paper); a > 0 draws transition i with probability ∝ (TD error_i + 1e-3)^a, its error the KL from the critic
+    # to its target at its last visit, and weights the TD loss by importance weights (N·P(i))^−β, β annealed from
+    # priority_correction to 1 at `steps`. Issue 11: the data's deciding states are 3 % of its steps.
+    priority: float = 0.0
+    priority_correction: float = 0.4
     # the critic head's input (PACConfig.q_readout): "readout" (the readout token, the default) or "all_tokens"
     q_readout: str = "readout"
     # where the model reads positions from (PACConfig.position_inputs): "absolute" (the default) or "relative"
@@ -155,6 +161,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if self.priority < 0.0 or not 0.0 <= self.priority_correction <= 1.0:
+            raise ValueError(f"need priority ≥ 0 and priority_correction in [0, 1]: {self}")
+        if self.priority > 0.0 and not ALGORITHMS[self.algo].critic:
+            raise ValueError(f"priority needs a critic's TD errors: algo {self.algo!r} trains none")
         if self.critic_gradient not in CRITIC_GRADIENTS:
             raise ValueError(f"critic_gradient must be one of {CRITIC_GRADIENTS}, got {self.critic_gradient!r}")
         if self.amp not in ("auto", "none", "bf16", "fp16"):

@@ -39,7 +39,7 @@ class Learner:
         self.target = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.alpha_per_dim = config.alpha_per_dim(model.action_spec.dims)
         dims = model.action_spec.dims
-        self.loss = PolicyCriticLoss(
+        self.local_loss = PolicyCriticLoss(
             self.model,
             algo.alpha,
             algo.beta,
@@ -48,6 +48,7 @@ class Learner:
             dims,
             self._conservative_term(config, dims),
         )
+        self.loss: nn.Module = self.local_loss
         self.distributed = dist.is_available() and dist.is_initialized()
         self.world_size = dist.get_world_size() if self.distributed else 1
         if self.distributed:
@@ -58,6 +59,7 @@ class Learner:
         )
         self.generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + rank)
         self.step = 0  # optimiser steps taken
+        self.td_errors: torch.Tensor | None = None  # (B,) the last step's TD error per transition (a critic's)
         amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
@@ -117,7 +119,10 @@ class Learner:
         self.model.train()
         with self._autocast():
             t = self._targets(batch)
-            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch, t), batch.critic_action)
+            losses = self.loss(
+                batch.observation, batch.action, t, self._bc_mask(batch, t), batch.critic_action, batch.weight
+            )
+        self.td_errors = losses.pop("td_error", None)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
         self.scaler.unscale_(self.optimizer)
@@ -144,7 +149,9 @@ class Learner:
         saved = self.generator.get_state()
         with self._autocast():
             t = self._targets(batch)
-            losses = self.loss(batch.observation, batch.action, t, self._bc_mask(batch, t), batch.critic_action)
+            # the unwrapped module: DDP's forward would broadcast buffers, a collective only this rank joins
+            losses = self.local_loss(batch.observation, batch.action, t, self._bc_mask(batch, t), batch.critic_action)
+            losses.pop("td_error", None)
         self.generator.set_state(saved)  # evaluating must not change what training samples next
         return _floats(losses)
 
@@ -157,18 +164,22 @@ class Learner:
             for index, state in optim["state"].items()
             for key, value in state.items()
         }
-        rng = {"torch_cpu": torch.get_rng_state(), "sampler": self.generator.get_state().cpu()}
-        if self.device.type == "cuda":
-            rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
             "target": {k: v.detach().cpu().contiguous() for k, v in self.target.state_dict().items()},
             "optimizer": optimizer,
-            "rng": rng,
+            "rng": self.rng_state(),
             "scaler": {
                 k: torch.as_tensor(v) for k, v in self.scaler.state_dict().items() if isinstance(v, float | int)
             },
         }
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """This process's random state: torch's and the objective's generator (each DDP rank has its own)."""
+        rng = {"torch_cpu": torch.get_rng_state(), "sampler": self.generator.get_state().cpu()}
+        if self.device.type == "cuda":
+            rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
 
     def load_state_tensors(self, groups: dict[str, dict[str, torch.Tensor]], step: int) -> None:
         self.model.load_state_dict(groups["model"])

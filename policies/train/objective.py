@@ -108,6 +108,11 @@ def lower_tail_mean(q_logits: torch.Tensor, values: torch.Tensor, fraction: floa
     return (mass * values).sum(dim=-1) / fraction
 
 
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """−Σ p log p over the last axis (0 · log 0 = 0): (..., N) → (...)."""
+    return -(probs * torch.log(probs.clamp_min(1e-30))).sum(dim=-1)
+
+
 def improvement_weights(q: torch.Tensor, eta: float, per_state: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(softmax(Q/η) over the N samples (B, N), the spread of Q per state (B,)) for Q (B, N); per state,
     η(s) = eta · std_i Q(s, a_i), so the reweighting has the same strength whatever Q's scale at s."""
@@ -216,9 +221,12 @@ class PolicyCriticLoss(nn.Module):
         t: Targets,
         bc_mask: torch.Tensor | None = None,
         critic_action: torch.Tensor | None = None,
+        td_weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """`bc_mask` (B,) bool: the transitions the BC term clones (None: all); 0 when the batch has none.
-        `critic_action` (B, A): the action the TD loss scores (Batch.critic_action; None: `action`)."""
+        `critic_action` (B, A): the action the TD loss scores (Batch.critic_action; None: `action`).
+        `td_weight` (B,): per-transition weights of the TD loss (a prioritised draw's importance weights).
+        With a critic the output holds `td_error` (B,), not a loss: each transition's KL from Z to its target."""
         m = self.model
         z = m.encode(observation)
         logits = m.policy_logits(z)
@@ -242,8 +250,12 @@ class PolicyCriticLoss(nn.Module):
             scored = data_bins if critic_action is None else action_bins(critic_action, low, high, bins)
             features = z.detach() if self.critic_gradient == "head" else z
             q = m.q_logits(features, bin_values(scored, low, high, bins)[:, None])[:, 0]
-            td = -(t.td_target * F.log_softmax(q.float(), dim=-1)).sum(dim=-1).mean()
+            log_q = F.log_softmax(q.float(), dim=-1)
+            cross_entropy = -(t.td_target * log_q).sum(dim=-1)  # (B,)
+            td = cross_entropy.mean() if td_weight is None else (td_weight * cross_entropy).mean()
             losses["td"] = td
+            # KL(target ‖ Z) per transition: what the critic has yet to learn of it (a prioritised sampler's error)
+            losses["td_error"] = (cross_entropy - entropy(t.td_target)).detach()
             values = support(m).to(q.device)
             losses["q"] = expected_value(q.detach(), values).mean()
             total = policy + self.beta * td

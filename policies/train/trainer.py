@@ -13,13 +13,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from policies.data.collect import parse_dataset_id
 from policies.data.dataset import DatasetError, check_dataset, locate_dataset
 from policies.data.episodes import EpisodeReader
+from policies.data.priority import PrioritySampler
 from policies.data.sharding import Shard
-from policies.data.transitions import TransitionConfig, TransitionDataset, transition_loader
+from policies.data.transitions import TransitionConfig, TransitionDataset, TransitionSampler, transition_loader
 from policies.model.config import size_config
 from policies.model.perceiver import PerceiverActorCritic, build_model
 from policies.provenance import git_commit
@@ -55,6 +57,7 @@ class Trainer:
     model: PerceiverActorCritic
     learner: Learner
     train_data: TransitionDataset
+    sampler: TransitionSampler | PrioritySampler
     held_out: TransitionDataset | None
     progress: Progress
     info: dict[str, Any]
@@ -99,6 +102,9 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
     if len(split.held_out):
         held_out = TransitionDataset(root, did, dataclasses.replace(data, seed=SPLIT_SEED), Shard(), split.held_out)
     learner = Learner(config, model, device, shard.rank)
+    sampler: TransitionSampler | PrioritySampler = TransitionSampler(train_data)
+    if config.priority > 0.0:
+        sampler = PrioritySampler(train_data, config.priority, config.priority_correction, config.steps)
     progress = Progress(step=0, epoch=0, batch=0)
     data_hash = file_sha256(probe.path)
     info = {
@@ -129,13 +135,50 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
         if recorded["dataset"]["sha256"] != data_hash:
             raise CheckpointError(f"{run} was trained on a dataset with another sha256 than {probe.path} now has")
         groups, progress = load_checkpoint(latest_checkpoint(run))
+        if shard.rank and (own := _rank_keys(groups["rng"], shard.rank)):  # this rank's random state, not rank 0's
+            groups["rng"] = own
         learner.load_state_tensors(groups, progress.step)
+        if isinstance(sampler, PrioritySampler):
+            sampler.load_state_tensors(_rank_sampler_state(latest_checkpoint(run), shard.rank))
         info["created_utc"] = recorded.get("created_utc", info["created_utc"])
         resumed = {"step": progress.step, "command": info["command"], "threads": info["threads"]}
         info["resumed"] = recorded.get("resumed", []) + [resumed]
         info["command"] = recorded["command"]
         info["threads"] = recorded_threads(recorded) or info["threads"]
-    return Trainer(config, run, shard, device, spec, model, learner, train_data, held_out, progress, info)
+    return Trainer(config, run, shard, device, spec, model, learner, train_data, sampler, held_out, progress, info)
+
+
+def _rank_sampler_state(checkpoint: Path, rank: int) -> dict[str, torch.Tensor]:
+    """This rank's prioritised sampler state in `checkpoint` (rank_states wrote every rank's)."""
+    saved = {}
+    if (checkpoint / "sampler.safetensors").is_file():
+        saved = load_checkpoint(checkpoint, ("sampler",))[0]["sampler"]
+    state = _rank_keys(saved, rank)
+    if not state:
+        raise CheckpointError(f"{checkpoint} holds no prioritised sampler state for rank {rank}")
+    return state
+
+
+def _rank_keys(group: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    prefix = f"r{rank}."
+    return {k.removeprefix(prefix): v for k, v in group.items() if k.startswith(prefix)}
+
+
+def rank_states(t: Trainer) -> dict[str, dict[str, torch.Tensor]]:
+    """What differs between DDP ranks, from every rank, for the leader's checkpoint: the random state (rank 0's
+    under its own names, rank r's as r<r>.<name>) and a prioritised sampler's state (r<r>.<name>). Every rank
+    calls it; with one process it gathers nothing."""
+    own = {"rng": t.learner.rng_state(), "sampler": {}}
+    if isinstance(t.sampler, PrioritySampler):
+        own["sampler"] = t.sampler.state_tensors()
+    states: list = [own]
+    if t.shard.world_size > 1:
+        states = [None] * t.shard.world_size
+        dist.all_gather_object(states, own)
+    rng = dict(states[0]["rng"])
+    rng.update({f"r{rank}.{k}": v for rank, s in enumerate(states) if rank for k, v in s["rng"].items()})
+    sampler = {f"r{rank}.{k}": v for rank, s in enumerate(states) for k, v in s["sampler"].items()}
+    return {"rng": rng, "sampler": sampler}
 
 
 def held_out_losses(t: Trainer) -> dict[str, float]:
@@ -152,7 +195,8 @@ def train(t: Trainer, stop_at: int | None = None) -> dict[str, float]:
     """Train to the config's `steps` (or stop after `stop_at`, checkpointed, on the same schedule)."""
     c, learner = t.config, t.learner
     end = min(c.steps, stop_at) if stop_at else c.steps
-    loader = transition_loader(t.train_data, num_workers=c.workers, persistent_workers=c.workers > 0)
+    loader = transition_loader(t.train_data, c.workers, t.sampler, persistent_workers=c.workers > 0)
+    prioritised = isinstance(t.sampler, PrioritySampler)
     log = MetricsLog(t.run) if t.leader else None
     if t.leader:
         write_run(t.run, t.info)
@@ -167,6 +211,8 @@ def train(t: Trainer, stop_at: int | None = None) -> dict[str, float]:
         loader.sampler.set_epoch(epoch, start)
         for batch_index, batch in enumerate(loader, start=start):
             last = learner.train_step(batch.to(t.device))
+            if prioritised:
+                t.sampler.update(learner.step, batch.index.numpy(), learner.td_errors.float().cpu().numpy())
             window_steps += 1
             done_in_epoch = batch_index + 1
             step = learner.step
@@ -182,8 +228,9 @@ def train(t: Trainer, stop_at: int | None = None) -> dict[str, float]:
             if step % c.checkpoint_every == 0 or step == end:
                 at_end = done_in_epoch == len(loader.sampler) + start
                 progress = Progress(step, epoch + 1 if at_end else epoch, 0 if at_end else done_in_epoch)
+                per_rank = rank_states(t)
                 if t.leader:
-                    save_checkpoint(t.run, learner.state_tensors(), progress)
+                    save_checkpoint(t.run, learner.state_tensors() | per_rank, progress)
                     log.flush()
             bar.update(1)
             if step >= end:
