@@ -12,28 +12,20 @@ the critic's fixed point is the uniform one's (the actor's terms see the priorit
 Determinism, so a resumed run is the uninterrupted one and loader workers change nothing: the draw for
 optimiser step j is seeded by (seed, rank, j) and sees the errors of steps ≤ j − PRIORITY_DELAY only. The
 DataLoader draws a few batches ahead of training (prefetch_factor × workers); the delay covers that, and
-`check_prefetch` refuses a loader that would draw further ahead.
+`check_loader` refuses a loader that would draw further ahead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+
+from policies.data.transitions import Draw, TransitionDataset, TransitionSampler
 
 PRIORITY_DELAY = 16  # optimiser steps between a batch's TD errors and the draws that use them
 PRIORITY_FLOOR = 1e-3  # nats added to every error, so a fitted transition is still drawn now and then
-
-
-@dataclass(frozen=True)
-class Draw:
-    """One batch's transition indices and their importance weights (what the sampler hands the dataset)."""
-
-    indices: np.ndarray  # (B,) int64, rows of the dataset
-    weights: np.ndarray  # (B,) float32 in (0, 1]
 
 
 def sampling_probabilities(errors: np.ndarray, exponent: float) -> np.ndarray:
@@ -54,39 +46,29 @@ def annealed_beta(correction: float, step: int, steps: int) -> float:
     return correction + (1.0 - correction) * min(step / max(steps, 1), 1.0)
 
 
-def check_prefetch(num_workers: int, prefetch_factor: int | None) -> None:
-    """Refuse a loader that draws more batches ahead than the priorities' delay allows."""
-    ahead = num_workers * (prefetch_factor or 2)
-    if num_workers and ahead >= PRIORITY_DELAY:
-        raise ValueError(
-            f"prioritised sampling draws each batch from the errors of {PRIORITY_DELAY} steps before; a loader with "
-            f"{num_workers} workers × prefetch {prefetch_factor or 2} draws {ahead} ahead: use fewer workers"
-        )
-
-
-class PrioritySampler(Sampler[Draw]):
+class PrioritySampler(TransitionSampler):
     """The batches of an epoch on this rank, drawn by priority; `update(step, indices, errors)` after each step.
 
     An epoch is `dataset.num_batches` draws, as with TransitionSampler, so epochs, checkpoints and DDP's equal step
     counts mean the same. `set_epoch(e, start=b)` as there."""
 
-    def __init__(self, dataset, exponent: float, correction: float, steps: int):
+    def __init__(self, dataset: TransitionDataset, exponent: float, correction: float, steps: int):
         if exponent <= 0.0 or not 0.0 <= correction <= 1.0:
             raise ValueError(f"need exponent > 0 and correction in [0, 1], got {exponent}, {correction}")
-        self.size, self.num_batches = len(dataset), dataset.num_batches
-        self.batch_size = dataset.config.batch_size
-        self.seed, self.rank = dataset.config.seed, dataset.shard.rank
+        super().__init__(dataset)
         self.exponent, self.correction, self.steps = exponent, correction, steps
         self.errors = np.full(self.size, np.nan)  # each transition's TD error at its last visit; NaN: not yet
         self.applied = 0  # the errors of steps ≤ applied are in `errors`
         self.pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # step → (indices, errors) not yet applied
-        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def __len__(self) -> int:
-        return self.num_batches - self.start
+    def check_loader(self, num_workers: int, prefetch_factor: int | None) -> None:
+        """Refuse a loader that draws more batches ahead than the priorities' delay allows."""
+        ahead = num_workers * (prefetch_factor or 2)
+        if num_workers and ahead >= PRIORITY_DELAY:
+            raise ValueError(
+                f"prioritised sampling draws each batch from the errors of {PRIORITY_DELAY} steps before; a loader "
+                f"with {num_workers} workers × prefetch {prefetch_factor or 2} draws {ahead} ahead: use fewer workers"
+            )
 
     def __iter__(self):
         for b in range(self.start, self.num_batches):

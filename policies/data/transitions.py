@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from policies.data.episodes import IMAGES, REWARDS, EpisodeReader
 from policies.data.errors import DatasetError
 from policies.data.nstep import gripper_horizons, held_actions, n_step_targets, per_step_rewards, staged_success_rewards
-from policies.data.priority import Draw, check_prefetch
 from policies.data.sharding import Shard, batches_per_epoch, shard_episodes
 from policies.spec import ObservationSpec
 
@@ -56,6 +55,14 @@ class TransitionConfig:
             horizons = (*horizons, self.critic_horizon_closed[1])
         if not horizons or not all(1 <= h <= self.n_step for h in horizons):
             raise ValueError(f"critic_horizon must lie in 1..n_step (the return must span the hold): {self}")
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One batch's transition indices and their importance weights (a prioritised sampler's, priority.py)."""
+
+    indices: np.ndarray  # (B,) int64, rows of the dataset
+    weights: np.ndarray  # (B,) float32 in (0, 1]
 
 
 @dataclass
@@ -220,6 +227,9 @@ class TransitionSampler(Sampler[np.ndarray]):
     def __len__(self) -> int:
         return self.num_batches - self.start
 
+    def check_loader(self, num_workers: int, prefetch_factor: int | None) -> None:
+        """Refuse a DataLoader this sampler cannot feed correctly (any can feed this one)."""
+
     def __iter__(self):
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(self.size)
@@ -230,7 +240,7 @@ class TransitionSampler(Sampler[np.ndarray]):
 
 
 def transition_loader(
-    dataset: TransitionDataset, num_workers: int = 0, sampler: Sampler | None = None, **kwargs
+    dataset: TransitionDataset, num_workers: int = 0, sampler: TransitionSampler | None = None, **kwargs
 ) -> DataLoader:
     """A DataLoader of Batches over `dataset` with `sampler` (default: a TransitionSampler; a PrioritySampler
     needs a loader that draws no further ahead than its delay), `loader.sampler.set_epoch(e)` before each epoch.
@@ -239,8 +249,6 @@ def transition_loader(
     draws its workers' base seed from its own generator, never from torch's global one, so iterating it
     leaves the training process's random state as it was (a resumed run must match an uninterrupted one)."""
     kwargs.setdefault("generator", torch.Generator().manual_seed(dataset.config.seed))
-    if sampler is None:
-        sampler = TransitionSampler(dataset)
-    elif not isinstance(sampler, TransitionSampler):
-        check_prefetch(num_workers, kwargs.get("prefetch_factor"))
+    sampler = sampler or TransitionSampler(dataset)
+    sampler.check_loader(num_workers, kwargs.get("prefetch_factor"))
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, **kwargs)
