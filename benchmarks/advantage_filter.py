@@ -25,11 +25,11 @@ import torch
 from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.sharding import Shard
-from policies.data.transitions import TransitionConfig, TransitionDataset
+from policies.data.transitions import TransitionDataset
 from policies.spec import ActionSpec
 from policies.train.checkpoint import load_checkpoint, load_trained_model
 from policies.train.config import TrainConfig
-from policies.train.data import split_episodes
+from policies.train.data import split_episodes, transition_config
 from policies.train.learner import Learner
 
 BATCH = 256
@@ -56,16 +56,7 @@ class Filter:
         root, did = locate_dataset(Path(config.dataset))
         reader = EpisodeReader(root, did)
         dims = ActionSpec.from_dict(info["action_spec"]).dims
-        transitions = TransitionConfig(
-            n_step=config.n_step,
-            gamma=config.gamma,
-            reward=config.reward,
-            batch_size=BATCH,
-            seed=seed,
-            images=bool(model.obs_spec.cameras),
-            critic_horizon=config.critic_horizon_per_dim(dims),
-            critic_horizon_closed=config.critic_horizon_closed(dims),
-        )
+        transitions = transition_config(config, model.obs_spec, dims, batch_size=BATCH, seed=seed)
         split = split_episodes(reader.successes(), config.holdout, successes_only=False)
         data = TransitionDataset(root, did, transitions, Shard(), split.train)
         return cls(learner, data, reader, split.train, info)

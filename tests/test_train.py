@@ -285,6 +285,13 @@ def test_pac_train_on_two_ddp_processes_resumes_bit_for_bit(datasets, tmp_path):
     assert {"r0.errors", "r1.errors"} <= a.keys()
     held = [r for r in _rows(tmp_path / "split") if r.get("held_out/td")]
     assert [r["step"] for r in held] == ["0", "10", "20", "28"]
+    from benchmarks.priority_shares import priority_shares  # where the draws go, read back from rank 0's state
+
+    shares = priority_shares(tmp_path / "straight")
+    outcome = [shares["kinds"][k] for k in ("successful episode", "failed episode")]
+    assert sum(k["rows"] for k in outcome) == shares["rows"] and 0.0 < shares["visited"] < 1.0
+    assert sum(k["draw_share"] for k in outcome) == pytest.approx(1.0)
+    assert sum(k["data_share"] for k in outcome) == pytest.approx(1.0)
 
 
 def test_bc_can_clone_the_successful_episodes_only_while_the_critic_sees_all(datasets, tmp_path):

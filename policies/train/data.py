@@ -15,7 +15,9 @@ import torch
 
 from policies.data.dataset import DatasetError
 from policies.data.episodes import EpisodeReader
+from policies.data.transitions import TransitionConfig
 from policies.spec import ObservationSpec, observation_spec, scene_objects
+from policies.train.config import TrainConfig
 from robots.spec import load_spec
 
 STD_FLOOR = 1e-2  # normalisation never divides by less (a constant field, a quaternion's fixed part)
@@ -65,3 +67,19 @@ def normalisation(reader: EpisodeReader, episodes: np.ndarray, spec: Observation
         out[f"{k}_mean"] = torch.from_numpy(mean).float()
         out[f"{k}_std"] = torch.from_numpy(std).float()
     return out
+
+
+def transition_config(config: TrainConfig, spec: ObservationSpec, dims: tuple[str, ...], **changes) -> TransitionConfig:
+    """The transitions a run trains on (n-step, reward, the critic's held actions, batch and seed), for `spec`'s
+    inputs and the action dimensions `dims`; `changes` replace fields (a probe's batch size)."""
+    data = TransitionConfig(
+        n_step=config.n_step,
+        gamma=config.gamma,
+        reward=config.reward,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        images=bool(spec.cameras),
+        critic_horizon=config.critic_horizon_per_dim(dims),
+        critic_horizon_closed=config.critic_horizon_closed(dims),
+    )
+    return dataclasses.replace(data, **changes)

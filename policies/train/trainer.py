@@ -21,7 +21,7 @@ from policies.data.dataset import DatasetError, check_dataset, locate_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.priority import PrioritySampler
 from policies.data.sharding import Shard
-from policies.data.transitions import TransitionConfig, TransitionDataset, TransitionSampler, transition_loader
+from policies.data.transitions import TransitionDataset, TransitionSampler, transition_loader
 from policies.model.config import size_config
 from policies.model.perceiver import PerceiverActorCritic, build_model
 from policies.provenance import git_commit
@@ -38,7 +38,7 @@ from policies.train.checkpoint import (
     write_run,
 )
 from policies.train.config import TrainConfig
-from policies.train.data import SPLIT_SEED, normalisation, observation_for, split_episodes
+from policies.train.data import SPLIT_SEED, normalisation, observation_for, split_episodes, transition_config
 from policies.train.distributed import init_distributed
 from policies.train.learner import Learner
 from policies.train.metrics import MetricsLog
@@ -87,16 +87,7 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
     )
     for name, value in normalisation(probe, split.train, spec).items():
         getattr(model, name).copy_(value)
-    data = TransitionConfig(
-        n_step=config.n_step,
-        gamma=config.gamma,
-        reward=config.reward,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        images=bool(spec.cameras),
-        critic_horizon=config.critic_horizon_per_dim(act.dims),
-        critic_horizon_closed=config.critic_horizon_closed(act.dims),
-    )
+    data = transition_config(config, spec, act.dims)
     train_data = TransitionDataset(root, did, data, shard, episodes=split.train)
     held_out = None
     if len(split.held_out):
@@ -139,7 +130,7 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
             groups["rng"] = own
         learner.load_state_tensors(groups, progress.step)
         if isinstance(sampler, PrioritySampler):
-            sampler.load_state_tensors(_rank_sampler_state(latest_checkpoint(run), shard.rank))
+            sampler.load_state_tensors(rank_sampler_state(latest_checkpoint(run), shard.rank))
         info["created_utc"] = recorded.get("created_utc", info["created_utc"])
         resumed = {"step": progress.step, "command": info["command"], "threads": info["threads"]}
         info["resumed"] = recorded.get("resumed", []) + [resumed]
@@ -148,7 +139,7 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
     return Trainer(config, run, shard, device, spec, model, learner, train_data, sampler, held_out, progress, info)
 
 
-def _rank_sampler_state(checkpoint: Path, rank: int) -> dict[str, torch.Tensor]:
+def rank_sampler_state(checkpoint: Path, rank: int) -> dict[str, torch.Tensor]:
     """This rank's prioritised sampler state in `checkpoint` (rank_states wrote every rank's)."""
     saved = {}
     if (checkpoint / "sampler.safetensors").is_file():
