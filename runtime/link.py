@@ -27,6 +27,9 @@ NO_ACTION.setflags(write=False)
 FRAME_WAIT_MS = 12.0  # real time: longest wait for a late frame before ticking on the previous one
 PHASE_OFFSET_MS = 4.0  # real time: tick at least this long after the cameras capture (transport + JPEG decode)
 PHASE_CEILING = 0.5  # ... and at most this fraction of a period after: a later lag is a fault, not a phase
+# real time: the pacer's last millisecond is slept in slices this long, polling between them (zmq polls whole
+# ms): a frame that comes in then is decoded before the tick, not in it (issue 13: most of the overhead's tail)
+LAST_MS_SLICE_NS = 200_000
 LOCKSTEP_DEADLINE_PERIODS = 2  # lockstep: a command may still be applied this many periods after its state
 
 
@@ -283,9 +286,11 @@ class RealtimeLink(DriverLink):
         self._listening = True
         while (remaining_ns := end - self.clock.now_ns()) > 0:
             if remaining_ns < 1_000_000:
-                self.clock.sleep(remaining_ns / 1e9)
-                return
-            if self.client.wait(remaining_ns // 1_000_000):
+                self.clock.sleep(min(remaining_ns, LAST_MS_SLICE_NS) / 1e9)
+                ready = self.client.wait(0)
+            else:
+                ready = self.client.wait(remaining_ns // 1_000_000)
+            if ready:
                 self._receive("receive_idle")
                 self._note_arrival()
 

@@ -41,6 +41,8 @@ STAGES = (
     "overhead",  # the tick's work less inference and waiting: what the runtime itself costs
 )
 WAITING = ("infer", "send_wait", "frame_wait")  # excluded from the overhead
+OVERHEAD_PARTS = ("receive", "tokenize", "decode", "guard", "send")  # the overhead's named stages; the rest is glue
+TAIL_SHARE = 0.01  # the slowest ticks whose overhead the summary takes apart: the p99's side
 RSS_START_TICK = 200  # memory baseline after warm-up (10 s at 20 Hz): allocator pools settle in the first ticks
 
 
@@ -185,5 +187,6 @@ class ControlLoop:
             driver_rejected=link.driver_rejected,
             rss_mb=dict(self._rss),
             frame_lag_ms=link.frame_lag_ms,
+            overhead_tail=self.timer.tail("overhead", OVERHEAD_PARTS, TAIL_SHARE),
             final_hold_confirmed=self.final_hold_confirmed,
         )

@@ -28,4 +28,6 @@ class LoopStats:
     driver_rejected: dict[str, int]
     rss_mb: dict[str, float] = field(default_factory=dict)  # after warm-up and at the end
     frame_lag_ms: dict[str, float] = field(default_factory=dict)  # real time: frames' lag (last 5 s), tick offset
+    # the overhead's parts, mean ms over the slowest 1 % of ticks and over all (StageTimer.tail)
+    overhead_tail: dict[str, float] = field(default_factory=dict)
     final_hold_confirmed: bool = False

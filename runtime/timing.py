@@ -194,6 +194,29 @@ class StageTimer:
             return float("nan"), float("nan"), 0
         return float(np.percentile(s, 50)), float(np.percentile(s, 99)), int(s.size)
 
+    def tail(self, by: str, parts: tuple[str, ...], share: float = 0.01) -> dict[str, float]:
+        """Where the slowest ticks by `by` spend it: the mean of each of `parts` (a stage that did not run in a
+        tick counts 0 there) over the `share` of recorded ticks with the largest `by`, and over all of them,
+        and "other", what `by` holds beyond its parts. Keys: "ticks" (how many are in the tail), then
+        "<part>" and "<part>_all" in ms. Empty before `by` has been recorded. Issue 13: a p99 says how large
+        the tail is, this says what it is made of."""
+        n = min(self.count, self.capacity)
+        rows = self._table[:, :n]
+        total = rows[self._index[by]]
+        done = np.isfinite(total)
+        if not done.any():
+            return {}
+        total = total[done]
+        k = max(1, int(np.ceil(share * total.size)))
+        slowest = np.argsort(total)[-k:]
+        values = {p: np.nan_to_num(rows[self._index[p]][done]) for p in parts}
+        values["other"] = total - sum(values.values())
+        out = {"ticks": float(k)}
+        for name, v in values.items():
+            out[name] = float(v[slowest].mean())
+            out[f"{name}_all"] = float(v.mean())
+        return out
+
 
 class _Section:
     """`StageTimer.section`'s context manager: a plain class, a third of a generator-based one's cost."""

@@ -15,7 +15,7 @@ from runtime.bench import cli
 from runtime.bench.backends import Opened, PolicyFile, Setting, Unavailable, open_setting, settings_for, thread_counts
 from runtime.bench.inference import Plan, interleaved, paced
 from runtime.bench.probes import MachinePeaks
-from runtime.bench.report import measured_from
+from runtime.bench.report import e2e_table, measured_from
 from runtime.bench.stats import latency_stats
 from runtime.bench.verdict import Budget, Row, judge, recommend
 
@@ -185,6 +185,11 @@ def test_end_to_end_mode_runs_the_real_loop_against_the_sim_and_measures_both_pr
     for usage in (e.pac_run, e.pac_sim):  # from the kernel's rusage of each child
         assert usage.cpu_s > 0 and usage.max_rss_mb > 50
     assert [b for b, _, _ in e.budgets()][0].startswith("loop overhead p99")
+    tail = e.overhead_tail  # the overhead taken apart: its parts and the glue add up to it, tick by tick
+    assert tail["ticks"] >= 1 and {"receive", "tokenize", "decode", "guard", "send", "other"} < set(tail)
+    parts = ("receive", "tokenize", "decode", "guard", "send", "other")
+    assert sum(tail[p] for p in parts) >= e.stages_ms["overhead"]["p50"]  # the slowest ticks
+    assert any("slowest" in line for line in e2e_table(e))
 
 
 def test_paced_calls_come_one_per_period_and_the_verdict_judges_them():

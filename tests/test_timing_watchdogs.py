@@ -144,6 +144,25 @@ def test_stage_timer_percentiles_and_ring(virtual_clock):
     assert np.isnan(timer.percentiles("b")[0]) and timer.percentiles("b")[2] == 0
 
 
+def test_stage_timer_tail_takes_the_slowest_ticks_apart(virtual_clock):
+    """99 ticks of 1 ms split evenly, one of 5 ms where "b" took 3.5 ms: the tail names "b", the glue is the rest."""
+    timer = StageTimer(("a", "b", "total"), capacity=256, clock=virtual_clock)
+    for i in range(100):
+        slow = i == 42
+        timer.record("a", 0.5)
+        if i % 2 == 0 or slow:  # "b" does not run every tick: absent counts as 0
+            timer.record("b", 3.5 if slow else 0.4)
+        timer.record("total", 5.0 if slow else 1.0)
+        timer.next_tick()
+    tail = timer.tail("total", ("a", "b"), share=0.01)
+    assert tail["ticks"] == 1
+    assert (tail["a"], tail["b"], tail["other"]) == pytest.approx((0.5, 3.5, 1.0))
+    assert tail["b_all"] == pytest.approx((49 * 0.4 + 3.5) / 100)
+    assert tail["other_all"] == pytest.approx((99 * 1.0 + 5.0) / 100 - 0.5 - tail["b_all"])
+    assert timer.tail("total", ("a",), share=0.05)["ticks"] == 5
+    assert StageTimer(("a",), clock=virtual_clock).tail("a", ()) == {}
+
+
 @pytest.mark.parametrize(
     "captures, expected",
     [

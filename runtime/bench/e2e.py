@@ -55,6 +55,7 @@ class EndToEnd:
     pac_sim: ProcessUsage
     frame_lag_ms: dict[str, float] = field(default_factory=dict)  # capture → frames in (last 5 s), tick offset
     rt_priority: int = 0  # pac-run's SCHED_FIFO priority (0: time-sharing)
+    overhead_tail: dict[str, float] = field(default_factory=dict)  # pac-run's StageTimer.tail of the overhead
 
     @property
     def overhead_p99_ms(self) -> float:
@@ -160,4 +161,5 @@ def run_e2e(
         pac_sim=sim_usage,
         frame_lag_ms=s.get("frame_lag_ms", {}),
         rt_priority=s.get("rt_priority", 0),
+        overhead_tail=s.get("overhead_tail", {}),
     )

@@ -169,6 +169,7 @@ def e2e_table(e: EndToEnd) -> list[str]:
         f"| baseline: JPEG decode of one tick's frames | {base.p50_ms:.3f} | {base.p99_ms:.3f} | {base.n} |",
         f"| overhead ÷ baseline | {over['p50'] / base.p50_ms:.1f}× | {over['p99'] / base.p99_ms:.1f}× | |",
         *_frame_lag_row(e.frame_lag_ms),
+        *_overhead_tail_rows(e.overhead_tail),
         "",
         "| process | CPU s | CPU % of a core | peak RSS MB |",
         "| --- | --- | --- | --- |",
@@ -180,6 +181,20 @@ def e2e_table(e: EndToEnd) -> list[str]:
         *(f"| {b} | {m} | {'yes' if ok else 'NO'} |" for b, m, ok in e.budgets()),
     ]
     return lines
+
+
+def _overhead_tail_rows(tail: dict[str, float]) -> list[str]:
+    """Where the overhead goes, in the median tick's company and in its slowest ticks' (the p99's side)."""
+    if not tail:
+        return []
+    parts = [k for k in tail if k != "ticks" and not k.endswith("_all")]
+    return [
+        "",
+        f"| overhead's parts, mean ms | all ticks | slowest {tail['ticks']:.0f} ticks by overhead |",
+        "| --- | --- | --- |",
+        *(f"| {p} | {tail[p + '_all']:.3f} | {tail[p]:.3f} |" for p in parts),
+        f"| total | {sum(tail[p + '_all'] for p in parts):.3f} | {sum(tail[p] for p in parts):.3f} |",
+    ]
 
 
 def _jsonable(x: Any) -> Any:
