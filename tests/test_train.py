@@ -560,6 +560,11 @@ def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):
         else:
             assert head[name] == 0.0, name  # encoder and trunk: the policy's alone
     assert trunk["latents"] > 0.0 and any(v > 0.0 for n, v in trunk.items() if n.startswith("trunk."))
+    td_part, part = td_gradients("0.25")  # a quarter of the TD gradient reaches the encoder, all of it the critic
+    assert td_part == pytest.approx(td_trunk, rel=1e-6)
+    for name in trunk:
+        share = 1.0 if name.startswith(critic) else 0.25
+        assert part[name] == pytest.approx(share * trunk[name], rel=1e-3, abs=1e-9), name
     assert TrainConfig(dataset="x").critic_gradient == "trunk"
     dims = model.action_spec.dims
     with torch.no_grad():
@@ -567,8 +572,9 @@ def test_a_critic_of_the_head_alone_leaves_the_encoder_to_the_policy(datasets):
     per_dim = [float(losses[f"bc_{d}"]) for d in dims]  # logged per dimension (held_out/bc_gripper, ...)
     assert sum(per_dim) == pytest.approx(float(losses["bc"]), rel=1e-5) and min(per_dim) > 0.0
     assert set(learner.evaluate(batch)) >= {f"bc_{d}" for d in dims}
-    with pytest.raises(ValueError, match="critic_gradient"):
-        TrainConfig(dataset="x", critic_gradient="encoder")
+    for wrong in ("encoder", "0", "1.5", "nan"):
+        with pytest.raises(ValueError, match="critic_gradient"):
+            TrainConfig(dataset="x", critic_gradient=wrong)
 
 
 def test_held_out_losses_read_back_from_checkpoints_match_what_training_logged(datasets, tmp_path):

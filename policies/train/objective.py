@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.model.perceiver import PerceiverActorCritic
+from policies.train.config import critic_trunk_share
 
 
 # ------------------------------------------------------------------ pure tensor functions
@@ -106,6 +107,15 @@ def lower_tail_mean(q_logits: torch.Tensor, values: torch.Tensor, fraction: floa
     below = above - probs
     mass = (above.clamp(max=fraction) - below.clamp(max=fraction)).clamp_min(0.0)  # each bin's share of the tail
     return (mass * values).sum(dim=-1) / fraction
+
+
+def _scale_gradient(x: torch.Tensor, share: float) -> torch.Tensor:
+    """`x` in the forward pass; `share` of the gradient flows back through it (1: all, 0: none, detached)."""
+    if share == 1.0:
+        return x
+    if share == 0.0:
+        return x.detach()
+    return share * x + (1.0 - share) * x.detach()
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -203,7 +213,8 @@ class PolicyCriticLoss(nn.Module):
         conservative: ConservativeTerm | None = None,
     ):
         """`alpha_per_dim`: one α per action dimension (TrainConfig.alpha_gripper), else `alpha` for all.
-        `critic_gradient` "head": the TD loss trains the critic head only (TrainConfig.critic_gradient).
+        `critic_gradient` "head": the TD loss trains the critic head only; a share in (0, 1): that share of its
+        gradient reaches the encoder (TrainConfig.critic_gradient).
         `dims`: the action dimensions' names; each gets its own BC loss in the output (`bc_<dim>`, logged, not
         trained on separately), so a change that moves one dimension on purpose does not hide the others.
         `conservative`: the conservative critic term, None for none (TrainConfig.conservative)."""
@@ -212,6 +223,7 @@ class PolicyCriticLoss(nn.Module):
         self.model, self.alpha, self.beta = model, alpha, beta
         self.alpha_per_dim = alpha_per_dim
         self.critic_gradient = critic_gradient
+        self.trunk_share = critic_trunk_share(critic_gradient)
         self.dims = dims
 
     def forward(
@@ -248,7 +260,7 @@ class PolicyCriticLoss(nn.Module):
         if t.td_target is not None and self.beta > 0.0:
             low, high, bins = m.action_low, m.action_high, m.action_spec.bins
             scored = data_bins if critic_action is None else action_bins(critic_action, low, high, bins)
-            features = z.detach() if self.critic_gradient == "head" else z
+            features = _scale_gradient(z, self.trunk_share)
             q = m.q_logits(features, bin_values(scored, low, high, bins)[:, None])[:, 0]
             log_q = F.log_softmax(q.float(), dim=-1)
             cross_entropy = -(t.td_target * log_q).sum(dim=-1)  # (B,)
