@@ -222,7 +222,6 @@ class PolicyCriticLoss(nn.Module):
         self.conservative = conservative
         self.model, self.alpha, self.beta = model, alpha, beta
         self.alpha_per_dim = alpha_per_dim
-        self.critic_gradient = critic_gradient
         self.trunk_share = critic_trunk_share(critic_gradient)
         self.dims = dims
 
