@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,7 +265,9 @@ def plot(report: Report, path: Path) -> None:
         log_ms(ax, "ms per tick (log)")
         ax.set_title("end to end, per stage")
         ax.legend(fontsize=8)
-    fig.suptitle(f"pac-bench: {Path(report.policy).name} — {report.verdict.message[:110]}", fontsize=9)
+    # the verdict whole, wrapped to the figure's width: its recommendation (a pac-run command line) is at the end
+    title = textwrap.wrap(f"pac-bench: {Path(report.policy).name} — {report.verdict.message}", width=45 * panels)
+    fig.suptitle("\n".join(title), fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
