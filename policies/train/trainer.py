@@ -125,12 +125,13 @@ def build_trainer(config: TrainConfig, run: Path, argv: list[str], resume: bool)
         recorded = read_run(run)
         if recorded["dataset"]["sha256"] != data_hash:
             raise CheckpointError(f"{run} was trained on a dataset with another sha256 than {probe.path} now has")
-        groups, progress = load_checkpoint(latest_checkpoint(run))
+        checkpoint = latest_checkpoint(run)  # read once: the model, the sampler and the random state from one step
+        groups, progress = load_checkpoint(checkpoint)
         if shard.rank and (own := _rank_keys(groups["rng"], shard.rank)):  # this rank's random state, not rank 0's
             groups["rng"] = own
         learner.load_state_tensors(groups, progress.step)
         if isinstance(sampler, PrioritySampler):
-            sampler.load_state_tensors(rank_sampler_state(latest_checkpoint(run), shard.rank))
+            sampler.load_state_tensors(rank_sampler_state(checkpoint, shard.rank))
         info["created_utc"] = recorded.get("created_utc", info["created_utc"])
         resumed = {"step": progress.step, "command": info["command"], "threads": info["threads"]}
         info["resumed"] = recorded.get("resumed", []) + [resumed]
