@@ -103,6 +103,8 @@ def report(args: argparse.Namespace) -> dict:
     rows, curves = [], {}
     data_rate = None
     for run in sorted((args.out / "runs").glob("*_s*")):
+        if not (run / "run.json").is_file():  # a run whose trainer is still starting: nothing to report yet
+            continue
         info = json.loads((run / "run.json").read_text())
         data_rate = info["dataset"]["success_rate"]
         algo, seed, size = info["train"]["algo"], info["train"]["seed"], info["train"]["size"]

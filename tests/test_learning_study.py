@@ -45,6 +45,13 @@ def test_one_size_pools_seeds_per_algorithm_and_draws_no_scaling_plot(tmp_path, 
     assert json.loads((tmp_path / "results.json").read_text())["data_rate"] == 0.3
 
 
+def test_a_run_still_starting_is_left_out_not_a_crash(tmp_path, capsys):
+    _run(tmp_path, "pac", "XS", 0, 30, 100, 5.0)
+    (tmp_path / "runs" / "pac_XS_s1").mkdir()  # its trainer has made the folder, not yet run.json
+    summary = report(argparse.Namespace(out=tmp_path))
+    assert summary["pac"]["seeds"] == 1 and summary["pac"]["episodes"] == 100
+
+
 def test_several_sizes_give_one_row_per_algorithm_and_size_and_a_scaling_plot(tmp_path, capsys):
     for size, bc_loss, wins in (("XS", 5.5, 20), ("S", 5.0, 40)):
         _run(tmp_path, "pac", size, 0, wins, 100, bc_loss)
