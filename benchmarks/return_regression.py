@@ -20,8 +20,14 @@ If the action adds nothing to the absolute state but much to the relative one, t
 name the episode (each has its own layout and one outcome) and fit its return without looking at the action:
 what the critic does.
 
+`--pac-critic PASSES` fits the study's own critic network (XS, all-tokens readout; absolute and relative inputs)
+to the same regression and reports, after each pass over the placing states, its held-out R² and landing
+contrast: whether the network can represent what the MLP finds, and how many passes it needs to (a trained
+critic that ranks nothing may be one that cannot, or one that saw the placing states too rarely).
+
     PYTHONPATH=. python -m benchmarks.return_regression --dataset DATA/pac/sawyer-stack-rl_like-v0 \
-        [--episodes 1500] [--epochs 150] [--budgets 1,2,5] [--out benchmarks/results/return_regression.json]
+        [--episodes 1500] [--epochs 150] [--budgets 1,2,5] [--pac-critic 20] \
+        [--out benchmarks/results/return_regression.json]
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from benchmarks.critic_probe import carry_states, landing_speed
@@ -40,11 +48,16 @@ from policies.data.collect import parse_dataset_id
 from policies.data.dataset import locate_dataset
 from policies.data.episodes import EpisodeReader
 from policies.data.nstep import held_actions, n_step_targets, per_step_rewards
+from policies.model.config import POSITION_INPUTS, SIZES
+from policies.model.perceiver import build_model
 from policies.spec import action_spec, observation_spec, scene_objects
+from policies.train.data import normalisation
+from policies.train.objective import expected_value, project_distribution, support
 from robots.spec import load_spec
 
 HELD_OUT_EVERY = 5  # episodes whose index is a multiple of this are held out
 FEATURES = ("absolute state", "absolute state + action", "relative state", "relative state + action", "action")
+MODEL_INPUTS = ("proprio", "objects", "instruction")  # a state policy's modalities (fit_pac_critic)
 
 
 def placing_table(
@@ -57,26 +70,31 @@ def placing_table(
     grasp, tcp = obs.proprio_offset("gripper_grasp"), obs.proprio_offset("tcp_pos")
     joint_vel = obs.proprio_offset("joint_vel")
     red, blue = obs.objects.index("red"), obs.objects.index("blue")
-    rows: dict[str, list] = {k: [] for k in ("absolute", "relative", "action", "return", "episode", "towards")}
+    keys = ("absolute", "relative", "action", "held", "return", "episode", "towards", *MODEL_INPUTS)
+    rows: dict[str, list] = {k: [] for k in keys}
     for e in tqdm(range(min(episodes, len(reader))), desc="placing states", unit="ep"):
         arrays = reader.arrays(e, "shaped")
         per_step = per_step_rewards(arrays.rewards, arrays.terminations, gamma)
         full = n_step_targets(per_step, arrays.terminations, len(per_step), gamma).reward
         p, o = arrays.observations["proprio"], arrays.observations["objects"]
+        held = held_actions(arrays.actions, horizon)
         for t, towards in carry_states(arrays, obs.objects, grasp, half, placing=True):
+            for k in MODEL_INPUTS:  # the observation as the PAC model reads it (fit_pac_critic)
+                rows[k].append(arrays.observations[k][t])
+            rows["held"].append(held[t])  # every dimension, the critic's action
             rows["absolute"].append(np.r_[p[t], o[t].ravel()])
             rows["relative"].append(
                 np.r_[o[t, red, :3] - o[t, blue, :3], p[t, tcp : tcp + 3] - o[t, red, :3], p[t, grasp : grasp + 3],
                       p[t, joint_vel : joint_vel + 7]]
             )  # fmt: skip
-            rows["action"].append(held_actions(arrays.actions[t : t + horizon], horizon)[0, :3])
+            rows["action"].append(held[t, :3])
             rows["return"].append(full[t])
             rows["episode"].append(e)
             # the xy velocity that, held over the horizon, lands red on blue's centre (reversed: as far off it)
             distance = float(np.linalg.norm(o[t, blue, :2] - o[t, red, :2]))
             speed = min(landing_speed(distance, horizon), float(act.high[0]))
             rows["towards"].append(towards * speed)
-    return {k: np.asarray(v, np.float32 if k != "episode" else np.int64) for k, v in rows.items()}
+    return {k: np.asarray(v) if k in ("episode", "instruction") else np.asarray(v, np.float32) for k, v in rows.items()}
 
 
 def describe(table: dict[str, np.ndarray]) -> dict[str, float]:
@@ -138,6 +156,69 @@ def landing_contrast(predict, x: np.ndarray, table: dict[str, np.ndarray], held_
     return float(np.mean(predict(towards) - predict(away)))
 
 
+def fit_pac_critic(
+    table: dict[str, np.ndarray],
+    held_out: np.ndarray,
+    normalisation: dict[str, torch.Tensor],
+    robot: str,
+    position_inputs: str,
+    epochs: int,
+    seed: int,
+    batch: int = 128,
+    lr: float = 1e-3,
+) -> list[dict[str, float]]:
+    """The study's critic network (XS, all-tokens readout, `position_inputs`) fitted to the same regression: the
+    placing states' held actions → their Monte-Carlo return, by the cross-entropy the TD loss uses against the
+    return's two-hot projection (no bootstrap, no actor, no other states). Per pass over the training rows: the
+    held-out R² of E[Z] and the landing contrast (`landing_contrast`'s question, asked of Q with the held action's
+    other dimensions kept). What it separates: a network that cannot represent the contrast, and one that can but
+    is shown the placing states too rarely (a 12k × 64 run: about two passes)."""
+    arm = load_spec(robot)
+    config = replace(SIZES["XS"], q_readout="all_tokens", position_inputs=position_inputs)
+    model = build_model(config, observation_spec(arm, cameras=(), objects=scene_objects(arm)), action_spec(arm), seed)
+    for name, value in normalisation.items():
+        getattr(model, name).copy_(value)
+    values = support(model)
+    rows = {k: torch.from_numpy(table[k]) for k in (*MODEL_INPUTS, "held", "return", "towards")}
+
+    def q_logits(idx: np.ndarray, actions: torch.Tensor) -> torch.Tensor:
+        return model.q_logits(model.encode({k: rows[k][idx] for k in MODEL_INPUTS}), actions[:, None])[:, 0]
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-2)
+    train, test = np.flatnonzero(~held_out), np.flatnonzero(held_out)
+    rng = np.random.default_rng(seed)
+    target_y = table["return"][test]
+    out = []
+    for epoch in tqdm(range(1, epochs + 1), desc=f"PAC critic, {position_inputs} inputs", unit="pass"):
+        model.train()
+        for idx in np.array_split(rng.permutation(train), max(1, len(train) // batch)):
+            r = rows["return"][idx]
+            point = torch.zeros(len(idx), len(values))
+            point[:, 0] = 1.0  # a point mass at the support's 0, moved by r with discount 0: the return's two bins
+            two_hot = project_distribution(point, r, torch.zeros_like(r), values)
+            loss = -(two_hot * F.log_softmax(q_logits(idx, rows["held"][idx]), -1)).sum(-1).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        model.eval()
+        fitted, contrast = [], []
+        with torch.no_grad():
+            for idx in np.array_split(test, max(1, len(test) // 512)):
+                held = rows["held"][idx]
+                fitted.append(expected_value(q_logits(idx, held), values).numpy())
+                towards, away = held.clone(), held.clone()
+                towards[:, :2], away[:, :2] = rows["towards"][idx], -rows["towards"][idx]
+                contrast.append(
+                    (
+                        expected_value(q_logits(idx, towards), values) - expected_value(q_logits(idx, away), values)
+                    ).numpy()
+                )
+        fitted_y = np.concatenate(fitted)
+        r2 = 1.0 - float(np.mean((fitted_y - target_y) ** 2) / target_y.var())
+        out.append({"passes": epoch, "r2": r2, "towards_minus_away": float(np.concatenate(contrast).mean())})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", type=Path, required=True)
@@ -150,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda v: [int(x) for x in v.split(",") if x],
         default=[1, 2, 5],
         help="also fit the two '+ action' inputs with only this many passes (comma-separated; '' none)",
+    )
+    p.add_argument(
+        "--pac-critic",
+        type=int,
+        default=0,
+        metavar="PASSES",
+        help="also fit the study's critic network (XS, all tokens) for this many passes, absolute and relative inputs",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "return_regression.json")
@@ -182,6 +270,17 @@ def main(argv: list[str] | None = None) -> int:
                 "r2": fitted,
                 "towards_minus_away": landing_contrast(predict, inputs[name], table, held_out),
             }
+    pac_critic = {}
+    if args.pac_critic:
+        reader = EpisodeReader(root, did)
+        arm = load_spec(robot)
+        spec = observation_spec(arm, cameras=(), objects=scene_objects(arm))
+        train_episodes = np.unique(table["episode"][~held_out])
+        stats = normalisation(reader, train_episodes, spec)  # as pac-train sets it: over the training episodes
+        for position_inputs in POSITION_INPUTS:
+            pac_critic[position_inputs] = fit_pac_critic(
+                table, held_out, stats, robot, position_inputs, args.pac_critic, args.seed
+            )
     result = {
         "dataset": did,
         "episodes": int(len(np.unique(table["episode"]))),
@@ -193,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_r2": r2,
         "towards_minus_away": contrast,
         "budgets": budgets,
+        "pac_critic": pac_critic,
     }
     print(
         f"{did}: {result['states']} placing states of {result['episodes']} episodes, "
@@ -209,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     for epochs, fits in budgets.items():
         for name, row in fits.items():
             print(f"{name + f', {epochs} passes':<34}{row['r2']:>12.3f}{row['towards_minus_away']:>+16.3f}")
+    for position_inputs, passes in pac_critic.items():
+        for row in passes:
+            label = f"PAC critic, {position_inputs}, {row['passes']} passes"
+            print(f"{label:<34}{row['r2']:>12.3f}{row['towards_minus_away']:>+16.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
