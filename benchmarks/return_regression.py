@@ -206,13 +206,12 @@ def fit_pac_critic(
             for idx in np.array_split(test, max(1, len(test) // 512)):
                 held = rows["held"][idx]
                 fitted.append(expected_value(q_logits(idx, held), values).numpy())
-                towards, away = held.clone(), held.clone()
-                towards[:, :2], away[:, :2] = rows["towards"][idx], -rows["towards"][idx]
-                contrast.append(
-                    (
-                        expected_value(q_logits(idx, towards), values) - expected_value(q_logits(idx, away), values)
-                    ).numpy()
-                )
+                q = []
+                for sign in (1.0, -1.0):  # landing on blue's centre, then its reverse; the other dimensions held
+                    action = held.clone()
+                    action[:, :2] = sign * rows["towards"][idx]
+                    q.append(expected_value(q_logits(idx, action), values))
+                contrast.append((q[0] - q[1]).numpy())
         fitted_y = np.concatenate(fitted)
         r2 = 1.0 - float(np.mean((fitted_y - target_y) ** 2) / target_y.var())
         out.append({"passes": epoch, "r2": r2, "towards_minus_away": float(np.concatenate(contrast).mean())})
@@ -245,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     root, did = locate_dataset(args.dataset)
     robot = parse_dataset_id(did)[0]
-    table = placing_table(EpisodeReader(root, did), robot, args.episodes, args.horizon, args.gamma)
+    reader = EpisodeReader(root, did)
+    table = placing_table(reader, robot, args.episodes, args.horizon, args.gamma)
     held_out = table["episode"] % HELD_OUT_EVERY == 0
     inputs = {
         "absolute state": table["absolute"],
@@ -272,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
             }
     pac_critic = {}
     if args.pac_critic:
-        reader = EpisodeReader(root, did)
         arm = load_spec(robot)
         spec = observation_spec(arm, cameras=(), objects=scene_objects(arm))
         train_episodes = np.unique(table["episode"][~held_out])
