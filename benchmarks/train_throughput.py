@@ -1,13 +1,15 @@
 """Training throughput of pac-train (samples/s) per size, on 1 process and on N DDP processes (torchrun).
 
     python -m benchmarks.train_throughput --dataset DATA/pac/sawyer-stack-rl_like-v0 [--sizes XS,S]
-        [--algo pac] [--batch-size 64] [--steps 40] [--procs 2]
+        [--algo pac] [--batch-size 64] [--steps 40] [--procs 2] [--amp none,bf16]
     python -m benchmarks.train_throughput --gpu --dataset ... --sizes XS,S,M,L --batch-size 64,256
 
 Each configuration is a real `pac-train` run (state observations) of --steps steps; its throughput is the
 median of the logged samples/s after the first logging window (start-up and warm-up excluded). One
 process runs with one thread and with --procs threads; --procs processes with one thread each (gloo).
 Scaling efficiency = DDP samples/s ÷ (procs × one single-threaded process's samples/s).
+--amp lists pac-train's autocast settings to measure on the CPU, one row each: bf16 runs the matmuls on a
+CPU's bf16 units (AMX or AVX-512 BF16) where it has them, and is emulated, slower, where it does not.
 With --gpu: one process on the GPU per size and batch size (bf16 autocast, pac-train's default there).
 """
 
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", default="64", help="per process (with --gpu, a comma-separated list)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--procs", type=int, default=2)
+    p.add_argument("--amp", default="none", help="CPU autocast settings, comma-separated: none, bf16")
     p.add_argument("--gpu", action="store_true", help="one process on the GPU; --batch-size may list several")
     args = p.parse_args(argv)
     if args.gpu:
@@ -47,25 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
-            base = [*common, "--size", size]
-            one = Path(tmp) / f"{size}_1"
-            single = _throughput(
-                [sys.executable, "-m", "policies.train.cli", *base, "--threads", "1", "--out", str(one)], one, env
-            )
-            many = Path(tmp) / f"{size}_t{args.procs}"
-            cmd = [sys.executable, "-m", "policies.train.cli", *base, "--threads", str(args.procs), "--out", str(many)]
-            threads = _throughput(cmd, many, {**env, "OMP_NUM_THREADS": str(args.procs)})
-            ddp = Path(tmp) / f"{size}_ddp"
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.procs}"]
-            cmd += ["-m", "policies.train.cli", *base, "--out", str(ddp)]
-            distributed = _throughput(cmd, ddp, env)
-            rows.append((size, single, threads, distributed, distributed / (args.procs * single)))
+            for amp in args.amp.split(","):
+                base = [*common, "--size", size, "--set", f"amp={amp}"]
+                rows.append((size, amp, *_cpu_row(base, Path(tmp) / f"{size}_{amp}", args.procs, env)))
+                print(f"{size} amp {amp}: {rows[-1][2]:.0f} samples/s on one thread", flush=True)
     n = args.procs
-    print(f"| size | 1 process, 1 thread | 1 process, {n} threads | {n} DDP processes | DDP scaling efficiency |")
-    print("| --- | --- | --- | --- | --- |")
-    for size, single, threads, distributed, eff in rows:
-        print(f"| {size} | {single:.0f} | {threads:.0f} | {distributed:.0f} | {eff:.2f} |")
+    head = f"| size | autocast | 1 process, 1 thread | 1 process, {n} threads | {n} DDP processes | DDP efficiency |"
+    print(head)
+    print("| --- | --- | --- | --- | --- | --- |")
+    for size, amp, single, threads, distributed, eff in rows:
+        print(f"| {size} | {amp} | {single:.0f} | {threads:.0f} | {distributed:.0f} | {eff:.2f} |")
     return 0
+
+
+def _cpu_row(base: list[str], out: Path, procs: int, env: dict[str, str]) -> tuple[float, float, float, float]:
+    """One configuration's samples/s: one thread, `procs` threads, `procs` DDP processes; and DDP's efficiency."""
+    train = [sys.executable, "-m", "policies.train.cli", *base]
+    single = _throughput([*train, "--threads", "1", "--out", str(out / "t1")], out / "t1", env)
+    threads = _throughput(
+        [*train, "--threads", str(procs), "--out", str(out / "tn")], out / "tn", {**env, "OMP_NUM_THREADS": str(procs)}
+    )
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+    ddp += ["-m", "policies.train.cli", *base, "--out", str(out / "ddp")]
+    distributed = _throughput(ddp, out / "ddp", env)
+    return single, threads, distributed, distributed / (procs * single)
 
 
 def _run_args(args: argparse.Namespace) -> list[str]:
