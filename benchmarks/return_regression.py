@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from benchmarks.critic_probe import carry_states, landing_speed
@@ -52,7 +51,7 @@ from policies.model.config import POSITION_INPUTS, SIZES
 from policies.model.perceiver import build_model
 from policies.spec import action_spec, observation_spec, scene_objects
 from policies.train.data import normalisation
-from policies.train.objective import expected_value, project_distribution, support
+from policies.train.objective import distribution_cross_entropy, expected_value, project_distribution, support
 from robots.spec import load_spec
 
 HELD_OUT_EVERY = 5  # episodes whose index is a multiple of this are held out
@@ -196,7 +195,7 @@ def fit_pac_critic(
             point = torch.zeros(len(idx), len(values))
             point[:, 0] = 1.0  # a point mass at the support's 0, moved by r with discount 0: the return's two bins
             two_hot = project_distribution(point, r, torch.zeros_like(r), values)
-            loss = -(two_hot * F.log_softmax(q_logits(idx, rows["held"][idx]), -1)).sum(-1).mean()
+            loss = distribution_cross_entropy(two_hot, q_logits(idx, rows["held"][idx])).mean()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -26,6 +26,8 @@ from policies.train.cli import main as pac_train
 from policies.train.objective import (
     action_bins,
     bin_values,
+    distribution_cross_entropy,
+    entropy,
     improvement_weights,
     log_likelihood,
     lower_tail_mean,
@@ -110,6 +112,22 @@ def test_lower_tail_mean_is_the_mean_of_the_distributions_lowest_fraction(probs,
     values = torch.tensor([0.0, 0.5, 1.0])
     logits = torch.tensor(probs).clamp_min(1e-12).log()
     assert lower_tail_mean(logits, values, fraction).item() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("target", "probs"),
+    [
+        ([0.0, 1.0, 0.0], [0.25, 0.5, 0.25]),  # a point target: −log of the prediction's mass there
+        ([0.3, 0.7, 0.0], [0.3, 0.7, 0.0]),  # the prediction is the target: its entropy, no more
+        ([0.5, 0.0, 0.5], [0.1, 0.8, 0.1]),
+    ],
+)
+def test_distribution_cross_entropy_is_the_targets_entropy_plus_its_kl_to_the_prediction(target, probs):
+    t, p = torch.tensor(target), torch.tensor(probs).clamp_min(1e-12)
+    kl = (t * (t.clamp_min(1e-30) / p).log()).sum()
+    logits = p.log() + 3.0  # a shift of the logits changes nothing
+    assert distribution_cross_entropy(t, logits).item() == pytest.approx((entropy(t) + kl).item(), abs=1e-5)
+    assert distribution_cross_entropy(t, logits.to(torch.bfloat16)).dtype == torch.float32  # autocast's logits
 
 
 def test_lower_tail_mean_ranks_a_spread_action_below_a_sure_one_of_the_same_mean():

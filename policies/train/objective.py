@@ -118,6 +118,11 @@ def _scale_gradient(x: torch.Tensor, share: float) -> torch.Tensor:
     return share * x + (1.0 - share) * x.detach()
 
 
+def distribution_cross_entropy(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """−Σ target · log softmax(logits) over the last axis in fp32, (..., K) → (...): a categorical critic's TD loss."""
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
+
+
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """−Σ p log p over the last axis (0 · log 0 = 0): (..., N) → (...)."""
     return -(probs * torch.log(probs.clamp_min(1e-30))).sum(dim=-1)
@@ -261,8 +266,7 @@ class PolicyCriticLoss(nn.Module):
             scored = data_bins if critic_action is None else action_bins(critic_action, low, high, bins)
             features = _scale_gradient(z, self.trunk_share)
             q = m.q_logits(features, bin_values(scored, low, high, bins)[:, None])[:, 0]
-            log_q = F.log_softmax(q.float(), dim=-1)
-            cross_entropy = -(t.td_target * log_q).sum(dim=-1)  # (B,)
+            cross_entropy = distribution_cross_entropy(t.td_target, q)  # (B,)
             td = cross_entropy.mean() if td_weight is None else (td_weight * cross_entropy).mean()
             losses["td"] = td
             # KL(target ‖ Z) per transition: what the critic has yet to learn of it (a prioritised sampler's error)
