@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes.split(","):
             for amp in args.amp.split(","):
                 base = [*common, "--size", size, "--set", f"amp={amp}"]
-                rows.append((size, amp, *_cpu_row(base, Path(tmp) / f"{size}_{amp}", args.procs, env)))
-                print(f"{size} amp {amp}: {rows[-1][2]:.0f} samples/s on one thread", flush=True)
+                single, threads, distributed, efficiency = _cpu_row(base, Path(tmp) / f"{size}_{amp}", args.procs, env)
+                rows.append((size, amp, single, threads, distributed, efficiency))
+                print(f"{size} amp {amp}: {single:.0f} samples/s on one thread", flush=True)
     n = args.procs
     head = f"| size | autocast | 1 process, 1 thread | 1 process, {n} threads | {n} DDP processes | DDP efficiency |"
     print(head)
