@@ -2,10 +2,11 @@
 
     python -m benchmarks.learning_study --dataset DATA/pac/sawyer-stack-rl_like-v0 --out benchmarks/results/study \
         [--algos pac,bc,bc_q,filtered_bc] [--seeds 0,1,2] [--size XS[,S,M]] [--steps 3000] [--batch-size 128] \
-        [--episodes 100] [--workers 1] [--curve 4] [--decode argmax] [--set KEY=VALUE ...] \
+        [--nproc 1] [--episodes 100] [--workers 1] [--curve 4] [--decode argmax] [--set KEY=VALUE ...] \
         [--set-for ALGO:KEY=VALUE ...] [--report]
 
-For every (algorithm, seed): `pac-train` (state observations, one thread), `pac-export --checkpoint`, then
+For every (algorithm, seed): `pac-train` (state observations, one thread per process, `--nproc` DDP processes
+through torchrun), `pac-export --checkpoint`, then
 `pac-eval` of the final actor on `--episodes` held-out seeds (1,000,000 onward: never collected), and of
 `--curve` evenly spaced earlier checkpoints (of the `--curve-seeds` runs) on a fifth as many for the
 learning curves. Each finished
@@ -70,17 +71,31 @@ def algo_settings(items: list[str], error) -> dict[str, list[str]]:
     return out
 
 
+def trainer_command(nproc: int) -> list[str]:
+    """pac-train as one process, or as `nproc` DDP processes on this machine through torchrun (the README's
+    scale-out path; --batch-size stays per process, so the global batch is nproc × it)."""
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+    if nproc == 1:
+        return [sys.executable, "-m", "policies.train.cli"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + [
+        "-m",
+        "policies.train.cli",
+    ]
+
+
 def run_one(args: argparse.Namespace, algo: str, seed: int, size: str) -> None:
     run = args.out / "runs" / f"{algo}_{size}_s{seed}"
     log = args.out / "logs" / f"{algo}_{size}_s{seed}.log"
     py = sys.executable
     if not (run / "summary.json").is_file():
-        cmd = [py, "-m", "policies.train.cli", "--dataset", str(args.dataset), "--size", size, "--algo", algo]
+        train = trainer_command(args.nproc)
+        cmd = train + ["--dataset", str(args.dataset), "--size", size, "--algo", algo]
         cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(seed)]
         cmd += ["--threads", "1", "--set", f"checkpoint_every={max(1, args.steps // max(1, args.curve))}"]
         cmd += [x for s in args.set + args.set_for.get(algo, []) for x in ("--set", s)]
         if (run / "checkpoints" / "latest").is_file():
-            cmd = [py, "-m", "policies.train.cli", "--resume", str(run), "--threads", "1"]
+            cmd = train + ["--resume", str(run), "--threads", "1"]
         else:
             cmd += ["--out", str(run)]
         _run(cmd, log)
@@ -291,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--size", default="XS", help="one size, or several (XS,S) for the scaling study: same budget each")
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="per training process (see --nproc)")
+    p.add_argument(
+        "--nproc", type=int, default=1, help="DDP processes per run (torchrun, one thread each; 2 on a 2-core machine)"
+    )
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--curve", type=int, default=4, help="checkpoints per run (the last evaluated with --episodes)")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.learning_study import algo_settings, report
+from benchmarks.learning_study import algo_settings, report, trainer_command
 
 PARAMETERS = {"XS": 1.5e6, "S": 2.0e7}
 
@@ -94,6 +94,15 @@ def test_set_for_groups_settings_by_algorithm_and_refuses_a_malformed_item():
     for bad in ("alpha=1.0", "dqn:alpha=1.0", "pac:alpha"):
         with pytest.raises(ValueError, match="ALGO:KEY=VALUE"):
             algo_settings([bad], _raise)
+
+
+def test_nproc_trains_through_torchrun_standalone_and_one_process_runs_pac_train_directly():
+    assert trainer_command(1)[1:] == ["-m", "policies.train.cli"]
+    two = trainer_command(2)
+    assert two[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert two[-2:] == ["-m", "policies.train.cli"]
+    with pytest.raises(ValueError, match="at least 1"):
+        trainer_command(0)
 
 
 def _raise(message):
