@@ -277,6 +277,16 @@ def landing_speed(distance: np.ndarray | float, horizon: int) -> np.ndarray | fl
     return distance / (horizon * LINK.period_s)
 
 
+def landing_miss(velocities: np.ndarray, towards: np.ndarray, speed: np.ndarray, horizon: int) -> np.ndarray:
+    """(B, N) how far (m, xy) from blue's centre red ends when each of N sampled xy `velocities` (B, N, 2) is held
+    over the critic's `horizon` steps from a placing state whose centre lies along the unit `towards` (B, 2) at
+    `landing_speed` `speed` (B,): the sample's direction alone does not say it lands, a fast one towards blue
+    overshoots it."""
+    reach = horizon * LINK.period_s
+    centre = (np.asarray(speed) * reach)[:, None] * towards  # (B, 2) red → blue's centre
+    return np.linalg.norm(velocities[..., :2] * reach - centre[:, None, :], axis=-1)
+
+
 @torch.no_grad()
 def probe_carry(
     model: PerceiverActorCritic,
@@ -327,6 +337,11 @@ def probe_carry(
         out["q_spread"], out["ess"] = spread.numpy(), (1.0 / (w**2).sum(-1)).numpy()
         out["w_corr_cos_to_blue"] = _row_corr(w.numpy(), cos)
         out["w_corr_gripper"] = _row_corr(w.numpy(), v[..., -1])
+        if speed is not None:  # placing: does the improvement weight the samples that land on blue?
+            miss = landing_miss(v[..., :2], towards, speed, config.critic_horizon)
+            out["w_corr_landing_miss"] = _row_corr(w.numpy(), miss)
+            out["landing_miss_weighted_cm"] = 100.0 * (w.numpy() * miss).sum(-1)
+            out["landing_miss_mean_cm"] = 100.0 * miss.mean(-1)
     summary = {k: _summ(v) for k, v in out.items()}
     if target is not None:
         summary["readout_attention"] = readout_attention(model, z, torch.from_numpy(acts[:, :1]))
@@ -414,6 +429,11 @@ CARRY_ROWS = (
     ("argmax_xy_cos_to_blue", "argmax xy: cos to blue (moving)", "{:+.2f}"),
     ("argmax_xy_zero", "argmax xy: both on zero bin", "{:.2f}"),
     ("mean_xy_cos_to_blue", "mean xy: cos to blue", "{:+.2f}"),
+)
+PLACING_ROWS = CARRY_ROWS + (
+    ("w_corr_landing_miss", "corr(weight, landing miss)", "{:+.3f}"),
+    ("landing_miss_mean_cm", "landing miss: mean (cm)", "{:.2f}"),
+    ("landing_miss_weighted_cm", "landing miss: weighted (cm)", "{:.2f}"),
 )
 
 
@@ -716,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
             format_table(
                 f"placing ({len(placing)} states; towards/away: the speed that lands on / as far off blue's centre)",
                 {args.run.name: placed},
-                CARRY_ROWS,
+                PLACING_ROWS,
             )
         )
         place_cov = result["placing"]["data"]

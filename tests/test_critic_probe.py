@@ -13,6 +13,7 @@ from benchmarks.critic_probe import (
     carry_coverage,
     carry_states,
     find_moments,
+    landing_miss,
     landing_speed,
     readout_attention,
     release_coverage,
@@ -115,3 +116,14 @@ def test_placing_states_are_the_held_steps_near_blue_s_centre_and_their_landing_
     assert [t for t, _ in carry_states(arrays, objects, 0, half)] == [0, 5]  # 8 and 5.5 cm away
     speed = landing_speed(np.array([distance[t] for t, _ in placing]), 20)
     np.testing.assert_allclose(speed * 20 * 0.05, [distance[t] for t, _ in placing], rtol=1e-5)
+
+
+def test_landing_miss_is_zero_at_the_landing_speed_and_grows_both_ways_from_it():
+    """Blue's centre 4 cm along −x; held over 20 steps of 50 ms. Pointing straight at blue does not make a
+    sample land: twice the landing speed overshoots by as much as standing still falls short."""
+    towards, horizon, distance = np.array([[-1.0, 0.0]]), 20, 0.04
+    speed = landing_speed(np.array([distance]), horizon)
+    v = speed[0]
+    samples = np.array([[[-v, 0.0], [0.0, 0.0], [-2 * v, 0.0], [v, 0.0], [-v, v]]])  # (1, 5, 2)
+    miss = landing_miss(samples, towards, speed, horizon)
+    np.testing.assert_allclose(miss, [[0.0, distance, distance, 2 * distance, distance]], atol=1e-12)
