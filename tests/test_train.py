@@ -197,6 +197,7 @@ def test_pac_on_state_observations_lowers_its_losses_and_exports_a_servable_poli
     meta = read_metadata(actor)
     assert meta.provenance["training"]["dataset"]["sha256"] == info["dataset"]["sha256"]
     assert meta.provenance["training"]["step"] == 200 and "pac-train" in meta.provenance["training"]["command"]
+    assert meta.provenance["training"]["world_size"] == 1  # with the command's per-process batch: the global one
     policy = load_policy(actor, meta.observation, meta.action, CPU_ONLY)
     assert policy.metadata.observation.modalities == ("proprio", "objects", "instruction")
     assert (run / "export" / "pac_XS_sawyer_critic.onnx").is_file()

@@ -132,6 +132,8 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         "algo": train["algo"],
         "seed": train["seed"],
         "command": info["command"],
+        # the command's --batch-size is per process: a torchrun run trained on world_size × it a step
+        "world_size": int(info.get("world_size", 1)),
         "dataset": {k: info["dataset"][k] for k in ("id", "sha256", "episodes", "success_rate")},
         "git_commit": info.get("git_commit", "unknown"),
     }
