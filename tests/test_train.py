@@ -527,6 +527,12 @@ def test_the_gripper_can_have_its_own_alpha_and_one_alpha_per_dim_is_the_scalar_
     assert _parse_set(["alpha_gripper=0.25", "alpha=none"]) == {"alpha_gripper": 0.25, "alpha": None}
     with pytest.raises(ValueError, match="alpha_gripper"):
         TrainConfig(dataset="x", alpha_gripper=1.5)
+    for algo in ("bc", "filtered_bc"):  # an improvement term needs the critic these never train
+        for setting in ({"alpha": 0.75}, {"alpha_gripper": 0.5}):
+            with pytest.raises(ValueError, match="needs a critic"):
+                TrainConfig(dataset="x", algo=algo, **setting)
+        assert TrainConfig(dataset="x", algo=algo, alpha=1.0).algorithm.alpha == 1.0
+    assert TrainConfig(dataset="x", algo="bc_q", alpha=0.75).algorithm.alpha == 0.75
 
     learner = Learner(config, model, torch.device("cpu"))
     assert learner.alpha_per_dim == (0.75, 0.75, 0.75, 0.75, 0.25)

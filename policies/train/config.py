@@ -182,6 +182,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
+            if value is not None and value < 1.0 and not ALGORITHMS[self.algo].critic:
+                # below 1 the policy loss weights sampled actions by a critic this algorithm never trains
+                raise ValueError(f"{name} {value} < 1 needs a critic; {self.algo} trains none (use pac or bc_q)")
         if self.priority < 0.0 or not 0.0 <= self.priority_correction <= 1.0:
             raise ValueError(f"need priority ≥ 0 and priority_correction in [0, 1]: {self}")
         if self.priority > 0.0 and not ALGORITHMS[self.algo].critic:
