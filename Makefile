@@ -24,7 +24,7 @@ test: setup
 
 DEMO := out/demo
 DEMO_POLICY := models/sawyer_stack_XS.onnx  # trained by the project's pipeline: models/README.md
-DEMO_DECODE := sample_median  # motion drawn from the policy, gripper by its median: 84/100 against argmax's 65 (models/README.md)
+DEMO_DECODE := sample_median  # motion drawn from the policy, gripper by its median (models/README.md, RESULTS "Session 28")
 demo: setup  # the shipped trained policy stacks in the sim: success over 20 held-out episodes, then 10 s of pac-run
 	$(BIN)/pac-eval --policy $(DEMO_POLICY) --robot sawyer --task stack --episodes 20 --workers 2 \
 		--decode $(DEMO_DECODE) --out $(DEMO)/eval
