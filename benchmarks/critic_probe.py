@@ -284,7 +284,7 @@ def landing_miss(velocities: np.ndarray, towards: np.ndarray, speed: np.ndarray,
     overshoots it."""
     reach = horizon * LINK.period_s
     centre = (np.asarray(speed) * reach)[:, None] * towards  # (B, 2) red → blue's centre
-    return np.linalg.norm(velocities[..., :2] * reach - centre[:, None, :], axis=-1)
+    return np.linalg.norm(velocities * reach - centre[:, None, :], axis=-1)
 
 
 @torch.no_grad()

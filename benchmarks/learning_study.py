@@ -76,12 +76,8 @@ def trainer_command(nproc: int) -> list[str]:
     scale-out path; --batch-size stays per process, so the global batch is nproc × it)."""
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
-    if nproc == 1:
-        return [sys.executable, "-m", "policies.train.cli"]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + [
-        "-m",
-        "policies.train.cli",
-    ]
+    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return [sys.executable, *launcher, "-m", "policies.train.cli"]
 
 
 def run_one(args: argparse.Namespace, algo: str, seed: int, size: str) -> None:
