@@ -11,7 +11,9 @@ through torchrun), `pac-export --checkpoint`, then
 `--curve` evenly spaced earlier checkpoints (of the `--curve-seeds` runs) on a fifth as many for the
 learning curves. Each finished
 piece leaves a file, so the study resumes where it stopped and several processes can share it (give each
-its own --algos/--seeds). `--report` (alone or at the end) prints the table, writes `results.json`, and
+its own --algos/--seeds). `--report` (alone or at the end) prints the table and issue 11's bar (PAC above the
+data, ≥ 2× BC, ≥ filtered BC: met, not met, or not yet judged while an algorithm has under three seeds), writes
+`results.json`, and
 plots `success.png` (final success with 95 % intervals, the data's own rate as a line) and `curves.png`
 (held-out losses and success against steps), and, where the runs hold more than one model size (`--size XS,S`,
 the same step budget each), `scaling.png` (final held-out BC loss and success against the size's parameters).
@@ -41,6 +43,7 @@ LABELS = {"bc": "BC", "filtered_bc": "filtered BC", "bc_q": "BC+Q", "pac": "PAC"
 # (session 3). Drawn, a cloned arm moves on where the demonstrator's hidden counters leave the data's chance of
 # moving on below one half a step; the gripper keeps its median (drawn, it drops red at the data's drop rate).
 DEFAULT_DECODE = "sample_median"
+BAR_SEEDS = 3  # issue 11's bar is judged on three training seeds per algorithm, pooled
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -192,12 +195,59 @@ def report(args: argparse.Namespace) -> dict:
         for x in some:  # a setting only some of its runs had (e.g. seeds trained elsewhere): which ones
             seeds = ", ".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"]) if x in r["settings"])
             text += f"\n{LABELS[algo]} seeds {seeds} (only) ran with {x}"
+    bar = {}
+    for _, size in sizes:
+        here = {v["algo"]: v for v in summary.values() if v["size"] == size}
+        bar[size] = the_bar(here, data_rate)
+        text += f"\n\nthe bar{f' at {size}' if several else ''} (pooled, {BAR_SEEDS} seeds each):"
+        text += "".join(f"\n  {_VERDICT[c['holds']]}  {c['criterion']}: {c['figures']}" for c in bar[size])
     print(text)
     (args.out / "results.json").write_text(
-        json.dumps({"rows": rows, "summary": summary, "data_rate": data_rate}, indent=2)
+        json.dumps({"rows": rows, "summary": summary, "data_rate": data_rate, "bar": bar}, indent=2)
     )
     _plots(args.out, summary, curves, data_rate)
     return summary
+
+
+_VERDICT = {True: "met    ", False: "NOT met", None: "not yet"}
+
+
+def the_bar(summary: dict[str, dict], data_rate: float | None) -> list[dict]:
+    """Issue 11's bar on one size's pooled rows (`summary` keyed by algorithm): PAC above the data's own success
+    rate, at least twice BC, and at or above filtered BC. Each criterion `holds` True or False, or None (not judged)
+    while a side it compares has fewer than BAR_SEEDS seeds; `figures` says what it compared either way."""
+
+    def rate(algo: str) -> str:
+        v = summary.get(algo)
+        return (
+            f"{LABELS[algo]} {v['rate']:.3f} ({v['seeds']} seed{'s' * (v['seeds'] != 1)})"
+            if v
+            else f"{LABELS[algo]} not run"
+        )
+
+    def judged(*algos: str) -> bool:
+        return all(a in summary and summary[a]["seeds"] >= BAR_SEEDS for a in algos)
+
+    pac = summary.get("pac")
+    criteria = []
+    data = f"data {data_rate:.3f}" if data_rate is not None else "data rate unknown"
+    holds = pac["rate"] > data_rate if judged("pac") and data_rate is not None else None
+    criteria.append(
+        {"criterion": "PAC above the data's own success", "holds": holds, "figures": f"{rate('pac')} vs {data}"}
+    )
+    holds = pac["rate"] >= 2 * summary["bc"]["rate"] if judged("pac", "bc") else None
+    criteria.append({"criterion": "PAC at least twice BC", "holds": holds, "figures": f"{rate('pac')} vs {rate('bc')}"})
+    holds = pac["rate"] >= summary["filtered_bc"]["rate"] if judged("pac", "filtered_bc") else None
+    criteria.append(
+        {
+            "criterion": "PAC at or above filtered BC",
+            "holds": holds,
+            "figures": f"{rate('pac')} vs {rate('filtered_bc')}",
+        }
+    )
+    holds = True if judged("bc_q") else None  # the issue asks for the row; it sets no bar on it
+    criteria.append({"criterion": "BC+Q reported beside them", "holds": holds, "figures": rate("bc_q")})
+    return criteria
 
 
 def _evaluations(run: Path) -> list[tuple[int, dict]]:

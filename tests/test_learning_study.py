@@ -123,3 +123,46 @@ def test_runs_kept_in_the_repository_layout_report_like_the_studys_own(tmp_path,
     assert "| BC | XS | 1 | 100 | 0.100 |" in capsys.readouterr().out
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert {r["algo"]: r["steps"] for r in rows} == {"pac": 100, "bc": 100}
+
+
+def _pooled(**rates_and_seeds):
+    """summary rows as report() pools them: algo=(rate, seeds)."""
+    return {a: {"algo": a, "rate": r, "seeds": n} for a, (r, n) in rates_and_seeds.items()}
+
+
+@pytest.mark.parametrize(
+    ("rows", "holds"),
+    [
+        # (PAC, BC, filtered BC, BC+Q) -> above data, twice BC, at or above filtered BC, BC+Q reported
+        (dict(pac=(0.55, 3), bc=(0.17, 3), filtered_bc=(0.50, 3), bc_q=(0.2, 3)), [True, True, True, True]),
+        (dict(pac=(0.30, 3), bc=(0.10, 3), filtered_bc=(0.20, 3), bc_q=(0.2, 3)), [False, True, True, True]),
+        (dict(pac=(0.55, 3), bc=(0.30, 3), filtered_bc=(0.50, 3), bc_q=(0.2, 3)), [True, False, True, True]),
+        (dict(pac=(0.55, 3), bc=(0.17, 3), filtered_bc=(0.56, 3)), [True, True, False, None]),
+        (dict(pac=(0.60, 3), bc=(0.30, 3), filtered_bc=(0.60, 3), bc_q=(0.2, 3)), [True, True, True, True]),  # ties
+        # fewer than three seeds on a side: that comparison is not judged, whatever the rates
+        (dict(pac=(0.90, 2), bc=(0.10, 3), filtered_bc=(0.82, 1)), [None, None, None, None]),
+        (dict(pac=(0.90, 3), bc=(0.10, 3), filtered_bc=(0.82, 1)), [True, True, None, None]),
+        (dict(pac=(0.90, 3), filtered_bc=(0.82, 3)), [True, None, True, None]),
+    ],
+)
+def test_the_bar_judges_each_criterion_only_on_three_seeds_a_side(rows, holds):
+    from benchmarks.learning_study import the_bar
+
+    bar = the_bar(_pooled(**rows), data_rate=0.308)
+    assert [c["holds"] for c in bar] == holds
+    assert "PAC" in bar[0]["figures"] and "0.308" in bar[0]["figures"]
+
+
+def test_the_report_prints_and_keeps_the_bar(tmp_path, capsys):
+    for seed in range(3):
+        _run(tmp_path, "pac", "XS", seed, 60, 100, 5.0)
+        _run(tmp_path, "bc", "XS", seed, 20, 100, 5.0)
+    _run(tmp_path, "filtered_bc", "XS", 0, 50, 100, 5.0)
+    report(argparse.Namespace(out=tmp_path))
+    out = capsys.readouterr().out
+    assert "met      PAC above the data's own success: PAC 0.600 (3 seeds) vs data 0.300" in out
+    assert "met      PAC at least twice BC" in out
+    assert "not yet  PAC at or above filtered BC: PAC 0.600 (3 seeds) vs filtered BC 0.500 (1 seed)" in out
+    assert "not yet  BC+Q reported beside them: BC+Q not run" in out
+    kept = json.loads((tmp_path / "results.json").read_text())["bar"]["XS"]
+    assert [c["holds"] for c in kept] == [True, True, None, None]
