@@ -50,6 +50,8 @@ def test_the_frames_keep_their_phase_through_a_stall(start_driver):
     finally:
         client.close()
     assert len(before) >= 15 and len(after) >= 15
-    origin = before[len(before) // 2]
-    assert abs(_phase_ms(before, origin)) < 2.0
-    assert abs(_phase_ms(after, origin)) < 5.0  # re-anchoring moved it by 24 ms here
+    # Phases as medians against the same origin: a frame stamped late by a busy machine (3 ms under a training
+    # run in CI) moves neither, where one frame taken as the grid itself would shift the whole comparison.
+    origin = before[0]
+    grid = _phase_ms(before, origin)
+    assert abs(_phase_ms(after, origin) - grid) < 5.0  # re-anchoring moved it by 24 ms here
