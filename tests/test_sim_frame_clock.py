@@ -54,4 +54,5 @@ def test_the_frames_keep_their_phase_through_a_stall(start_driver):
     # run in CI) moves neither, where one frame taken as the grid itself would shift the whole comparison.
     origin = before[0]
     grid = _phase_ms(before, origin)
+    assert np.median([abs(_phase_ms([t], origin) - grid) for t in before]) < 2.0  # the frames do sit on a grid
     assert abs(_phase_ms(after, origin) - grid) < 5.0  # re-anchoring moved it by 24 ms here
