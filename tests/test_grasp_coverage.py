@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.grasp_coverage import BANDS_CM, band_counts, band_sums
+from benchmarks.grasp_coverage import BANDS_CM, CARRY_EDGES_CM, band_counts, band_sums, carry_counts
 
 RED = (0.5, 0.2, 0.025)
 
@@ -52,3 +52,27 @@ def test_band_sums_split_the_counted_steps_into_those_that_stay_open_and_the_clo
     assert stay.sum() == 0.75 and close.sum() == 0.75
     opens, closes = band_counts(grip, tcp, red)
     assert opens.sum() == 3 and closes.sum() == 1  # the sums cover exactly the counted steps
+
+
+BLUE = (0.6, 0.0, 0.025)
+
+
+@pytest.mark.parametrize(
+    ("rows", "band", "carried", "opens"),
+    [
+        ([(1.0, 0.07, 0.10), (0.0, 0.07, 0.10)], 3, 1, 1),  # a drop 7 cm from blue, carried high: the 6-8 cm band
+        ([(1.0, 0.07, 0.10), (1.0, 0.05, 0.10)], 2, 1, 0),  # carries on closed: counted, no open
+        ([(1.0, 0.01, 0.10), (0.0, 0.01, 0.10)], 0, 1, 1),  # opens over blue, high: still a drop
+        ([(1.0, 0.30, 0.10), (1.0, 0.30, 0.10)], len(CARRY_EDGES_CM) - 1, 1, 0),  # far from blue: the open-ended band
+        ([(1.0, 0.0, 0.055), (0.0, 0.0, 0.055)], None, 0, 0),  # a release at the stacked height: placed, not carried
+        ([(0.0, 0.07, 0.10), (0.0, 0.07, 0.10)], None, 0, 0),  # already open: not a decision to open
+    ],
+)
+def test_carry_counts(rows, band, carried, opens):
+    """Rows: (gripper command, red's distance from blue along x (m), red's height over blue's centre (m))."""
+    grip = np.array([g for g, _, _ in rows])
+    red = np.array([[BLUE[0] + dx, BLUE[1], BLUE[2] + dz] for _, dx, dz in rows])
+    held, opened = carry_counts(grip, red, np.tile(BLUE, (len(rows), 1)))
+    assert (held.sum(), opened.sum()) == (carried, opens)
+    if band is not None:
+        assert held[band] == carried and opened[band] == opens
