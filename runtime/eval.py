@@ -63,6 +63,11 @@ SHEET_FRAMES = 5  # frames per episode on a contact sheet
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 PR_SET_PDEATHSIG = 1  # prctl(2)
 SESSION = SessionConfig(device="cpu", threads=1)  # one intra-op thread: W workers share the cores, results exact
+# The lease an evaluation claims on its own lockstep sim, which nothing else can reach and which dies with its
+# worker: long enough that no pause of a loaded machine between the reset and the first tick lapses it. With the
+# link's 1 s lease, a CI machine under load held an episode's first tick for LEASE_LOST in one run and not in its
+# replay, so the same seeds gave different episodes (sim time stands still meanwhile: nothing physical lapsed).
+EVAL_LEASE_MS = 30_000.0
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
@@ -204,7 +209,8 @@ class EpisodeRunner:
         self.driver = subprocess.Popen(
             argv, stdout=self._driver_log, stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent
         )
-        self.config = with_own_sim(job.config, pub, cmd)
+        own = with_own_sim(job.config, pub, cmd)
+        self.config = replace(own, link=replace(own.link, lease_ms=max(own.link.lease_ms, EVAL_LEASE_MS)))
         self.client = DriverClient.for_link(self.config.link, source="pac-eval")
         try:
             _, lockstep = check_driver(self.client, self.config, timeout_s=self.config.driver_wait_s)

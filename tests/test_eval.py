@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,23 @@ def test_the_same_seeds_give_the_same_episodes_with_one_worker_or_two(state_poli
     assert [r.seed for r in one.results] == [7, 8, 9]
     assert one.results == two.results  # exact: steps, returns (floats), faults, holds
     assert len({r.shaped_return for r in one.results}) == 3  # the seeds do lay out different episodes
+
+
+def test_a_pause_after_the_reset_longer_than_the_link_lease_holds_no_tick(state_policy, monkeypatch):
+    """A loaded machine once took more than the link's 1 s lease between an episode's reset and its first tick:
+    that tick held for LEASE_LOST in one run and not in the replay. The evaluation's own sim keeps its lease."""
+    from runtime import eval as pac_eval_module
+
+    build = pac_eval_module.build_loop
+
+    def slow_build(*args, **kwargs):
+        time.sleep(DEFAULT_LINK.lease_ms / 1000 * 1.5)  # the loaded machine, between the reset and the loop
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(pac_eval_module, "build_loop", slow_build)
+    summary = evaluate(state_policy, robot="sawyer", task="stack", episodes=1, seed_start=7, max_steps=3, workers=1)
+    assert summary.results[0].steps == 3
+    assert summary.holds_by_cause == {}
 
 
 def test_a_nan_policy_faults_every_episode_and_never_moves_the_arm(state_policy, tmp_path):
