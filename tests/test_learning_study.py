@@ -143,6 +143,10 @@ def _pooled(**rates_and_seeds):
         (dict(pac=(0.90, 2), bc=(0.10, 3), filtered_bc=(0.82, 1)), [None, None, None, None]),
         (dict(pac=(0.90, 3), bc=(0.10, 3), filtered_bc=(0.82, 1)), [True, True, None, None]),
         (dict(pac=(0.90, 3), filtered_bc=(0.82, 3)), [True, None, True, None]),
+        # twice a fully seeded BC above 1: out of reach, however PAC's seeds end; under 1 it waits for PAC's seeds
+        (dict(pac=(0.90, 2), bc=(0.56, 3), filtered_bc=(0.86, 3)), [None, False, None, None]),
+        (dict(pac=(0.90, 2), bc=(0.50, 3), filtered_bc=(0.86, 3)), [None, None, None, None]),
+        (dict(pac=(0.90, 3), bc=(0.56, 2), filtered_bc=(0.86, 3)), [True, None, True, None]),
     ],
 )
 def test_the_bar_judges_each_criterion_only_on_three_seeds_a_side(rows, holds):
