@@ -16,7 +16,7 @@ succeeds. A critic that rates closing above staying open by more than the data d
 
 The second table is the carry's: steps whose previous gripper command was closed with red carried (its centre
 CARRIED_ABOVE over blue's), by red's distance from blue in the table plane, and how many of them command an open:
-the data's drops. "rl_like" drops in most of its episodes, always in the 6-8 cm band, yet at one step per drop
+the data's drops. "rl_like" drops in most of its episodes, nearly all in the 6-8 cm band, yet at one step per drop
 among the steps that carry on closed there; what a cloned policy copies at those states is the majority.
 """
 
