@@ -64,6 +64,12 @@ class ExpertQuality:
     # red's centre (benchmarks/grasp_coverage.py), so a critic's value of closing higher is pure extrapolation
     # (the failing PAC seeds closed on air)
     early_close: float = 0.0
+    # per-attempt chance of not closing at the grasp: the hand arrives on red, lifts with the fingers open and comes up
+    # empty, a miss noticed like any other (an agent that has not yet learnt to close). Issue 11: unlike a drop, which
+    # is one step among the many that carry on at its states, this choice is made at one state (the hand on red,
+    # fingers open) that every attempt passes once, so its share of the actions there is its share of the attempts:
+    # above one half, the data's majority there is the mistake, and cloning copies it
+    skip_close: float = 0.0
 
 
 MIXED_TARGET = 0.28  # stacking success of the "mixed" setting: CHEF's sub-optimal data succeeds 28%
@@ -87,6 +93,8 @@ QUALITIES = {
     "rl_like": RL_LIKE,
     # "rl_like" whose grasps sometimes close early (EARLY_CLOSE_HEIGHT), fewer drops to stay in RL_LIKE_RANGE
     "rl_like_early_close": replace(RL_LIKE, name="rl_like_early_close", drop=0.6, early_close=0.3),
+    # "rl_like" whose grasps are mostly not closed (skip_close), fewer other mistakes to stay in RL_LIKE_RANGE
+    "rl_like_skip_close": replace(RL_LIKE, name="rl_like_skip_close", skip_close=0.7),
 }
 
 
@@ -115,6 +123,7 @@ class ScriptedExpert:
         self.held = False  # whether the last close ended with an object between the fingers
         self.place_offset = self._misplacement()
         self.early_close_at = self._early_close_height()
+        self.skips_close = self._skips_close()
         self.on_air = False  # this attempt closes early: where the hand is, not on the object
         if self.target == "green":
             self.events.append((0, "target_distractor"))
@@ -144,6 +153,11 @@ class ScriptedExpert:
         if not (q.early_close and rng.random() < self._chance(q.early_close)):
             return None
         return float(rng.uniform(*EARLY_CLOSE_HEIGHT))
+
+    def _skips_close(self) -> bool:
+        """Whether this attempt lifts without closing (the knob at 0 draws nothing, as in _early_close_height)."""
+        q = self.quality
+        return bool(q.skip_close) and self.rng.random() < self._chance(q.skip_close)
 
     def _event(self, what: str) -> None:
         self.events.append((self.steps, what))
@@ -188,6 +202,9 @@ class ScriptedExpert:
                 self.phase, self.count = "close", 0
                 if self.attempt:
                     self._event("regrasp")
+                if self.skips_close:  # up with the fingers open: nothing between them, a miss
+                    self.phase, self.held = "lift", False
+                    self._event("skip_close")
         elif self.phase == "close":  # on the object; or, closing early, where the hand is
             goal, self.grip = (s.tcp.copy() if self.on_air else obj.copy()), 1.0
             self.count += 1
@@ -228,6 +245,7 @@ class ScriptedExpert:
                 self.drops = self.rng.random() < self._chance(self.quality.drop)
                 self.place_offset = self._misplacement()
                 self.early_close_at, self.on_air = self._early_close_height(), False
+                self.skips_close = self._skips_close()
         else:  # hold (lift done) or gave up
             goal = s.tcp.copy()
         action = self._move(s.tcp, goal)
