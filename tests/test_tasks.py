@@ -245,14 +245,14 @@ def test_early_closes_shut_above_the_grasp_and_a_miss_is_recovered():
     assert on_air >= 2
 
 
-def test_skipped_closes_lift_empty_are_recovered_and_are_most_grasp_decisions():
-    """In "rl_like_skip_close", a skipped close lifts with the fingers open, holds nothing, and the expert notices the
-    miss and goes for red again; and skips are most of the decisions made with the hand on red (skip or close), the
-    property the preset exists for: there the data's majority action is the mistake."""
+def test_skipped_closes_rise_open_and_come_back_and_are_most_grasp_decisions():
+    """In "rl_like_skip_close", a skipped close rises with the fingers open, holding nothing, and comes back down to
+    decide again; and skips are most of the decisions made with the hand on red (skip or close), the property the
+    preset exists for: there the data's majority action is the mistake."""
     env = PacTaskEnv("sawyer", "stack", cameras=(), render_images=False)
-    skips = closes = recovered = 0
+    skips = closes = retried = 0
     try:
-        for seed in range(6):
+        for seed in range(10):
             steps = list(expert_rollout(env, "rl_like_skip_close", seed))[1:]
             grips = [s.action[-1] for s in steps]
             closes += sum(g == 1.0 and (i == 0 or grips[i - 1] == 0.0) for i, g in enumerate(grips))
@@ -262,16 +262,15 @@ def test_skipped_closes_lift_empty_are_recovered_and_are_most_grasp_decisions():
                 skips += 1
                 after = steps[i + 1 : i + 1 + CLOSE_STEPS]  # where a close would have been
                 assert all(s.action[-1] == 0.0 and not s.info["grasped"] for s in after)
-                if i + 31 <= len(steps):  # lifting, empty (a hesitation may pause it up to 20 steps)
+                if i + 31 <= len(steps):  # up within 30 steps (a hesitation may pause it up to 20)
                     assert max(s.info["tcp"][2] for s in steps[i + 1 : i + 31]) > step.info["tcp"][2] + 0.01
                 later = [e for s in steps[i + 1 :] for e in s.events]
-                if "notice_miss" in later:
-                    assert "regrasp" in later[later.index("notice_miss") :] or steps[-1].truncated
-                    recovered += 1
+                if "skip_close" in later or 1.0 in grips[i + 1 :]:
+                    retried += 1  # back down on red and decided again
     finally:
         env.close()
-    assert recovered >= 2
-    assert skips > closes
+    assert retried >= 2
+    assert skips > closes, (skips, closes)
 
 
 def test_expert_knobs_draw_from_its_own_seeded_generator():
