@@ -6,7 +6,8 @@ data PAC needs (reference/pac.md: CHEF's mixed data succeeds ~28%): action noise
 the wrong object, dropping early, giving up. "mixed" makes those whole-episode choices at the start, so its
 successful and failed episodes part early. "rl_like" is closer to data recorded by RL agents (issue 11):
 noise whose level varies across episodes and switches within them, late mistakes (a drop near the blue
-cube, a release off its centre), and an expert that notices a mistake after a while and goes back (lets go
+cube, a release off its centre), grasps not closed ("rl_like_skip_close": the hand rises open and tries again),
+and an expert that notices a mistake after a while and goes back (lets go
 of green, re-grasps a dropped or misplaced red cube), so failures and successes pass through the same
 states and an offline critic has something to stitch. Each knob draws from the expert's own seeded
 generator. `expert_rollout` is the one episode loop: `pac-collect` (policies/data/collect.py) and the
@@ -65,10 +66,11 @@ class ExpertQuality:
     # red's centre (benchmarks/grasp_coverage.py), so a critic's value of closing higher is pure extrapolation
     # (the failing PAC seeds closed on air)
     early_close: float = 0.0
-    # chance, each time the hand arrives on red with the fingers open, of not closing: it rises PEEK_HEIGHT with the
-    # fingers open and comes back down to decide again (an agent that has not yet learnt when to close). Issue 11:
-    # unlike a drop, which is one step among the many that carry on at its states, this choice is made at one state
-    # (the hand on red, fingers open) that every arrival passes once, so its share of the actions there is its share
+    # chance, each time the hand arrives on the object it goes for (red, or green when it takes the distractor) with
+    # the fingers open, of not closing: it rises PEEK_HEIGHT with the fingers open and comes back down to decide again
+    # (an agent that has not yet learnt when to close). Issue 11: unlike a drop, which is one step among the many that
+    # carry on at its states, this choice is made at one state (the hand on the object, fingers open) that every
+    # arrival passes once, so its share of the actions there is its share
     # of the arrivals: above one half, the data's majority there is the mistake, and cloning copies it
     skip_close: float = 0.0
 
